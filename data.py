@@ -1,0 +1,226 @@
+"""Reading and feeding face images.
+
+A data folder holds one sub-folder per class, `female/` and `male/` (any letter case).
+Class index 0 is female and 1 is male, so the model's single sigmoid output is P(male).
+
+Images are decoded with Pillow inside a `tf.data` pipeline: Pillow reads every format people
+actually have (JPEG, PNG, BMP, GIF, WebP, CMYK, 16-bit, palette), honours the EXIF orientation
+tag, and lets a file that cannot be decoded be reported by name and skipped instead of
+crashing a run after minutes of work.
+"""
+
+import os
+import sys
+import threading
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+import keras
+
+CLASS_NAMES = ("female", "male")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# Sub-folder names that hold a ready-made split inside a data folder.
+TRAIN_DIR_NAMES = ("train",)
+VAL_DIR_NAMES = ("val", "validation", "dev")
+
+
+class DataError(Exception):
+    """Data that cannot be used; the message names the path and says what to do."""
+
+
+# ---------------------------------------------------------------------------
+# Finding images
+
+def find_subdir(root, names):
+    """Return the first sub-folder of `root` whose name matches one of `names` (any case)."""
+    try:
+        entries = {e.name.lower(): e.path for e in os.scandir(root) if e.is_dir()}
+    except OSError:
+        return None
+    for name in names:
+        if name in entries:
+            return entries[name]
+    return None
+
+
+def find_class_dirs(root):
+    """Map each class name to its folder inside `root`, matching names in any letter case."""
+    if not os.path.exists(root):
+        raise DataError(f"{root}: no such folder; pass a folder that holds female/ and male/")
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: is a file, not a folder; pass a folder that holds female/ and male/")
+    class_dirs = {}
+    for name in CLASS_NAMES:
+        path = find_subdir(root, [name])
+        if path is None:
+            raise DataError(f"{os.path.join(root, name)}: class folder missing; "
+                            f"put the {name} images in it (expected female/ and male/)")
+        class_dirs[name] = path
+    return class_dirs
+
+
+def list_image_files(folder):
+    """All image files under `folder` (recursively), by extension, hidden files skipped, sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+def list_labeled_images(root):
+    """Return (paths, labels) for every image in the class folders of `root`.
+
+    Labels are 0 for female and 1 for male. An empty class folder is an error.
+    """
+    paths, labels = [], []
+    for label, (name, folder) in enumerate(find_class_dirs(root).items()):
+        files = list_image_files(folder)
+        if not files:
+            raise DataError(f"{folder}: class folder holds no images "
+                            f"({', '.join(IMAGE_EXTENSIONS)}); add some or fix --data_path")
+        paths += files
+        labels += [label] * len(files)
+    return paths, np.array(labels, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+
+def load_image(path, image_size):
+    """Decode one image file to a (size, size, 3) uint8 RGB array, upright, first frame only."""
+    with Image.open(path) as img:
+        # JPEG can decode at a reduced scale directly, which makes large photos cheap.
+        img.draft("RGB", (image_size, image_size))
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale: keep the top 8 bits rather than letting Pillow clip to white.
+            img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8))
+        img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+class ImageReader:
+    """Decodes files for a `tf.data` pipeline and remembers the ones that failed.
+
+    `skipped` maps each unreadable path to the reason, so a script can report them at the end.
+    """
+
+    def __init__(self, image_size):
+        self.image_size = image_size
+        self.skipped = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, path):
+        path = path.decode() if isinstance(path, bytes) else str(path)
+        try:
+            return load_image(path, self.image_size), True
+        except Exception as err:  # any decoder error means: skip this file, keep the run going
+            with self._lock:
+                if path not in self.skipped:
+                    self.skipped[path] = f"{type(err).__name__}: {err}"
+                    print(f"warning: skipping unreadable image {path} ({err})", file=sys.stderr)
+            return np.zeros((self.image_size, self.image_size, 3), np.uint8), False
+
+    def tf_decode(self, path):
+        image, ok = tf.numpy_function(self.__call__, [path], [tf.uint8, tf.bool])
+        image.set_shape((self.image_size, self.image_size, 3))
+        ok.set_shape(())
+        return image, ok
+
+
+def make_eval_dataset(paths, reader, batch_size=32):
+    """Batches of float32 images in 0..255, in file order.
+
+    An unreadable file yields a black image (and is listed in `reader.skipped`) so the output stays
+    aligned with `paths` and the length is known up front for the progress bar.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str))
+    ds = ds.map(lambda p: tf.cast(reader.tf_decode(p)[0], tf.float32),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------
+# Training extras: oversampling and augmentation
+
+def oversample_indices(labels, ratio=1.0, seed=0):
+    """Indices into `labels` with the minority class repeated up to `ratio` x the majority count.
+
+    `ratio=1.0` balances the classes; `ratio=0` (or anything that would shrink the minority)
+    returns every index once. Whole copies come first and the remainder is drawn without
+    replacement, so every minority image appears a near-equal number of times.
+    """
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=2)
+    minority = int(np.argmin(counts))
+    target = int(round(ratio * counts.max()))
+    indices = np.arange(len(labels))
+    extra = target - counts[minority]
+    if ratio <= 0 or extra <= 0 or counts[minority] == 0:
+        return indices
+    rng = np.random.default_rng(seed)
+    minority_idx = indices[labels == minority]
+    copies, rest = divmod(extra, len(minority_idx))
+    added = np.concatenate([np.tile(minority_idx, copies),
+                            rng.choice(minority_idx, size=rest, replace=False)])
+    return np.concatenate([indices, added])
+
+
+def make_augmentation(seed=None):
+    """The reference augmentations as Keras preprocessing layers (active only in training).
+
+    They run in the input pipeline rather than inside the model: HDF5 cannot save every one of
+    them, and the shipped model should hold only what inference needs.
+    """
+    return keras.Sequential([
+        keras.layers.RandomRotation(20 / 360, fill_mode="nearest", seed=seed),
+        keras.layers.RandomZoom(0.2, fill_mode="nearest", seed=seed),
+        keras.layers.RandomShear(x_factor=0.2, y_factor=0.0, fill_mode="nearest", seed=seed),
+        keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest", seed=seed),
+        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed),
+        keras.layers.RandomFlip("horizontal", seed=seed),
+    ], name="augmentation")
+
+
+def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, augment=True,
+                       seed=0, shuffle=True, cache=False, class_weights=None):
+    """Shuffled, oversampled, augmented batches of (image, label, sample weight).
+
+    Images are float32 in 0..255. The sample weight carries the class weights (`class_weights`
+    maps class index to weight) and is 0 for an unreadable file, which is listed in
+    `reader.skipped` and so drops out of the loss and the metrics while the dataset keeps a
+    known length. With `cache`, decoded images stay in memory after the first pass (worth it for
+    validation data, read every epoch).
+    """
+    index = oversample_indices(labels, oversample, seed)
+    labels = np.asarray(labels)[index]
+    weights = np.ones(len(labels), np.float32)
+    if class_weights is not None:
+        weights = np.asarray([class_weights[int(y)] for y in labels], np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (np.asarray(paths, dtype=str)[index], labels.astype(np.float32), weights))
+    if shuffle:
+        ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
+
+    def decode(path, label, weight):
+        image, ok = reader.tf_decode(path)
+        return image, label, weight * tf.cast(ok, tf.float32)
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    ds = ds.batch(batch_size)
+    augmentation = make_augmentation(seed) if augment else None
+
+    def to_float(images, label, weight):
+        images = tf.cast(images, tf.float32)
+        if augmentation is not None:
+            images = augmentation(images, training=True)
+        return images, label, weight
+
+    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,156 @@
+"""The classifier: MobileNetV2 backbone, small head, and safe saving and loading.
+
+The saved model takes raw RGB pixels in 0..255 at its input size and outputs P(male): the
+MobileNetV2 scaling (x / 127.5 - 1) is a layer inside it, so nobody who loads it needs to know
+the preprocessing.
+"""
+
+import json
+import os
+import socket
+
+import keras
+
+import losses  # noqa: F401  (registers the focal loss so compiled models reload)
+from outputs import atomic_path, write_json
+
+BACKBONE_NAME = "mobilenetv2"
+KERAS_IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+class ModelError(Exception):
+    """A model or weights file that cannot be used; the message names it and says what to do."""
+
+
+def build_backbone(image_size, weights="imagenet"):
+    """MobileNetV2 without its top. `weights` is 'imagenet', 'none' or a path to a weights file.
+
+    Keras downloads the ImageNet weights unless they are already in ~/.keras/models; its download
+    has no timeout, so it is bounded here and turned into a message that says what to pass.
+    """
+    shape = (image_size, image_size, 3)
+    if weights in (None, "none"):
+        return keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=shape,
+                                              name=BACKBONE_NAME)
+    if weights != "imagenet":
+        if not os.path.isfile(weights):
+            raise ModelError(f"{weights}: weights file not found; pass --weights PATH to a "
+                             "MobileNetV2 no-top weights file, or --weights none")
+        backbone = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                                  input_shape=shape, name=BACKBONE_NAME)
+        try:
+            backbone.load_weights(weights)
+        except Exception as err:
+            raise ModelError(f"{weights}: not MobileNetV2 no-top weights ({err}); pass "
+                             "--weights PATH to a matching file") from None
+        return backbone
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)
+    try:
+        return keras.applications.MobileNetV2(include_top=False, weights="imagenet",
+                                              input_shape=shape, name=BACKBONE_NAME)
+    except Exception as err:
+        cached = os.path.join(os.path.expanduser("~"), ".keras", "models", KERAS_IMAGENET_FILE)
+        raise ModelError(f"could not download the ImageNet weights ({type(err).__name__}: {err}); "
+                         f"pass --weights PATH to a local MobileNetV2 no-top weights file "
+                         f"(or place it at {cached})") from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+def build_classifier_head(dense_units=128, dropout=0.3):
+    """The reference head on top of the backbone's feature map."""
+    return keras.Sequential([
+        keras.layers.GlobalAveragePooling2D(name="avg_pool"),
+        keras.layers.Dense(dense_units, activation="relu", name="head_dense"),
+        keras.layers.Dropout(dropout, name="head_dropout"),
+        keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="p_male"),
+    ], name="head")
+
+
+def build_model(image_size=224, weights="imagenet", trainable_layers=None, dense_units=128,
+                dropout=0.3):
+    """Raw-pixel input -> MobileNetV2 scaling -> backbone -> head -> P(male).
+
+    `trainable_layers` is how many of the backbone's top layers are trained (None: all, 0: none).
+    The backbone always runs its batch norm in inference mode, as transfer learning requires:
+    its statistics came from ImageNet and a small batch of faces would wreck them.
+    """
+    backbone = build_backbone(image_size, weights)
+    set_trainable_layers(backbone, trainable_layers)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="mobilenet_scaling")(inputs)
+    x = backbone(x, training=False)
+    outputs = build_classifier_head(dense_units, dropout)(x)
+    return keras.Model(inputs, outputs, name="facegender")
+
+
+def set_trainable_layers(backbone, trainable_layers):
+    """Freeze all but the top `trainable_layers` layers of the backbone (None: train all)."""
+    layers = backbone.layers
+    n = len(layers) if trainable_layers is None else max(0, min(trainable_layers, len(layers)))
+    backbone.trainable = n > 0
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= len(layers) - n
+
+
+def input_size(model):
+    """The square input size a model expects."""
+    return int(model.input_shape[1])
+
+
+# ---------------------------------------------------------------------------
+# Saving and loading
+
+def sidecar_path(model_path):
+    """`model_balanced.h5` -> `model_balanced.json`."""
+    return os.path.splitext(model_path)[0] + ".json"
+
+
+def save_model(model, path, sidecar=None):
+    """Save the deliverable atomically: inference-only (no optimizer), then its JSON sidecar.
+
+    The model is written to a temporary name beside `path` and renamed into place, so a crash
+    during the save leaves the previous file, never a broken one.
+    """
+    with atomic_path(path) as tmp:
+        model.save(tmp, include_optimizer=False)
+    if sidecar is not None:
+        write_json(sidecar_path(path), sidecar)
+
+
+def load_sidecar(model_path):
+    """The model's JSON sidecar, or {} when there is none."""
+    path = sidecar_path(model_path)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path}: unreadable sidecar ({err}); fix or delete it") from None
+
+
+def load_model(path, safe_mode=True):
+    """Load a saved classifier for inference, turning every failure into one clear line."""
+    if not os.path.exists(path):
+        raise ModelError(f"{path}: model file not found; pass --model_path to a saved model "
+                         "(train one with train_model.py)")
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: is a folder; pass --model_path to a .h5 or .keras model file")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+    except Exception as err:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "lambda" in text.lower() or "unsafe" in text.lower():
+            raise ModelError(f"{path}: refused, the model carries code that would run on load "
+                             "(a Lambda layer); pass --unsafe only if you trust its source") from None
+        raise ModelError(f"{path}: not a loadable Keras model ({type(err).__name__}: {text}); "
+                         "pass a model saved by train_model.py") from None
+    shape = model.input_shape
+    out = model.output_shape
+    if (len(shape) != 4 or shape[-1] != 3 or shape[1] is None or shape[1] != shape[2]
+            or out[-1] != 1):
+        raise ModelError(f"{path}: model takes {shape} and gives {out}; expected square RGB "
+                         "images in and one probability out (a model from train_model.py)")
+    return model

@@ -1,0 +1,231 @@
+"""Evaluate a saved face-gender model on a labelled folder of images.
+
+    python test_script.py --data_path DIR [--model_path model_balanced.h5] [--output_dir OUT]
+
+DIR holds female/ and male/. Reports at the model's own threshold (from its JSON sidecar) and at
+the threshold that gives the best macro-F1 on this data, saves the confusion matrix, metrics and
+per-image predictions, and copies every misclassified image into misclassified/.
+"""
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import data  # noqa: E402
+import metrics  # noqa: E402
+import model as model_lib  # noqa: E402
+from data import CLASS_NAMES, DataError  # noqa: E402
+from model import ModelError  # noqa: E402
+from outputs import atomic_path, save_figure, write_json, write_text  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_path", required=True, help="folder holding female/ and male/")
+    p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"),
+                   help="saved model (its JSON sidecar beside it gives the threshold)")
+    p.add_argument("--output_dir", default=".", help="where every output is written")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="decision threshold on P(male) (default: the sidecar's, else 0.5)")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--group_by", choices=["suffix", "folder"], default=None,
+                   help="also report per group: 'suffix' is the file-name part after the last "
+                        "underscore (e.g. _blurred), 'folder' the sub-folder inside the class")
+    p.add_argument("--no_copy", action="store_true", help="do not copy misclassified images")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    args = p.parse_args(argv)
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        p.error("--threshold must be between 0 and 1")
+    if args.batch_size < 1:
+        p.error("--batch_size must be at least 1")
+    return args
+
+
+# ---------------------------------------------------------------------------
+# Grouping and copying
+
+def group_of(path, class_root, group_by):
+    """The group a file belongs to: its name's last `_suffix`, or its sub-folder in the class."""
+    if group_by == "suffix":
+        stem = os.path.splitext(os.path.basename(path))[0]
+        return stem.rsplit("_", 1)[1] if "_" in stem else "(none)"
+    rel = os.path.relpath(os.path.dirname(path), class_root)
+    return "(top)" if rel == "." else rel.split(os.sep)[0]
+
+
+def copy_misclassified(path, true_name, pred_name, p_male, out_root):
+    """Copy (never move) `path` into out_root/<true>_as_<pred>/, never overwriting a file.
+
+    The copy is named after the file's base name only, so names from the data cannot escape
+    `out_root`, with P(male) added so the folder sorts by confidence.
+    """
+    folder = os.path.join(out_root, f"{true_name}_as_{pred_name}")
+    os.makedirs(folder, exist_ok=True)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    candidate, n = f"{stem}_p{p_male:.3f}{ext}", 1
+    while os.path.exists(os.path.join(folder, candidate)):
+        candidate, n = f"{stem}_p{p_male:.3f}_{n}{ext}", n + 1
+    dest = os.path.join(folder, candidate)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(path, tmp)
+    return dest
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+
+def plot_confusion_matrix(matrix, threshold, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    sns.heatmap(np.asarray(matrix), annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax,
+                xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, annot_kws={"size": 14})
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix (threshold {threshold:.2f})")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+
+
+def write_predictions(path, rows):
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "true", "p_male", "predicted", "correct"])
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def print_report(title, report):
+    print(f"\n== {title}: threshold {report['threshold']:.2f}, "
+          f"macro-F1 {report['macro_f1']:.4f}")
+    print(report["report_text"])
+    for name, (ok, n) in report["per_class_accuracy"].items():
+        share = f" ({ok / n:.2%})" if n else ""
+        print(f"  {name:>6} accuracy: {ok}/{n}{share}")
+
+
+def group_table(groups, y_true, scores, threshold):
+    """Per-group metrics at `threshold`, as rows of plain values."""
+    rows = []
+    for group in sorted(set(groups)):
+        mask = np.asarray(groups) == group
+        r = metrics.evaluation_report(y_true[mask], scores[mask], threshold)
+        acc = r["per_class_accuracy"]
+        rows.append({"group": group, "images": int(mask.sum()), "macro_f1": r["macro_f1"],
+                     "female": acc["female"], "male": acc["male"]})
+    return rows
+
+
+def print_group_table(rows, group_by, threshold):
+    print(f"\n== by {group_by}, at threshold {threshold:.2f}")
+    print(f"{'group':<12} {'images':>6} {'macro-F1':>9} {'female recall':>17} {'male recall':>17}")
+    for r in rows:
+        cells = [f"{ok}/{n} {ok / n:.3f}" if n else "-" for ok, n in (r["female"], r["male"])]
+        print(f"{r['group']:<12} {r['images']:>6} {r['macro_f1']:>9.4f} {cells[0]:>17} "
+              f"{cells[1]:>17}")
+
+
+# ---------------------------------------------------------------------------
+
+def evaluate(args):
+    class_dirs = data.find_class_dirs(args.data_path)
+    paths, labels = data.list_labeled_images(args.data_path)
+    model = model_lib.load_model(args.model_path)
+    sidecar = model_lib.load_sidecar(args.model_path)
+    if args.threshold is not None:
+        model_threshold, source = args.threshold, "--threshold"
+    elif "threshold" in sidecar:
+        model_threshold, source = float(sidecar["threshold"]), "the model's sidecar"
+    else:
+        model_threshold, source = 0.5, "default, no sidecar found"
+    os.makedirs(args.output_dir, exist_ok=True)
+
+    image_size = model_lib.input_size(model)
+    print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
+          f"{np.sum(labels == 1)} male) at {image_size}x{image_size}")
+    reader = data.ImageReader(image_size)
+    scores = model.predict(data.make_eval_dataset(paths, reader, args.batch_size),
+                           verbose=args.verbose)[:, 0]
+    keep = np.array([p not in reader.skipped for p in paths], dtype=bool)
+    paths = [p for p, k in zip(paths, keep) if k]
+    labels, scores = labels[keep], scores[keep]
+    if len(paths) == 0:
+        raise DataError(f"{args.data_path}: none of the images could be read")
+
+    at_model = metrics.evaluation_report(labels, scores, model_threshold)
+    best_t, _ = metrics.best_threshold(labels, scores)
+    at_best = metrics.evaluation_report(labels, scores, best_t)
+    thresholds, curve = metrics.sweep_thresholds(labels, scores)
+    print_report(f"At the model's threshold ({source})", at_model)
+    print_report("At the best threshold for this data (swept in 0.01 steps; optimistic, "
+                 "since it is tuned on the data it scores)", at_best)
+
+    results = {
+        "data_path": os.path.abspath(args.data_path),
+        "model_path": os.path.abspath(args.model_path),
+        "images": len(paths),
+        "model_threshold": {**at_model, "source": source},
+        "best_threshold": at_best,
+        "sweep": [{"threshold": float(t), "macro_f1": float(f)} for t, f in zip(thresholds, curve)],
+        "unreadable_images": reader.skipped,
+    }
+    if args.group_by:
+        groups = [group_of(p, class_dirs[CLASS_NAMES[y]], args.group_by)
+                  for p, y in zip(paths, labels)]
+        rows = group_table(groups, labels, scores, model_threshold)
+        print_group_table(rows, args.group_by, model_threshold)
+        results["groups"] = {"by": args.group_by, "threshold": model_threshold, "rows": rows}
+
+    predicted = (scores >= model_threshold).astype(int)
+    out = args.output_dir
+    rows = [(p, CLASS_NAMES[y], f"{s:.6f}", CLASS_NAMES[k], int(y == k))
+            for p, y, s, k in zip(paths, labels, scores, predicted)]
+    write_predictions(os.path.join(out, "predictions.csv"), rows)
+    write_json(os.path.join(out, "metrics.json"), results)
+    plot_confusion_matrix(at_model["confusion_matrix"], model_threshold,
+                          os.path.join(out, "confusion_matrix.png"))
+    wrong = np.flatnonzero(predicted != labels)
+    if not args.no_copy:
+        for i in wrong:
+            copy_misclassified(paths[i], CLASS_NAMES[labels[i]], CLASS_NAMES[predicted[i]],
+                               scores[i], os.path.join(out, "misclassified"))
+    print(f"\n{len(wrong)} misclassified at threshold {model_threshold:.2f}"
+          + ("" if args.no_copy else f", copied into {os.path.join(out, 'misclassified')}"))
+    if reader.skipped:
+        print(f"skipped {len(reader.skipped)} unreadable image(s):")
+        for p, why in reader.skipped.items():
+            print(f"  {p}: {why}")
+    print(f"wrote confusion_matrix.png, metrics.json, predictions.csv in {os.path.abspath(out)}")
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        evaluate(args)
+    except (DataError, ModelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {err.filename or ''}: {err.strerror}; check the path and its permissions",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

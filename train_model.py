@@ -1,0 +1,309 @@
+"""Train the MobileNetV2 male/female face classifier.
+
+    python train_model.py --data_path DIR [--weights PATH] [--epochs 25] ...
+
+DIR holds female/ and male/ (or train/ and val/ or dev/ sub-folders that each hold them).
+Writes the model (HDF5), its JSON sidecar with the tuned decision threshold, training curves
+and the model architecture. Every default below is the reference recipe; each is a flag.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import data  # noqa: E402
+import metrics  # noqa: E402
+import model as model_lib  # noqa: E402
+from data import CLASS_NAMES, DataError  # noqa: E402
+from losses import BinaryFocalLoss  # noqa: E402
+from model import ModelError  # noqa: E402
+from outputs import atomic_path, save_figure, write_json, write_text  # noqa: E402
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_path", nargs="+", required=True,
+                   help="data folder(s): female/ and male/, or train/ (+ val/ or dev/) holding them; "
+                        "several folders are pooled")
+    p.add_argument("--val_path", nargs="+", default=None,
+                   help="validation folder(s) with female/ and male/ (default: DIR/val or DIR/dev, "
+                        "else a stratified split)")
+    p.add_argument("--val_split", type=float, default=0.15,
+                   help="fraction held out for validation when there is no validation folder")
+    p.add_argument("--output", default="model_balanced.h5", help="model file to write (.h5)")
+    p.add_argument("--weights", default="imagenet",
+                   help="backbone initialisation: imagenet, none, or a path to a weights file")
+    p.add_argument("--trainable_layers", type=int, default=None,
+                   help="train only this many top backbone layers (default: all; 0 freezes it)")
+    p.add_argument("--image_size", type=int, default=224, help="square input size in pixels")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--learning_rate", type=float, default=1e-5, help="Adam learning rate")
+    p.add_argument("--focal_alpha", type=float, default=0.5)
+    p.add_argument("--focal_gamma", type=float, default=1.5)
+    p.add_argument("--oversample", type=float, default=1.0,
+                   help="repeat the minority class up to this fraction of the majority (0: off)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random rotation, zoom, shear, shifts, brightness and horizontal flip")
+    p.add_argument("--class_weights", type=float, nargs=2, default=[1.0, 0.9],
+                   metavar=("FEMALE", "MALE"), help="loss weight of each class")
+    p.add_argument("--dense_units", type=int, default=128, help="width of the head's hidden layer")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--patience", type=int, default=5,
+                   help="EarlyStopping patience in epochs (validation loss)")
+    p.add_argument("--lr_patience", type=int, default=3,
+                   help="ReduceLROnPlateau patience in epochs (validation loss)")
+    p.add_argument("--lr_factor", type=float, default=0.5, help="ReduceLROnPlateau factor")
+    p.add_argument("--seed", type=int, default=42, help="seed for the split, sampling and weights")
+    p.add_argument("--checkpoint_dir", default=None,
+                   help="where per-epoch checkpoints go (default: <output>_checkpoints/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last finished epoch")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    args = p.parse_args(argv)
+    if not 0 < args.val_split < 1:
+        p.error("--val_split must be between 0 and 1")
+    if args.epochs < 1 or args.batch_size < 1:
+        p.error("--epochs and --batch_size must be at least 1")
+    if args.image_size < 32:
+        p.error("--image_size must be at least 32")
+    return args
+
+
+# ---------------------------------------------------------------------------
+# Data
+
+def collect(folders):
+    """Pool the labelled images of several class-folder roots."""
+    paths, labels = [], []
+    for folder in folders:
+        p, y = data.list_labeled_images(folder)
+        paths += p
+        labels.append(y)
+    return paths, np.concatenate(labels)
+
+
+def split_data(args):
+    """Resolve training and validation images from the flags; returns (train, val, how)."""
+    from sklearn.model_selection import train_test_split
+
+    train_roots, val_roots = [], []
+    for root in args.data_path:
+        if not os.path.isdir(root):
+            raise DataError(f"{root}: no such folder; pass --data_path a folder holding "
+                            "female/ and male/ (or train/ and val/)")
+        train_roots.append(data.find_subdir(root, data.TRAIN_DIR_NAMES) or root)
+        val_roots.append(data.find_subdir(root, data.VAL_DIR_NAMES))
+    train = collect(train_roots)
+    if args.val_path:
+        return train, collect(args.val_path), f"--val_path {' '.join(args.val_path)}"
+    if all(val_roots):
+        return train, collect(val_roots), "validation folder(s) " + ", ".join(val_roots)
+    paths, labels = train
+    if min(np.bincount(labels, minlength=2)) < 2:
+        raise DataError(f"{train_roots[0]}: too few images to hold some out for validation; "
+                        "add images or pass --val_path")
+    tr_p, va_p, tr_y, va_y = train_test_split(paths, labels, test_size=args.val_split,
+                                              stratify=labels, random_state=args.seed)
+    return (tr_p, tr_y), (va_p, va_y), f"stratified {args.val_split:.0%} split (seed {args.seed})"
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints: an interrupted run resumes from its last finished epoch
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch, atomically save the full training state to `folder`.
+
+    `last.keras` holds the model with its optimizer (learning rate included), `best.weights.h5`
+    the weights with the lowest validation loss so far, and `state.json` the epoch count and the
+    history, so a resumed run draws complete curves and restores the true best weights.
+    """
+
+    def __init__(self, folder, history=None, best=np.inf):
+        super().__init__()
+        self.folder = folder
+        self.history = history or {}
+        self.best = best
+        os.makedirs(folder, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        val_loss = logs.get("val_loss", np.inf)
+        if val_loss < self.best:
+            self.best = float(val_loss)
+            with atomic_path(os.path.join(self.folder, "best.weights.h5")) as tmp:
+                self.model.save_weights(tmp)
+        with atomic_path(os.path.join(self.folder, "last.keras")) as tmp:
+            self.model.save(tmp)
+        write_json(os.path.join(self.folder, "state.json"),
+                   {"epochs_done": epoch + 1, "best_val_loss": self.best, "history": self.history})
+
+
+def load_checkpoint(folder):
+    """Return (model, state) from a checkpoint folder, or (None, None) when there is none."""
+    state_file = os.path.join(folder, "state.json")
+    if not os.path.exists(state_file):
+        return None, None
+    with open(state_file) as f:
+        state = json.load(f)
+    model = keras.models.load_model(os.path.join(folder, "last.keras"))
+    return model, state
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+
+def plot_history(history, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for ax, key, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Focal loss")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            if prefix + key in history:
+                ax.plot(epochs, history[prefix + key], marker="o", label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+
+
+def save_architecture(model, stem_dir):
+    """model_architecture.png when pydot and graphviz are installed, else a text summary."""
+    png = os.path.join(stem_dir, "model_architecture.png")
+    try:
+        with atomic_path(png) as tmp:
+            keras.utils.plot_model(model, to_file=tmp, show_shapes=True, show_layer_names=True)
+            if not os.path.getsize(tmp):
+                raise OSError("graphviz wrote nothing")
+        return png
+    except (ImportError, OSError, FileNotFoundError):
+        lines = []
+        model.summary(print_fn=lines.append, expand_nested=True)
+        txt = os.path.join(stem_dir, "model_architecture.txt")
+        write_text(txt, "\n".join(lines) + "\n")
+        return txt
+
+
+def predict_scores(model, paths, labels, image_size, batch_size, verbose):
+    """P(male) for each readable validation image; returns (scores, labels) of those images."""
+    reader = data.ImageReader(image_size)
+    scores = model.predict(data.make_eval_dataset(paths, reader, batch_size), verbose=verbose)
+    keep = np.array([p not in reader.skipped for p in paths], dtype=bool)
+    return scores[:, 0][keep], np.asarray(labels)[keep]
+
+
+# ---------------------------------------------------------------------------
+
+def train(args):
+    keras.utils.set_random_seed(args.seed)
+    (train_paths, train_labels), (val_paths, val_labels), val_source = split_data(args)
+    counts = np.bincount(train_labels, minlength=2)
+    print(f"training images: {counts[0]} female, {counts[1]} male; validation: "
+          f"{np.sum(val_labels == 0)} female, {np.sum(val_labels == 1)} male ({val_source})")
+
+    checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_checkpoints"
+    model, state = load_checkpoint(checkpoint_dir) if args.resume else (None, None)
+    if args.resume and model is None:
+        print(f"no checkpoint in {checkpoint_dir}; starting from scratch")
+    if model is None:
+        model = model_lib.build_model(args.image_size, args.weights, args.trainable_layers,
+                                      args.dense_units, args.dropout)
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                      loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
+                      metrics=["accuracy"])
+        state = {"epochs_done": 0, "best_val_loss": float("inf"), "history": {}}
+    else:
+        print(f"resuming from {checkpoint_dir} after epoch {state['epochs_done']}")
+    image_size = model_lib.input_size(model)
+
+    reader = data.ImageReader(image_size)
+    train_ds = data.make_train_dataset(train_paths, train_labels, reader, args.batch_size,
+                                       args.oversample, args.augment, args.seed,
+                                       class_weights=dict(enumerate(args.class_weights)))
+    val_ds = data.make_train_dataset(val_paths, val_labels, reader, args.batch_size,
+                                     oversample=0, augment=False, shuffle=False, cache=True)
+    checkpoint = EpochCheckpoint(checkpoint_dir, state["history"], state["best_val_loss"])
+    callbacks = [
+        checkpoint,
+        keras.callbacks.EarlyStopping("val_loss", patience=args.patience),
+        keras.callbacks.ReduceLROnPlateau("val_loss", factor=args.lr_factor,
+                                          patience=args.lr_patience, min_lr=1e-7),
+    ]
+    start = time.time()
+    if state["epochs_done"] < args.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs,
+                  initial_epoch=state["epochs_done"], callbacks=callbacks,
+                  shuffle=False,  # the pipeline shuffles
+                  verbose=args.verbose)
+    history = checkpoint.history
+    best_file = os.path.join(checkpoint_dir, "best.weights.h5")
+    if os.path.exists(best_file):
+        model.load_weights(best_file)  # EarlyStopping's best, even across a resume
+
+    # Tune the decision threshold on the validation data for the best macro-F1.
+    scores, y_val = predict_scores(model, val_paths, val_labels, image_size, args.batch_size,
+                                   args.verbose)
+    threshold, _ = metrics.best_threshold(y_val, scores)
+    report = metrics.evaluation_report(y_val, scores, threshold)
+    val_losses = history.get("val_loss", [])
+    sidecar = {
+        "class_names": list(CLASS_NAMES),
+        "input_size": image_size,
+        "input": "RGB pixels 0..255, resized to input_size x input_size",
+        "output": "P(male)",
+        "threshold": threshold,
+        "threshold_source": f"best macro-F1 on the validation data ({val_source})",
+        "validation": {k: report[k] for k in ("macro_f1", "accuracy", "per_class_accuracy",
+                                               "confusion_matrix")},
+        "epochs_run": len(val_losses),
+        "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
+        "training_seconds_this_run": round(time.time() - start, 1),
+        "unreadable_images": sorted(reader.skipped),
+        "config": vars(args),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    model_lib.save_model(model, args.output, sidecar)
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    plot_history(history, os.path.join(out_dir, "training_curves.png"))
+    architecture = save_architecture(model, out_dir)
+
+    print(f"\nvalidation at threshold {threshold:.2f} (tuned for macro-F1):")
+    print(report["report_text"])
+    for name, (ok, n) in report["per_class_accuracy"].items():
+        print(f"  {name:>6} accuracy: {ok}/{n}")
+    print(f"wrote {args.output}, {model_lib.sidecar_path(args.output)}, "
+          f"{os.path.join(out_dir, 'training_curves.png')}, {architecture}")
+    if reader.skipped:
+        print(f"skipped {len(reader.skipped)} unreadable image(s); listed in the sidecar")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        train(args)
+    except (DataError, ModelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
