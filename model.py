@@ -73,14 +73,15 @@ def build_model(image_size=224, weights="imagenet", trainable_layers=None, dense
     """Raw-pixel input -> MobileNetV2 scaling -> backbone -> head -> P(male).
 
     `trainable_layers` is how many of the backbone's top layers are trained (None: all, 0: none).
-    The backbone always runs its batch norm in inference mode, as transfer learning requires:
-    its statistics came from ImageNet and a small batch of faces would wreck them.
+    A pretrained backbone runs its batch norm in inference mode, as transfer learning requires:
+    its statistics came from ImageNet and small batches of faces would wreck them. A backbone
+    trained from scratch (`weights='none'`) has no statistics yet, so it learns them.
     """
     backbone = build_backbone(image_size, weights)
     set_trainable_layers(backbone, trainable_layers)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="mobilenet_scaling")(inputs)
-    x = backbone(x, training=False)
+    x = backbone(x, training=None if weights in (None, "none") else False)
     outputs = build_classifier_head(dense_units, dropout)(x)
     return keras.Model(inputs, outputs, name="facegender")
 
@@ -113,8 +114,13 @@ def save_model(model, path, sidecar=None):
     The model is written to a temporary name beside `path` and renamed into place, so a crash
     during the save leaves the previous file, never a broken one.
     """
+    if getattr(model, "optimizer", None) is not None and model.built:
+        # Keep the loss and optimizer *settings*, so the file reloads compiled, but not the
+        # optimizer's state: a fresh optimizer has no variables to write.
+        optimizer = model.optimizer.__class__.from_config(model.optimizer.get_config())
+        model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
     with atomic_path(path) as tmp:
-        model.save(tmp, include_optimizer=False)
+        model.save(tmp)
     if sidecar is not None:
         write_json(sidecar_path(path), sidecar)
 

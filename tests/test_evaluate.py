@@ -1,0 +1,89 @@
+import csv
+import json
+import os
+
+import pytest
+from PIL import Image
+
+import test_script
+from conftest import make_image_folder, tree_hashes
+
+
+def run(args):
+    return test_script.main(args + ["--verbose", "0"])
+
+
+def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp_path):
+    before = tree_hashes(trained["data"])
+    out = tmp_path / "eval"
+    assert run(["--data_path", trained["data"], "--model_path", trained["model"],
+                "--output_dir", str(out)]) == 0
+    assert tree_hashes(trained["data"]) == before
+
+    with Image.open(out / "confusion_matrix.png") as img:
+        assert img.size[0] > 200
+    with open(out / "metrics.json") as f:
+        results = json.load(f)
+    assert results["images"] == 24
+    sidecar_t = json.load(open(os.path.splitext(trained["model"])[0] + ".json"))["threshold"]
+    assert results["model_threshold"]["threshold"] == sidecar_t
+    assert results["model_threshold"]["source"] == "the model's sidecar"
+    assert len(results["sweep"]) == 99
+    best = max(s["macro_f1"] for s in results["sweep"])
+    assert results["best_threshold"]["macro_f1"] == pytest.approx(best)
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24 and {r["true"] for r in rows} == {"female", "male"}
+    wrong = [r for r in rows if r["correct"] == "0"]
+    copied = [n for d in ("female_as_male", "male_as_female")
+              for n in (os.listdir(out / "misclassified" / d)
+                        if (out / "misclassified" / d).exists() else [])]
+    assert len(copied) == len(wrong)
+
+
+def test_misclassified_copies_never_overwrite(trained, tmp_path):
+    # At threshold 0 everything is called male, so all 12 female images are misclassified.
+    out = tmp_path / "eval"
+    for _ in range(2):
+        assert run(["--data_path", trained["data"], "--model_path", trained["model"],
+                    "--output_dir", str(out), "--threshold", "0"]) == 0
+    names = sorted(os.listdir(out / "misclassified" / "female_as_male"))
+    assert len(names) == 24
+    first = [n for n in names if n.startswith("img_00_a_p")]
+    assert len(first) == 2 and any(n.endswith("_1.jpg") for n in first)
+    assert not (out / "misclassified" / "male_as_female").exists()
+
+
+def test_copy_keeps_same_named_files_from_different_folders(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "face.jpg").write_bytes(sub.encode())
+    dests = [test_script.copy_misclassified(str(tmp_path / sub / "face.jpg"), "female", "male",
+                                            0.8123, str(tmp_path / "out")) for sub in ("a", "b")]
+    assert [os.path.basename(d) for d in dests] == ["face_p0.812.jpg", "face_p0.812_1.jpg"]
+    assert [open(d, "rb").read() for d in dests] == [b"a", b"b"]
+    assert (tmp_path / "a" / "face.jpg").exists()  # copied, not moved
+
+
+def test_group_by_suffix_reports_each_group(trained, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run(["--data_path", trained["data"], "--model_path", trained["model"],
+                "--output_dir", str(out), "--group_by", "suffix", "--no_copy"]) == 0
+    groups = json.load(open(out / "metrics.json"))["groups"]
+    assert groups["by"] == "suffix"
+    assert {r["group"]: r["images"] for r in groups["rows"]} == {"a": 12, "b": 12}
+    assert "by suffix" in capsys.readouterr().out
+    assert not (out / "misclassified").exists()
+
+
+def test_bad_arguments_exit_2_with_one_line(trained, tmp_path, capsys):
+    assert run(["--data_path", str(tmp_path / "nope"), "--model_path", trained["model"]]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    folder = make_image_folder(str(tmp_path / "d"), per_class=2)
+    assert run(["--data_path", folder, "--model_path", str(tmp_path / "none.h5")]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    assert run(["--data_path", folder, "--model_path", str(junk)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a loadable Keras model" in err and err.count("\n") == 0

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+import metrics
+
+
+def test_macro_f1_curve_agrees_with_scikit_learn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    scores = np.clip(y * 0.3 + rng.uniform(0, 0.7, 200), 0, 1)
+    thresholds = np.array([0.05, 0.3, 0.5, 0.62, 0.9, 0.99])
+    curve = metrics.macro_f1_curve(y, scores, thresholds)
+    for t, f in zip(thresholds, curve):
+        expected = f1_score(y, (scores >= t).astype(int), average="macro", labels=[0, 1],
+                            zero_division=0)
+        assert f == pytest.approx(expected)
+
+
+def test_best_threshold_on_separable_scores_is_the_middle_of_the_gap():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.05, 0.1, 0.2, 0.6, 0.8, 0.9])
+    t, f1 = metrics.best_threshold(y, scores)
+    assert f1 == 1.0
+    # Every threshold in (0.20, 0.60] separates the classes; the centre of that run is 0.40/0.41.
+    assert 0.39 <= t <= 0.41
+
+
+def test_best_threshold_beats_half_when_scores_are_shifted():
+    y = np.array([0] * 10 + [1] * 10)
+    scores = np.concatenate([np.linspace(0.55, 0.7, 10), np.linspace(0.75, 0.95, 10)])
+    t, f1 = metrics.best_threshold(y, scores)
+    assert 0.7 < t <= 0.75 and f1 == 1.0
+    at_half = metrics.evaluation_report(y, scores, 0.5)["macro_f1"]
+    assert at_half < f1
+
+
+def test_sweep_uses_hundredth_steps():
+    thresholds, curve = metrics.sweep_thresholds([0, 1], [0.2, 0.8])
+    assert len(thresholds) == 99 and thresholds[0] == 0.01 and thresholds[-1] == 0.99
+    assert curve.shape == thresholds.shape
+
+
+def test_evaluation_report_counts_per_class():
+    y = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.7, 0.2, 0.9, 0.3])
+    r = metrics.evaluation_report(y, scores, 0.5)
+    assert r["per_class_accuracy"] == {"female": (2, 3), "male": (1, 2)}
+    assert r["confusion_matrix"] == [[2, 1], [1, 1]]
+    assert "female" in r["report_text"] and "0.6667" in r["report_text"]

@@ -1,0 +1,154 @@
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import data
+import train_model
+from conftest import IMAGE_SIZE, ROOT, TINY_TRAINING
+from model import ModelError, build_backbone
+
+
+def test_training_writes_every_output(trained):
+    out = trained["dir"]
+    assert os.path.getsize(trained["model"]) > 0
+    assert os.path.getsize(os.path.join(out, "training_curves.png")) > 0
+    assert any(os.path.exists(os.path.join(out, f"model_architecture.{ext}"))
+               for ext in ("png", "txt"))
+    with open(os.path.join(out, "model_balanced.json")) as f:
+        sidecar = json.load(f)
+    assert sidecar["class_names"] == ["female", "male"]
+    assert sidecar["input_size"] == IMAGE_SIZE
+    assert 0 < sidecar["threshold"] < 1
+    assert sidecar["epochs_run"] == 1 and sidecar["config"]["epochs"] == 1
+    assert set(sidecar["validation"]["per_class_accuracy"]) == {"female", "male"}
+    # No temporary files are left behind by the atomic saves.
+    assert not [n for n in os.listdir(out) if n.startswith(".partial-")]
+
+
+RELOAD = """
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+import keras, data, losses
+{load}
+x = np.stack([data.load_image(p, {size}) for p in {paths!r}]).astype("float32")
+np.save({out!r}, model.predict(x, verbose=0)[:, 0])
+"""
+
+
+def predict_in_fresh_process(tmp_path, load, paths, name):
+    out = str(tmp_path / f"{name}.npy")
+    code = RELOAD.format(root=ROOT, load=load, size=IMAGE_SIZE, paths=paths, out=out)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return np.load(out)
+
+
+def test_training_from_scratch_with_weights_none_writes_a_loadable_model(image_folder, tmp_path):
+    model_path = str(tmp_path / "scratch.h5")
+    assert train_model.main(TINY_TRAINING + ["--data_path", image_folder, "--weights", "none",
+                                             "--image_size", "32", "--epochs", "1",
+                                             "--output", model_path]) == 0
+    for name in ("scratch.h5", "scratch.json", "training_curves.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    import keras
+    model = keras.models.load_model(model_path, compile=False)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 1)
+
+
+def test_saved_model_reloads_in_a_fresh_process_and_predicts_the_same(trained, tmp_path):
+    paths, _ = data.list_labeled_images(trained["data"])
+    paths = paths[:4] + paths[-4:]
+    h5 = trained["model"]
+    ckpt = os.path.join(trained["dir"], "model_balanced_checkpoints", "last.keras")
+    inference = predict_in_fresh_process(
+        tmp_path, f"model = keras.models.load_model({h5!r}, compile=False)", paths, "a")
+    compiled = predict_in_fresh_process(
+        tmp_path, f"model = keras.models.load_model({h5!r}); assert model.loss is not None",
+        paths, "b")
+    with_custom = predict_in_fresh_process(
+        tmp_path, f"model = keras.models.load_model({h5!r}, "
+                  "custom_objects={'BinaryFocalLoss': losses.BinaryFocalLoss})", paths, "c")
+    checkpoint = predict_in_fresh_process(
+        tmp_path, f"model = keras.models.load_model({ckpt!r})", paths, "d")
+    # The predictions differ between images, so comparing them is not vacuous.
+    assert np.ptp(inference) > 1e-4
+    np.testing.assert_allclose(inference, compiled, atol=1e-6)
+    np.testing.assert_allclose(inference, with_custom, atol=1e-6)
+    np.testing.assert_allclose(inference, checkpoint, atol=1e-5)
+
+
+def test_shipped_file_has_no_optimizer_state(trained):
+    import h5py
+    sizes = []
+    with h5py.File(trained["model"]) as f:
+        assert "model_weights" in f and "training_config" in f.attrs
+        if "optimizer_weights" in f:
+            f["optimizer_weights"].visititems(
+                lambda name, obj: sizes.append(obj.size) if isinstance(obj, h5py.Dataset) else None)
+    # At most the optimizer's scalar counters: no moment estimates for every weight.
+    assert sum(sizes) <= 4
+
+
+def test_resume_continues_from_the_last_finished_epoch(trained, tmp_path, capsys):
+    # The fixture's run finished epoch 1 of 1; resuming with --epochs 2 trains exactly one more.
+    import shutil
+    out = tmp_path / "resumed"
+    shutil.copytree(trained["dir"], out)
+    code = train_model.main(TINY_TRAINING + [
+        "--data_path", trained["data"], "--weights", trained["weights"], "--epochs", "2",
+        "--output", str(out / "model_balanced.h5"), "--resume"])
+    assert code == 0
+    assert "resuming from" in capsys.readouterr().out
+    with open(out / "model_balanced.json") as f:
+        sidecar = json.load(f)
+    assert sidecar["epochs_run"] == 2
+    with open(out / "model_balanced_checkpoints" / "state.json") as f:
+        assert json.load(f)["epochs_done"] == 2
+
+
+def test_validation_folder_is_used_when_present(tmp_path):
+    from conftest import make_image_folder
+    make_image_folder(str(tmp_path / "train"), per_class=4, seed=1)
+    make_image_folder(str(tmp_path / "dev"), per_class=3, seed=2)
+    args = train_model.parse_args(["--data_path", str(tmp_path)])
+    (tr_paths, tr_y), (va_paths, va_y), how = train_model.split_data(args)
+    assert len(tr_paths) == 8 and len(va_paths) == 6 and "dev" in how
+
+
+def test_stratified_split_keeps_both_classes(image_folder):
+    args = train_model.parse_args(["--data_path", image_folder, "--val_split", "0.25"])
+    (_, tr_y), (_, va_y), how = train_model.split_data(args)
+    assert list(np.bincount(va_y)) == [3, 3] and list(np.bincount(tr_y)) == [9, 9]
+    assert "stratified" in how
+
+
+def test_bad_data_path_is_one_line_and_exit_2(tmp_path, capsys):
+    assert train_model.main(["--data_path", str(tmp_path / "missing"), "--weights", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing" in err and "no such folder" in err
+
+
+def test_missing_weights_file_is_a_clear_error(image_folder, tmp_path, capsys):
+    code = train_model.main(["--data_path", image_folder, "--weights", str(tmp_path / "w.h5"),
+                             "--image_size", "32", "--output", str(tmp_path / "m.h5")])
+    assert code == 2
+    assert "weights file not found" in capsys.readouterr().err
+
+
+def test_imagenet_without_internet_fails_fast_with_a_hint(monkeypatch, tmp_path):
+    # Point Keras' cache at an empty folder so it must download; this machine has no internet.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr("os.path.expanduser", lambda p: str(tmp_path) if p == "~" else p)
+    start = time.time()
+    try:
+        build_backbone(96, "imagenet")
+    except ModelError as err:
+        assert "--weights PATH" in str(err)
+        assert time.time() - start < 60
+    else:
+        pytest.skip("this machine can download the ImageNet weights")
