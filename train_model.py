@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+import features  # noqa: E402
 import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
 from data import CLASS_NAMES, DataError  # noqa: E402
@@ -29,9 +30,24 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
+# Flag presets. `reference` is the recipe this toolkit reproduces; `fast` reaches a better model
+# in a fraction of the CPU time: the head is first trained in seconds on cached backbone
+# features, then the whole network is fine-tuned at a higher learning rate and a smaller input.
+# Flags given on the command line override a preset.
+RECIPES = {
+    "reference": {},
+    "fast": {"warmup_epochs": 30, "image_size": 160, "learning_rate": 3e-5, "epochs": 6,
+             "patience": 3, "lr_patience": 1, "lr_factor": 0.3},
+}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="reference",
+                   help="flag preset: " + "; ".join(
+                       f"{k}: {' '.join(f'--{f} {v}' for f, v in d.items()) or 'the defaults'}"
+                       for k, d in RECIPES.items()))
     p.add_argument("--data_path", nargs="+", required=True,
                    help="data folder(s): female/ and male/, or train/ (+ val/ or dev/) holding them; "
                         "several folders are pooled")
@@ -65,11 +81,20 @@ def parse_args(argv=None):
                    help="ReduceLROnPlateau patience in epochs (validation loss)")
     p.add_argument("--lr_factor", type=float, default=0.5, help="ReduceLROnPlateau factor")
     p.add_argument("--seed", type=int, default=42, help="seed for the split, sampling and weights")
+    p.add_argument("--warmup_epochs", type=int, default=0,
+                   help="first train the head alone for up to this many epochs on cached "
+                        "backbone features (seconds on a CPU; 0: off)")
+    p.add_argument("--warmup_learning_rate", type=float, default=1e-3)
+    p.add_argument("--cache_dir", default=os.path.join(os.path.expanduser("~"), ".cache",
+                                                       "facegender"),
+                   help="where cached backbone features are kept, keyed by images and weights")
     p.add_argument("--checkpoint_dir", default=None,
                    help="where per-epoch checkpoints go (default: <output>_checkpoints/)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last finished epoch")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    recipe = p.parse_known_args(argv)[0].recipe
+    p.set_defaults(**RECIPES[recipe])
     args = p.parse_args(argv)
     if not 0 < args.val_split < 1:
         p.error("--val_split must be between 0 and 1")
@@ -163,6 +188,39 @@ def load_checkpoint(folder):
 
 
 # ---------------------------------------------------------------------------
+# Head warm-up on cached features
+
+def warm_up_head(model, train, val, args):
+    """Train the head alone on cached backbone features, mirrored views included.
+
+    A random head on top of a pretrained backbone sends large, noisy gradients into it; starting
+    the fine-tune from a trained head avoids that, and costs seconds once the features exist.
+    """
+    (train_paths, train_labels), (val_paths, val_labels) = train, val
+    print("head warm-up: backbone features (cached in " + args.cache_dir + ")")
+    plain, mirrored, ok = features.pooled_features(model, train_paths, args.cache_dir,
+                                                   args.batch_size, args.verbose)
+    val_x, _, val_ok = features.pooled_features(model, val_paths, args.cache_dir,
+                                                args.batch_size, args.verbose)
+    index = data.oversample_indices(train_labels, args.oversample, args.seed)
+    x = np.concatenate([plain[index], mirrored[index]])
+    y = np.tile(np.asarray(train_labels, np.float32)[index], 2)
+    weight = np.tile(np.asarray(args.class_weights)[train_labels[index]] * ok[index],
+                     2).astype(np.float32)
+    head_layers = model.get_layer("head").layers[1:]  # the same layers: training them trains the model
+    on_features = keras.Sequential([keras.Input((x.shape[1],))] + head_layers)
+    on_features.compile(optimizer=keras.optimizers.Adam(args.warmup_learning_rate),
+                        loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
+                        metrics=["accuracy"])
+    on_features.fit(x, y, sample_weight=weight, batch_size=args.batch_size,
+                    epochs=args.warmup_epochs, shuffle=True,
+                    validation_data=(val_x[val_ok], np.asarray(val_labels, np.float32)[val_ok]),
+                    callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=5,
+                                                             restore_best_weights=True)],
+                    verbose=2 if args.verbose else 0)
+
+
+# ---------------------------------------------------------------------------
 # Outputs
 
 def plot_history(history, path):
@@ -230,6 +288,8 @@ def train(args):
                       loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
                       metrics=["accuracy"])
         state = {"epochs_done": 0, "best_val_loss": float("inf"), "history": {}}
+        if args.warmup_epochs > 0:
+            warm_up_head(model, (train_paths, train_labels), (val_paths, val_labels), args)
     else:
         print(f"resuming from {checkpoint_dir} after epoch {state['epochs_done']}")
     image_size = model_lib.input_size(model)
