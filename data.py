@@ -45,26 +45,55 @@ def find_subdir(root, names):
     return None
 
 
-def find_class_dirs(root):
-    """Map each class name to its folder inside `root`, matching names in any letter case."""
+def check_folder(root):
+    """Raise a DataError naming `root` unless it is a readable folder."""
+    hint = "pass a folder that holds female/ and male/"
     if not os.path.exists(root):
-        raise DataError(f"{root}: no such folder; pass a folder that holds female/ and male/")
+        raise DataError(f"{root}: no such folder; {hint}")
     if not os.path.isdir(root):
-        raise DataError(f"{root}: is a file, not a folder; pass a folder that holds female/ and male/")
+        raise DataError(f"{root}: is a file, not a folder; {hint}")
+    try:
+        os.scandir(root).close()
+    except OSError as err:
+        raise DataError(f"{root}: cannot be read ({err.strerror}); check its permissions") from None
+
+
+def find_class_dirs(root, required=CLASS_NAMES):
+    """Map each class name to its folder inside `root`, matching names in any letter case.
+
+    A class in `required` that has no folder is an error; evaluation passes `required=()` to
+    take whichever classes are there (at least one).
+    """
+    check_folder(root)
     class_dirs = {}
     for name in CLASS_NAMES:
         path = find_subdir(root, [name])
-        if path is None:
+        if path is not None:
+            class_dirs[name] = path
+        elif name in required:
             raise DataError(f"{os.path.join(root, name)}: class folder missing; "
                             f"put the {name} images in it (expected female/ and male/)")
-        class_dirs[name] = path
+    if not class_dirs:
+        raise DataError(f"{root}: holds neither female/ nor male/; {', '.join(CLASS_NAMES)} "
+                        "sub-folders are expected")
     return class_dirs
 
 
-def list_image_files(folder):
-    """All image files under `folder` (recursively), by extension, hidden files skipped, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+def list_image_files(folder, exclude=()):
+    """All image files under `folder` (recursively), by extension, sorted.
+
+    Hidden files and folders are skipped, and so are the folders in `exclude` (an output folder
+    inside the data must not be read back as data). Symbolic links are followed, each real
+    folder once, so a link loop ends.
+    """
+    skip = {os.path.realpath(p) for p in exclude}
+    seen, found = set(), []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or real in skip:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
@@ -72,19 +101,23 @@ def list_image_files(folder):
     return found
 
 
-def list_labeled_images(root):
+def list_labeled_images(root, required=CLASS_NAMES, exclude=()):
     """Return (paths, labels) for every image in the class folders of `root`.
 
-    Labels are 0 for female and 1 for male. An empty class folder is an error.
+    Labels are 0 for female and 1 for male. A class in `required` whose folder is missing or
+    holds no images is an error.
     """
     paths, labels = [], []
-    for label, (name, folder) in enumerate(find_class_dirs(root).items()):
-        files = list_image_files(folder)
-        if not files:
+    for name, folder in find_class_dirs(root, required).items():
+        files = list_image_files(folder, exclude)
+        if not files and name in required:
             raise DataError(f"{folder}: class folder holds no images "
                             f"({', '.join(IMAGE_EXTENSIONS)}); add some or fix --data_path")
         paths += files
-        labels += [label] * len(files)
+        labels += [CLASS_NAMES.index(name)] * len(files)
+    if not paths:
+        raise DataError(f"{root}: the class folders hold no images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}); add some or fix --data_path")
     return paths, np.array(labels, dtype=np.int64)
 
 
@@ -94,6 +127,10 @@ def list_labeled_images(root):
 def load_image(path, image_size):
     """Decode one image file to a (size, size, 3) uint8 RGB array, upright, first frame only."""
     with Image.open(path) as img:
+        if img.width * img.height > Image.MAX_IMAGE_PIXELS:
+            # Pillow only warns up to twice this size; decoding it could exhaust memory.
+            raise ValueError(f"{img.width}x{img.height} pixels is over the decompression-bomb "
+                             f"limit of {Image.MAX_IMAGE_PIXELS}; downscale it first")
         # JPEG can decode at a reduced scale directly, which makes large photos cheap.
         img.draft("RGB", (image_size, image_size))
         img = ImageOps.exif_transpose(img)

@@ -28,6 +28,13 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def make_writable_dir(folder):
+    """Create `folder` if needed and prove a file can be written in it (raises OSError if not)."""
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.NamedTemporaryFile(prefix=".partial-probe-", dir=folder):
+        pass
+
+
 def write_json(path, obj):
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
