@@ -170,6 +170,17 @@ class ImageReader:
         return image, ok
 
 
+def first_readable(paths, image_size=32):
+    """The first of `paths` that decodes, or None: proof a class has a usable image."""
+    for path in paths:
+        try:
+            load_image(path, image_size)
+            return path
+        except Exception:
+            continue
+    return None
+
+
 def make_eval_dataset(paths, reader, batch_size=32):
     """Batches of float32 images in 0..255, in file order.
 
@@ -254,6 +265,7 @@ def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, aug
     ds = ds.batch(batch_size)
     augmentation = make_augmentation(seed) if augment else None
 
+    @tf.autograph.experimental.do_not_convert  # plain tensor code; spares a noisy warning
     def to_float(images, label, weight):
         images = tf.cast(images, tf.float32)
         if augmentation is not None:

@@ -130,6 +130,11 @@ def split_data(args):
         train_roots.append(data.find_subdir(root, data.TRAIN_DIR_NAMES) or root)
         val_roots.append(data.find_subdir(root, data.VAL_DIR_NAMES))
     train = collect(train_roots)
+    for k, name in enumerate(CLASS_NAMES):
+        # Minutes into a run is too late to find that a class has no usable image.
+        if data.first_readable(np.asarray(train[0])[train[1] == k]) is None:
+            raise DataError(f"{' '.join(args.data_path)}: no readable {name} training image; "
+                            "every file failed to decode")
     if args.val_path:
         return train, collect(args.val_path), f"--val_path {' '.join(args.val_path)}"
     if all(val_roots):
@@ -138,7 +143,9 @@ def split_data(args):
     if min(np.bincount(labels, minlength=2)) < 2:
         raise DataError(f"{train_roots[0]}: too few images to hold some out for validation; "
                         "add images or pass --val_path")
-    tr_p, va_p, tr_y, va_y = train_test_split(paths, labels, test_size=args.val_split,
+    # At least one validation image per class, however small the data.
+    held_out = max(2, int(round(args.val_split * len(paths))))
+    tr_p, va_p, tr_y, va_y = train_test_split(paths, labels, test_size=held_out,
                                               stratify=labels, random_state=args.seed)
     return (tr_p, tr_y), (va_p, va_y), f"stratified {args.val_split:.0%} split (seed {args.seed})"
 

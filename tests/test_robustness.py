@@ -245,3 +245,11 @@ def test_evaluation_streams_thousands_of_images_in_bounded_memory(trained, tmp_p
     small, large = peak_kib(200), peak_kib(4000)
     all_at_once_kib = 3800 * 64 * 64 * 3 * 4 / 1024  # the extra images as float32
     assert large - small < 0.5 * all_at_once_kib
+
+
+def test_training_with_no_readable_image_of_a_class_is_exit_2(tmp_path, capsys):
+    make_image_folder(str(tmp_path), per_class=3)
+    for name in os.listdir(tmp_path / "male"):
+        (tmp_path / "male" / name).write_bytes(b"broken")
+    assert train_model.main(["--data_path", str(tmp_path), "--weights", "none"]) == 2
+    assert "no readable male training image" in capsys.readouterr().err
