@@ -124,21 +124,31 @@ def list_labeled_images(root, required=CLASS_NAMES, exclude=()):
 # ---------------------------------------------------------------------------
 # Decoding
 
-def load_image(path, image_size):
-    """Decode one image file to a (size, size, 3) uint8 RGB array, upright, first frame only."""
+def open_rgb(path, draft_size):
+    """Decode an image file to an upright RGB Pillow image, first frame only.
+
+    `draft_size` lets JPEG decode straight at a reduced scale (no smaller than it), which makes
+    large photos cheap. Images over Pillow's decompression-bomb limit are refused.
+    Returns (image, long side of the original in pixels).
+    """
     with Image.open(path) as img:
         if img.width * img.height > Image.MAX_IMAGE_PIXELS:
             # Pillow only warns up to twice this size; decoding it could exhaust memory.
             raise ValueError(f"{img.width}x{img.height} pixels is over the decompression-bomb "
                              f"limit of {Image.MAX_IMAGE_PIXELS}; downscale it first")
-        # JPEG can decode at a reduced scale directly, which makes large photos cheap.
-        img.draft("RGB", (image_size, image_size))
+        original_side = max(img.size)
+        img.draft("RGB", (draft_size, draft_size))
         img = ImageOps.exif_transpose(img)
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             # 16-bit greyscale: keep the top 8 bits rather than letting Pillow clip to white.
             img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8))
-        img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+        return img.convert("RGB"), original_side
+
+
+def load_image(path, image_size):
+    """Decode one image file to a (size, size, 3) uint8 RGB array, upright, first frame only."""
+    img, _ = open_rgb(path, image_size)
+    return np.asarray(img.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
 
 
 class ImageReader:

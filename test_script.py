@@ -19,11 +19,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+import diagnostics  # noqa: E402
 import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
 from data import CLASS_NAMES, DataError  # noqa: E402
 from model import ModelError  # noqa: E402
-from outputs import atomic_path, save_figure, write_json, write_text  # noqa: E402
+from outputs import (atomic_path, make_writable_dir, save_figure, write_json,  # noqa: E402
+                     write_text)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,6 +44,9 @@ def parse_args(argv=None):
                    help="also report per group: 'suffix' is the file-name part after the last "
                         "underscore (e.g. _blurred), 'folder' the sub-folder inside the class")
     p.add_argument("--no_copy", action="store_true", help="do not copy misclassified images")
+    p.add_argument("--unsafe", action="store_true",
+                   help="allow a model file that carries code (Lambda layers): only for files "
+                        "you trust")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
     args = p.parse_args(argv)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
@@ -142,9 +147,14 @@ def print_group_table(rows, group_by, threshold):
 # ---------------------------------------------------------------------------
 
 def evaluate(args):
-    class_dirs = data.find_class_dirs(args.data_path)
-    paths, labels = data.list_labeled_images(args.data_path)
-    model = model_lib.load_model(args.model_path)
+    # Fail on an unwritable output folder now, not after minutes of predicting.
+    make_writable_dir(args.output_dir)
+    # Evaluation takes whichever classes are there; an output folder inside the data is skipped,
+    # so a second run never reads the first run's misclassified copies back as data.
+    class_dirs = data.find_class_dirs(args.data_path, required=())
+    paths, labels = data.list_labeled_images(args.data_path, required=(),
+                                             exclude=[args.output_dir])
+    model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
     sidecar = model_lib.load_sidecar(args.model_path)
     if args.threshold is not None:
         model_threshold, source = args.threshold, "--threshold"
@@ -152,7 +162,6 @@ def evaluate(args):
         model_threshold, source = float(sidecar["threshold"]), "the model's sidecar"
     else:
         model_threshold, source = 0.5, "default, no sidecar found"
-    os.makedirs(args.output_dir, exist_ok=True)
 
     image_size = model_lib.input_size(model)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
@@ -165,6 +174,9 @@ def evaluate(args):
     labels, scores = labels[keep], scores[keep]
     if len(paths) == 0:
         raise DataError(f"{args.data_path}: none of the images could be read")
+    missing = [name for name in CLASS_NAMES if name not in class_dirs]
+    if missing:
+        print(f"note: no {' or '.join(missing)} images here; the report covers the other class only")
 
     at_model = metrics.evaluation_report(labels, scores, model_threshold)
     best_t, _ = metrics.best_threshold(labels, scores)
@@ -195,6 +207,8 @@ def evaluate(args):
     rows = [(p, CLASS_NAMES[y], f"{s:.6f}", CLASS_NAMES[k], int(y == k))
             for p, y, s, k in zip(paths, labels, scores, predicted)]
     write_predictions(os.path.join(out, "predictions.csv"), rows)
+    # ROC, precision-recall and reliability PNGs; their numbers (AUC, AP, ECE) go in metrics.json.
+    results["curves"] = diagnostics.save_curves(labels, scores, model_threshold, out)
     write_json(os.path.join(out, "metrics.json"), results)
     plot_confusion_matrix(at_model["confusion_matrix"], model_threshold,
                           os.path.join(out, "confusion_matrix.png"))
@@ -205,11 +219,19 @@ def evaluate(args):
                                scores[i], os.path.join(out, "misclassified"))
     print(f"\n{len(wrong)} misclassified at threshold {model_threshold:.2f}"
           + ("" if args.no_copy else f", copied into {os.path.join(out, 'misclassified')}"))
+    if not args.no_copy and len(wrong):
+        sheet = diagnostics.misclassified_sheet(
+            model, paths, labels, scores, model_threshold,
+            os.path.join(out, "misclassified", "contact_sheet.png"), batch_size=args.batch_size)
+        print(f"contact sheet of the {sheet['shown']} most confident mistakes"
+              + (f" ({sheet['left_out']} left out)" if sheet["left_out"] else "")
+              + f": {sheet['path']}" + (f"; {sheet['note']}" if sheet["note"] else ""))
     if reader.skipped:
         print(f"skipped {len(reader.skipped)} unreadable image(s):")
         for p, why in reader.skipped.items():
             print(f"  {p}: {why}")
-    print(f"wrote confusion_matrix.png, metrics.json, predictions.csv in {os.path.abspath(out)}")
+    print(f"wrote confusion_matrix.png, {', '.join(results['curves']['files'])}, metrics.json, "
+          f"predictions.csv in {os.path.abspath(out)}")
     return results
 
 

@@ -1,0 +1,367 @@
+"""Why the model errs: ROC and precision-recall curves, calibration, Grad-CAM and a contact sheet.
+
+The curve and calibration functions are pure functions on arrays (male is the positive class,
+the score is P(male), a sample is predicted male when its score is >= the threshold). The plot
+functions write PNGs atomically at a fixed size, so the same call always gives the same pixels.
+"""
+
+import math
+import os
+
+import numpy as np
+from sklearn.metrics import (average_precision_score, precision_recall_curve, roc_auc_score,
+                             roc_curve)
+
+import data
+from data import CLASS_NAMES
+from model import BACKBONE_NAME, ModelError
+from outputs import save_figure
+
+HEAD_NAME = "head"
+CURVE_FIGSIZE, CURVE_DPI = (5.0, 5.0), 110  # ROC, PR and reliability PNGs are 550 x 550
+# Contact sheet geometry, in inches at SHEET_DPI: each tile holds the image and a 3-line caption.
+SHEET_TILE_W, SHEET_TILE_H, SHEET_HEADER, SHEET_DPI = 2.0, 2.5, 0.5, 100
+SHEET_COLUMNS, SHEET_MAX_IMAGES = 8, 48
+
+
+# ---------------------------------------------------------------------------
+# Numbers
+
+def operating_point(y_true, scores, threshold):
+    """Rates at one threshold: true/false positive rate, precision and recall of the male class.
+
+    A rate whose denominator is 0 (no male images, no female images, nothing called male) is None.
+    """
+    y = np.asarray(y_true).astype(bool)
+    pred = np.asarray(scores) >= threshold
+    tp, fp = int(np.sum(y & pred)), int(np.sum(~y & pred))
+    positives, negatives = int(y.sum()), int((~y).sum())
+    tpr = tp / positives if positives else None
+    return {"threshold": float(threshold), "tpr": tpr, "recall": tpr,
+            "fpr": fp / negatives if negatives else None,
+            "precision": tp / (tp + fp) if tp + fp else None}
+
+
+def both_classes(y_true):
+    """ROC and precision-recall need at least one image of each class."""
+    return len(np.unique(np.asarray(y_true))) == 2
+
+
+def roc_points(y_true, scores):
+    """(false positive rates, true positive rates, area under the ROC curve)."""
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    return fpr, tpr, float(roc_auc_score(y_true, scores))
+
+
+def precision_recall_points(y_true, scores):
+    """(precisions, recalls, average precision) for the male class."""
+    precision, recall, _ = precision_recall_curve(y_true, scores)
+    return precision, recall, float(average_precision_score(y_true, scores))
+
+
+def reliability_bins(y_true, scores, n_bins=10):
+    """Equal-width bins of P(male): per bin its range, image count, mean P(male) and male share.
+
+    A calibrated model's mean P(male) matches the share of male images in every bin. The last bin
+    includes 1.0. Empty bins have None for the means.
+    """
+    y, p = np.asarray(y_true, dtype=float), np.asarray(scores, dtype=float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.clip(np.digitize(p, edges[1:-1], right=False), 0, n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        mask = index == b
+        n = int(mask.sum())
+        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": n,
+                     "mean_p_male": float(p[mask].mean()) if n else None,
+                     "fraction_male": float(y[mask].mean()) if n else None})
+    return bins
+
+
+def expected_calibration_error(y_true, scores, n_bins=10):
+    """ECE: the count-weighted mean gap between mean P(male) and the male share, over the bins."""
+    bins = reliability_bins(y_true, scores, n_bins)
+    total = sum(b["count"] for b in bins)
+    if total == 0:
+        return 0.0
+    return float(sum(b["count"] * abs(b["mean_p_male"] - b["fraction_male"])
+                     for b in bins if b["count"]) / total)
+
+
+def curve_metrics(y_true, scores, threshold, n_bins=10):
+    """The numbers behind the three plots, as plain JSON types, for metrics.json."""
+    out = {"positive_class": CLASS_NAMES[1], "roc_auc": None, "average_precision": None,
+           "operating_point": operating_point(y_true, scores, threshold)}
+    if both_classes(y_true):
+        out["roc_auc"] = roc_points(y_true, scores)[2]
+        out["average_precision"] = precision_recall_points(y_true, scores)[2]
+    out["calibration"] = {"ece": expected_calibration_error(y_true, scores, n_bins),
+                          "bins": reliability_bins(y_true, scores, n_bins)}
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Plots
+
+def _figure(figsize, dpi):
+    # A bare Figure needs no pyplot state or backend choice, and is freed with its last reference.
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize, dpi=dpi)
+
+
+def plot_roc(y_true, scores, threshold, path):
+    """ROC curve with the operating point at `threshold` marked."""
+    fpr, tpr, auc = roc_points(y_true, scores)
+    point = operating_point(y_true, scores, threshold)
+    fig = _figure(CURVE_FIGSIZE, CURVE_DPI)
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, lw=2, label=f"ROC (AUC {auc:.4f})")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
+    ax.plot(point["fpr"], point["tpr"], "o", c="red", ms=8,
+            label=f"threshold {threshold:.2f}: TPR {point['tpr']:.3f}, FPR {point['fpr']:.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (female called male)",
+           ylabel="true positive rate (male recall)", title="ROC curve, male as positive")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=CURVE_DPI)
+
+
+def plot_precision_recall(y_true, scores, threshold, path):
+    """Precision-recall curve of the male class with the operating point at `threshold` marked."""
+    precision, recall, ap = precision_recall_points(y_true, scores)
+    point = operating_point(y_true, scores, threshold)
+    fig = _figure(CURVE_FIGSIZE, CURVE_DPI)
+    ax = fig.add_subplot()
+    ax.plot(recall, precision, lw=2, drawstyle="steps-post", label=f"AP {ap:.4f}")
+    ax.axhline(np.mean(y_true), ls="--", c="grey", lw=1, label="chance (male share)")
+    if point["precision"] is not None:
+        ax.plot(point["recall"], point["precision"], "o", c="red", ms=8,
+                label=f"threshold {threshold:.2f}: P {point['precision']:.3f}, "
+                      f"R {point['recall']:.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (male)", ylabel="precision (male)",
+           title="Precision-recall curve, male as positive")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=CURVE_DPI)
+
+
+def plot_reliability(y_true, scores, path, n_bins=10):
+    """Reliability diagram: male share against mean P(male) per bin, with the counts below."""
+    bins = reliability_bins(y_true, scores, n_bins)
+    ece = expected_calibration_error(y_true, scores, n_bins)
+    fig = _figure(CURVE_FIGSIZE, CURVE_DPI)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    width = 1.0 / n_bins
+    filled = [b for b in bins if b["count"]]
+    top.bar([(b["low"] + b["high"]) / 2 for b in filled], [b["fraction_male"] for b in filled],
+            width=width * 0.9, color="tab:blue", alpha=0.8, label="male share")
+    top.plot([b["mean_p_male"] for b in filled], [b["fraction_male"] for b in filled], "o-",
+             c="black", ms=4, label="at the bin's mean P(male)")
+    top.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
+    top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="share of male images",
+            title=f"Reliability diagram (ECE {ece:.4f})")
+    top.legend(loc="best", fontsize=8)
+    bottom.bar(centres, [b["count"] for b in bins], width=width * 0.9, color="grey")
+    bottom.set(xlabel="predicted P(male)", ylabel="images")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=CURVE_DPI)
+
+
+def save_curves(y_true, scores, threshold, out_dir):
+    """Write roc_curve.png, precision_recall_curve.png and reliability_diagram.png into `out_dir`.
+
+    Returns `curve_metrics` plus the names of the files written. ROC and precision-recall need
+    both classes; with one they are skipped and listed under "skipped".
+    """
+    results = curve_metrics(y_true, scores, threshold)
+    results["files"], results["skipped"] = [], []
+    plots = [("roc_curve.png", plot_roc), ("precision_recall_curve.png", plot_precision_recall)]
+    for name, plot in plots:
+        if both_classes(y_true):
+            plot(y_true, scores, threshold, os.path.join(out_dir, name))
+            results["files"].append(name)
+        else:
+            results["skipped"].append(name)
+    plot_reliability(y_true, scores, os.path.join(out_dir, "reliability_diagram.png"))
+    results["files"].append("reliability_diagram.png")
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Grad-CAM
+
+def split_at_backbone(model):
+    """(model from the raw-pixel input to the backbone's feature map, the head on top of it).
+
+    Works on models built by model.build_model: Input -> Rescaling -> backbone -> head.
+    """
+    try:
+        model.get_layer(BACKBONE_NAME)
+        head = model.get_layer(HEAD_NAME)
+    except ValueError:
+        raise ModelError(f"Grad-CAM needs a model from train_model.py (layers '{BACKBONE_NAME}' "
+                         f"and '{HEAD_NAME}'); this one has "
+                         f"{[layer.name for layer in model.layers]}") from None
+    import keras
+    inputs = keras.Input(model.input_shape[1:])
+    x = inputs
+    # Re-apply, in order, every layer between the input and the head (the scaling and the
+    # backbone), sharing their weights, so the feature map comes out as a model output.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if layer is head:
+            break
+        x = layer(x)
+    return keras.Model(inputs, x, name="features"), head
+
+
+def _logit(head, features):
+    """The head's output before its final sigmoid: its gradient does not vanish when P is 0 or 1."""
+    import keras
+    x = features
+    for layer in head.layers[:-1]:
+        x = layer(x, training=False)
+    last = head.layers[-1]
+    sigmoid = getattr(getattr(last, "activation", None), "__name__", "") == "sigmoid"
+    if isinstance(last, keras.layers.Dense) and sigmoid:
+        return keras.ops.matmul(x, last.kernel) + last.bias
+    # Any other last layer: invert its probability (saturates, but stays correct).
+    p = keras.ops.clip(last(x, training=False), 1e-7, 1 - 1e-7)
+    return keras.ops.log(p) - keras.ops.log(1 - p)
+
+
+def gradcam(model, images, threshold=0.5, batch_size=32, classes=None):
+    """Grad-CAM heat maps for the class each image is predicted as, and P(male).
+
+    `images` are raw RGB pixels (n, size, size, 3) in 0..255. `classes` (0 female, 1 male per
+    image) picks the class to explain instead of the one predicted at `threshold`. Returns
+    (maps, p_male): maps are float32 (n, size, size) in 0..1, 1 where the backbone's features
+    pushed hardest towards the class; an image where nothing pushed that way gets an all-zero
+    map. Raises ModelError for a model not built by train_model.py.
+    """
+    import tensorflow as tf
+
+    features_model, head = split_at_backbone(model)
+    images = np.asarray(images, dtype=np.float32)
+    maps, probs = [], []
+    for start in range(0, len(images), batch_size):
+        batch = tf.convert_to_tensor(images[start:start + batch_size])
+        features = features_model(batch, training=False)
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            logit = _logit(head, features)[:, 0]
+        grads = tape.gradient(logit, features)
+        p_male = tf.sigmoid(logit).numpy()
+        # Male raises the logit, female lowers it.
+        target = (p_male >= threshold if classes is None
+                  else np.asarray(classes)[start:start + batch_size] == 1)
+        sign = np.where(target, 1.0, -1.0).astype(np.float32)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True) * sign[:, None, None, None]
+        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]
+        cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0].numpy()
+        peak = cam.reshape(len(cam), -1).max(axis=1)
+        maps.append(cam / np.where(peak > 0, peak, 1.0)[:, None, None])
+        probs.append(p_male)
+    return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
+
+
+# ---------------------------------------------------------------------------
+# Contact sheet of the misclassified images
+
+def most_confident_mistakes(y_true, scores, threshold, limit=SHEET_MAX_IMAGES):
+    """Indices of the misclassified images, most confident first, at most `limit`; and how many
+    misclassified images that leaves out.
+
+    Confidence is the probability the model gave its (wrong) prediction: P(male) for a female
+    called male, 1 - P(male) for a male called female.
+    """
+    y, p = np.asarray(y_true), np.asarray(scores, dtype=float)
+    pred = (p >= threshold).astype(int)
+    wrong = np.flatnonzero(pred != y)
+    confidence = np.where(pred[wrong] == 1, p[wrong], 1 - p[wrong])
+    order = wrong[np.argsort(-confidence, kind="stable")]
+    return order[:limit], max(0, len(order) - limit)
+
+
+def sheet_layout(n_images, columns=SHEET_COLUMNS):
+    """(rows, columns, width px, height px) of a contact sheet of `n_images` tiles.
+
+    At least 4 columns wide (when `columns` allows), so the title fits above a short sheet.
+    """
+    cols = max(1, min(columns, max(n_images, 4)))
+    rows = max(1, math.ceil(n_images / cols))
+    width = int(round(cols * SHEET_TILE_W * SHEET_DPI))
+    height = int(round((rows * SHEET_TILE_H + SHEET_HEADER) * SHEET_DPI))
+    return rows, cols, width, height
+
+
+def draw_contact_sheet(images, captions, path, title, maps=None, columns=SHEET_COLUMNS):
+    """A grid of images with a caption above each (and a heat map over each when `maps` is given).
+
+    The heat map is drawn more opaque where it is hotter, so cold regions show the plain image.
+    """
+    from matplotlib import colormaps
+
+    rows, cols, width, height = sheet_layout(len(images), columns)
+    fig_w, fig_h = width / SHEET_DPI, height / SHEET_DPI
+    fig = _figure((fig_w, fig_h), SHEET_DPI)
+    fig.suptitle(title, fontsize=9, y=1 - SHEET_HEADER / 2 / fig_h, va="center")
+    caption_h, pad = 0.45, 0.05  # inches: room for three lines of 7-point text; tile margin
+    side = min(SHEET_TILE_W - 2 * pad, SHEET_TILE_H - caption_h - 2 * pad)
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        row, col = divmod(i, cols)
+        left = col * SHEET_TILE_W + (SHEET_TILE_W - side) / 2
+        top = SHEET_HEADER + row * SHEET_TILE_H + caption_h
+        ax = fig.add_axes([left / fig_w, 1 - (top + side) / fig_h, side / fig_w, side / fig_h])
+        ax.imshow(image)
+        if maps is not None:
+            overlay = colormaps["jet"](np.clip(maps[i], 0, 1))
+            overlay[..., 3] = 0.6 * np.clip(maps[i], 0, 1)
+            ax.imshow(overlay, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+        ax.set_title(caption, fontsize=7, color="darkred", pad=3)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    save_figure(fig, path, dpi=SHEET_DPI)
+    return width, height
+
+
+def misclassified_sheet(model, paths, y_true, scores, threshold, path,
+                        limit=SHEET_MAX_IMAGES, batch_size=32):
+    """Draw the most confident mistakes among `paths`, with Grad-CAM heat maps, into `path`.
+
+    Returns {"path", "shown", "left_out", "heat_maps", "note"}; with no mistakes nothing is
+    written.
+    A model that Grad-CAM cannot split still gets a sheet, without heat maps, saying why.
+    """
+    chosen, left_out = most_confident_mistakes(y_true, scores, threshold, limit)
+    result = {"path": path, "shown": len(chosen), "left_out": left_out, "heat_maps": True,
+              "note": ""}
+    if len(chosen) == 0:
+        return result
+    size = int(model.input_shape[1])
+    reader = data.ImageReader(size)
+    images = np.stack([reader(paths[i])[0] for i in chosen])
+    try:
+        predicted = (np.asarray(scores)[chosen] >= threshold).astype(int)
+        maps = gradcam(model, images, threshold, batch_size, classes=predicted)[0]
+    except ModelError as err:
+        maps, result["heat_maps"], result["note"] = None, False, f"no heat maps: {err}"
+    captions = []
+    for i in chosen:
+        name = os.path.basename(paths[i])
+        name = name if len(name) <= 26 else name[:11] + "..." + name[-12:]
+        predicted = CLASS_NAMES[int(scores[i] >= threshold)]
+        captions.append(f"{name}\ntrue {CLASS_NAMES[int(y_true[i])]}, called {predicted}\n"
+                        f"P(male) {scores[i]:.3f}")
+    if maps is not None:
+        # An all-zero map means no region pushed towards the predicted class: say so.
+        captions = [c + (", map empty" if m.max() == 0 else "") for c, m in zip(captions, maps)]
+    total = len(chosen) + left_out
+    title = (f"{total} misclassified at threshold {threshold:.2f}, most confident first"
+             + (f"; {left_out} more not shown" if left_out else "")
+             + ("\nno heat maps: the model is not one from train_model.py" if maps is None
+                else "\nheat map: Grad-CAM for the predicted class (red: drove the decision)"))
+    draw_contact_sheet(images, captions, path, title, maps)
+    return result

@@ -1,0 +1,135 @@
+"""Export a saved model to TensorFlow Lite for phones and small boards.
+
+    python export.py --model_path model_balanced.h5 [--calibration_path DIR] [--output_dir .]
+
+Writes `<model>_float16.tflite` (weights stored as float16: half the size, the same answers) and,
+with images to calibrate on, `<model>_int8.tflite` (weights and activations in 8 bits, its
+quantization ranges measured on those images). Each gets a JSON sidecar with the threshold.
+Both take raw RGB 0..255 float32 input, like the Keras model, and output P(male).
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import data  # noqa: E402
+import model as model_lib  # noqa: E402
+from data import DataError  # noqa: E402
+from model import ModelError  # noqa: E402
+from outputs import atomic_path, write_json  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def representative_images(paths, image_size, count=200, seed=0):
+    """Up to `count` readable images, drawn evenly at random, as float32 batches of one."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(paths))
+    taken = 0
+    for i in chosen:
+        if taken >= count:
+            break
+        try:
+            image = data.load_image(paths[i], image_size)
+        except Exception:
+            continue  # calibration only needs usable images
+        taken += 1
+        yield [image[None].astype(np.float32)]
+
+
+def to_tflite(model, kind, calibration_paths=None, count=200):
+    """Convert a Keras model to TFLite bytes: kind 'float32', 'float16' or 'int8'."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if kind == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif kind == "int8":
+        size = model_lib.input_size(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: representative_images(calibration_paths,
+                                                                         size, count)
+        # Integer kernels throughout; input and output stay float so callers need not care.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif kind != "float32":
+        raise ValueError(f"unknown TFLite kind {kind!r}")
+    return converter.convert()
+
+
+class TFLiteModel:
+    """Runs a .tflite classifier on batches of raw RGB 0..255 images; returns P(male)."""
+
+    def __init__(self, path, num_threads=None):
+        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.batch = None
+
+    def predict(self, images):
+        images = np.asarray(images, np.float32)
+        if self.batch != len(images):
+            self.interpreter.resize_tensor_input(self.input["index"], images.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(images)
+        self.interpreter.set_tensor(self.input["index"], images)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])[:, 0].copy()
+
+
+def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_path=None,
+           calibration_images=200):
+    """Write each requested TFLite model and its sidecar; returns {kind: path}."""
+    model = model_lib.load_model(model_path)
+    sidecar = model_lib.load_sidecar(model_path)
+    calibration = None
+    if "int8" in kinds:
+        if calibration_path is None:
+            raise DataError("int8 needs images to measure activation ranges on; pass "
+                            "--calibration_path DIR (a folder of face images)")
+        data.check_folder(calibration_path)
+        calibration = data.list_image_files(calibration_path)
+        if not calibration:
+            raise DataError(f"{calibration_path}: holds no images to calibrate int8 on")
+    stem = os.path.splitext(os.path.basename(model_path))[0]
+    output_dir = output_dir or os.path.dirname(os.path.abspath(model_path))
+    written = {}
+    for kind in kinds:
+        path = os.path.join(output_dir, f"{stem}_{kind}.tflite")
+        blob = to_tflite(model, kind, calibration, calibration_images)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(blob)
+        write_json(os.path.splitext(path)[0] + ".json",
+                   {**sidecar, "format": f"tflite {kind}", "exported_from": os.path.basename(
+                       model_path)})
+        written[kind] = path
+        print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    return written
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"))
+    p.add_argument("--output_dir", default=None, help="default: beside the model")
+    p.add_argument("--formats", nargs="+", default=["float16", "int8"],
+                   choices=["float32", "float16", "int8"])
+    p.add_argument("--calibration_path", default=None,
+                   help="folder of face images (searched recursively) for int8 calibration")
+    p.add_argument("--calibration_images", type=int, default=200)
+    args = p.parse_args(argv)
+    try:
+        export(args.model_path, args.output_dir, args.formats, args.calibration_path,
+               args.calibration_images)
+    except (DataError, ModelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Predict male/female for new photos with a saved model.
+
+    python predict.py PATH [PATH ...] [--model_path model_balanced.h5] [--output predictions.csv]
+
+Each PATH is an image file or a folder, searched recursively (no class sub-folders needed).
+Writes a CSV (path, P(male), label, threshold) and prints a summary. Images are taken as face
+crops, as in training; with --detect_faces each photo is first cut into its detected faces
+(OpenCV's Haar cascade, shipped inside the opencv-python-headless wheel), one row per face.
+"""
+
+import argparse
+import csv
+import io
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import data  # noqa: E402
+import model as model_lib  # noqa: E402
+from data import CLASS_NAMES, DataError  # noqa: E402
+from model import ModelError  # noqa: E402
+from outputs import write_text  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+# Photos are decoded at most this large for detection: the cascade is slow on 20-megapixel
+# photos, and a face crop is shrunk to the model's input size anyway.
+MAX_PHOTO_SIDE = 1600
+# The detector's box runs from brow to chin; face-crop data sets include some hair and chin,
+# so each box is widened by this fraction of its size on every side before cropping.
+FACE_MARGIN = 0.2
+CHUNK = 256  # faces cropped and scored at a time, to bound memory on big folders
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
+    p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"),
+                   help="saved model (its JSON sidecar beside it gives the threshold)")
+    p.add_argument("--output", default="predictions.csv", help="CSV file to write")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="decision threshold on P(male) (default: the sidecar's, else 0.5)")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--detect_faces", action="store_true",
+                   help="crop each detected face out of the photos first (one row per face)")
+    p.add_argument("--min_face_size", type=int, default=40,
+                   help="with --detect_faces: smallest face side, in pixels of the photo")
+    p.add_argument("--unsafe", action="store_true",
+                   help="allow a model file that carries code (Lambda layers): only for files "
+                        "you trust")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    args = p.parse_args(argv)
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        p.error("--threshold must be between 0 and 1")
+    if args.batch_size < 1:
+        p.error("--batch_size must be at least 1")
+    if args.min_face_size < 1:
+        p.error("--min_face_size must be at least 1")
+    return args
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+
+def collect_images(paths):
+    """Image files named by `paths` (files as given, folders searched recursively), each once."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            found += data.list_image_files(path)
+        elif os.path.isfile(path):
+            found.append(path)  # named explicitly: tried whatever its extension
+        else:
+            raise DataError(f"{path}: no such file or folder; pass image files or folders")
+    found = list(dict.fromkeys(found))
+    if not found:
+        raise DataError(f"{', '.join(paths)}: no images found "
+                        f"({', '.join(data.IMAGE_EXTENSIONS)}); check the path")
+    return found
+
+
+def load_photo(path, max_side=MAX_PHOTO_SIDE):
+    """Decode a whole photo, upright, RGB, at most `max_side` pixels on its long side.
+
+    Returns (PIL image, scale): multiply a box in the returned image by scale to get it in
+    pixels of the original (upright) photo.
+    """
+    img, original = data.open_rgb(path, max_side)
+    img.thumbnail((max_side, max_side), Image.BILINEAR)
+    return img, original / max(img.size)
+
+
+# ---------------------------------------------------------------------------
+# Faces
+
+_DETECTOR = None
+
+
+def load_face_detector():
+    """OpenCV's frontal-face Haar cascade from the opencv-python-headless wheel (loaded once)."""
+    global _DETECTOR
+    if _DETECTOR is None:
+        try:
+            import cv2
+        except ImportError as err:
+            raise ModelError(f"--detect_faces needs OpenCV ({err}); "
+                             "pip install opencv-python-headless") from None
+        path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
+        detector = cv2.CascadeClassifier(path)
+        if detector.empty():
+            raise ModelError(f"{path}: OpenCV could not load its face detector; "
+                             "reinstall opencv-python-headless")
+        _DETECTOR = detector
+    return _DETECTOR
+
+
+def detect_faces(photo, min_size, detector=None):
+    """Face boxes (x, y, w, h) in a PIL RGB image, left to right.
+
+    `detector` has OpenCV's `detectMultiScale`; the default is the Haar cascade.
+    """
+    import cv2
+    detector = detector or load_face_detector()
+    grey = cv2.cvtColor(np.asarray(photo), cv2.COLOR_RGB2GRAY)
+    grey = cv2.equalizeHist(grey)  # the cascade is trained on contrast-normalised faces
+    boxes = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
+                                      minSize=(min_size, min_size))
+    return sorted((tuple(int(v) for v in box) for box in boxes), key=lambda b: (b[0], b[1]))
+
+
+def crop_box(box, width, height, margin=FACE_MARGIN):
+    """The square crop (left, top, right, bottom) around a face box, widened by `margin` on each
+    side and moved (then shrunk, if need be) to lie inside a width x height image."""
+    x, y, w, h = box
+    side = min(round(max(w, h) * (1 + 2 * margin)), width, height)
+    cx, cy = x + w / 2, y + h / 2
+    left = int(min(max(round(cx - side / 2), 0), width - side))
+    top = int(min(max(round(cy - side / 2), 0), height - side))
+    return left, top, left + side, top + side
+
+
+def face_crops(path, image_size, min_face_size, detector=None):
+    """[(box in original pixels, (size, size, 3) uint8 crop)] for each face found in `path`."""
+    photo, scale = load_photo(path)
+    min_size = max(1, round(min_face_size / scale))
+    crops = []
+    for box in detect_faces(photo, min_size, detector):
+        crop = photo.crop(crop_box(box, *photo.size))
+        crop = crop.resize((image_size, image_size), Image.BILINEAR)
+        original_box = tuple(int(round(v * scale)) for v in box)
+        crops.append((original_box, np.asarray(crop, dtype=np.uint8)))
+    return crops
+
+
+# ---------------------------------------------------------------------------
+# Predicting
+
+def label_of(p_male, threshold):
+    return CLASS_NAMES[int(p_male >= threshold)]
+
+
+def predict_crops(model, files, args, threshold):
+    """Rows for the faces the model is shown as given: one per readable file; and the skipped."""
+    reader = data.ImageReader(model_lib.input_size(model))
+    scores = model.predict(data.make_eval_dataset(files, reader, args.batch_size),
+                           verbose=args.verbose)[:, 0]
+    rows = [(path, f"{p:.6f}", label_of(p, threshold), f"{threshold:.6g}")
+            for path, p in zip(files, scores) if path not in reader.skipped]
+    return rows, reader.skipped, []
+
+
+def predict_faces(model, files, args, threshold, detector=None):
+    """Rows for every detected face: one per face; and the skipped files and faceless photos."""
+    image_size = model_lib.input_size(model)
+    rows, skipped, no_face, pending = [], {}, [], []
+
+    def flush():
+        if pending:
+            batch = np.stack([crop for _, _, _, crop in pending]).astype("float32")
+            scores = model.predict(batch, batch_size=args.batch_size, verbose=0)[:, 0]
+            for (path, k, box, _), p in zip(pending, scores):
+                rows.append((path, k, *box, f"{p:.6f}", label_of(p, threshold),
+                             f"{threshold:.6g}"))
+            pending.clear()
+
+    for n, path in enumerate(files, 1):
+        try:
+            faces = face_crops(path, image_size, args.min_face_size, detector)
+        except (ModelError, MemoryError):
+            raise
+        except Exception as err:  # any decoder error means: skip this file, keep the run going
+            skipped[path] = f"{type(err).__name__}: {err}"
+            print(f"warning: skipping unreadable image {path} ({err})", file=sys.stderr)
+            continue
+        if not faces:
+            no_face.append(path)
+        pending += [(path, k, box, crop) for k, (box, crop) in enumerate(faces)]
+        if len(pending) >= CHUNK:
+            flush()
+        if args.verbose and n % 100 == 0:
+            print(f"  {n}/{len(files)} photos, {len(rows) + len(pending)} faces")
+    flush()
+    return rows, skipped, no_face
+
+
+def write_csv(path, header, rows):
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def run(args, detector=None):
+    """Predict for every image under `args.paths`; returns a summary dict."""
+    files = collect_images(args.paths)
+    model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
+    sidecar = model_lib.load_sidecar(args.model_path)
+    if args.threshold is not None:
+        threshold, source = args.threshold, "--threshold"
+    elif "threshold" in sidecar:
+        threshold, source = float(sidecar["threshold"]), "the model's sidecar"
+    else:
+        threshold, source = 0.5, "default, no sidecar found"
+    size = model_lib.input_size(model)
+    what = "photos, cropping detected faces" if args.detect_faces else "face images"
+    print(f"predicting {len(files)} {what} at {size}x{size}, threshold {threshold:.2f} ({source})")
+
+    if args.detect_faces:
+        rows, skipped, no_face = predict_faces(model, files, args, threshold, detector)
+        header = ["path", "face", "x", "y", "w", "h", "p_male", "label", "threshold"]
+    else:
+        rows, skipped, no_face = predict_crops(model, files, args, threshold)
+        header = ["path", "p_male", "label", "threshold"]
+    if len(skipped) == len(files):
+        raise DataError(f"{', '.join(args.paths)}: none of the images could be read")
+    write_csv(args.output, header, rows)
+
+    labels = [row[-2] for row in rows]
+    counts = {name: labels.count(name) for name in CLASS_NAMES}
+    unit = "faces" if args.detect_faces else "images"
+    print(f"\n{len(rows)} {unit}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    if args.detect_faces:
+        print(f"{len(files) - len(skipped) - len(no_face)} of {len(files) - len(skipped)} "
+              f"readable photos had a face (smallest side {args.min_face_size} px)")
+        if no_face:
+            print(f"no face found in {len(no_face)} photo(s):")
+            for path in no_face:
+                print(f"  {path}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s):")
+        for path, why in skipped.items():
+            print(f"  {path}: {why}")
+    print(f"wrote {os.path.abspath(args.output)}")
+    return {"rows": len(rows), "counts": counts, "threshold": threshold, "source": source,
+            "skipped": skipped, "no_face": no_face}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (DataError, ModelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {err.filename or ''}: {err.strerror}; check the path and its permissions",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+import predict
+from conftest import face_like_image, tree_hashes
+
+
+def run(args):
+    return predict.main(args + ["--verbose", "0"])
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def sidecar_threshold(model_path):
+    return json.load(open(os.path.splitext(model_path)[0] + ".json"))["threshold"]
+
+
+def draw_face(draw, cx, cy, s):
+    """A cartoon face, `s` pixels wide, that OpenCV's frontal-face cascade finds."""
+    draw.ellipse([cx - s / 2, cy - s * 0.65, cx + s / 2, cy + s * 0.65], fill=(225, 185, 160))
+    draw.pieslice([cx - s / 2, cy - s * 0.7, cx + s / 2, cy + s * 0.1], 180, 360, fill=(60, 40, 30))
+    for side in (-1, 1):
+        x, y = cx + side * s * 0.2, cy - s * 0.1
+        draw.rectangle([x - s * 0.13, y - s * 0.13, x + s * 0.13, y - s * 0.09], fill=(70, 50, 40))
+        draw.ellipse([x - s * 0.09, y - s * 0.04, x + s * 0.09, y + s * 0.04], fill=(40, 30, 30))
+    nose = [(cx, cy - s * 0.05), (cx - s * 0.07, cy + s * 0.2), (cx + s * 0.07, cy + s * 0.2)]
+    draw.polygon(nose, fill=(205, 160, 140))
+    draw.rectangle([cx - s * 0.18, cy + s * 0.33, cx + s * 0.18, cy + s * 0.38], fill=(150, 60, 60))
+
+
+def group_photo(path, centres=((80, 100), (230, 100)), s=90, size=(320, 200)):
+    img = Image.new("RGB", size, (120, 140, 160))
+    draw = ImageDraw.Draw(img)
+    for cx, cy in centres:
+        draw_face(draw, cx, cy, s)
+    img.filter(ImageFilter.GaussianBlur(1)).save(path)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------
+# Face crops as given (the default)
+
+def test_predict_folders_and_files_writes_csv_and_skips_unreadable(trained, tmp_path, capsys):
+    # An unlabelled folder: no class sub-folders, a nested one, and a file that is not an image.
+    loose = tmp_path / "loose"
+    (loose / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    face_like_image(0, rng).save(loose / "a.jpg")
+    face_like_image(1, rng).save(loose / "nested" / "b.png")
+    (loose / "broken.jpg").write_bytes(b"not an image")
+    single = tmp_path / "single.webp"
+    face_like_image(1, rng).save(single)
+    before = tree_hashes(str(loose))
+
+    out = tmp_path / "out" / "pred.csv"
+    assert run([str(loose), str(single), trained["data"], "--model_path", trained["model"],
+                "--output", str(out)]) == 0
+    assert tree_hashes(str(loose)) == before
+    rows = read_csv(out)
+    assert list(rows[0]) == ["path", "p_male", "label", "threshold"]
+    paths = [r["path"] for r in rows]
+    assert len(rows) == 2 + 1 + 24 and len(set(paths)) == len(paths)
+    assert str(loose / "nested" / "b.png") in paths and str(single) in paths
+    assert str(loose / "broken.jpg") not in paths
+    threshold = sidecar_threshold(trained["model"])
+    for r in rows:
+        p = float(r["p_male"])
+        assert 0 <= p <= 1 and float(r["threshold"]) == pytest.approx(threshold, abs=1e-6)
+        assert r["label"] == ("male" if p >= threshold else "female")
+    printed = capsys.readouterr()
+    assert "27 images:" in printed.out and "skipped 1 unreadable image(s)" in printed.out
+    assert "broken.jpg" in printed.err
+
+
+def test_predict_matches_the_model_and_threshold_overrides(trained, tmp_path):
+    import data
+    import model as model_lib
+    out = tmp_path / "pred.csv"
+    assert run([trained["data"], "--model_path", trained["model"], "--output", str(out),
+                "--threshold", "0"]) == 0
+    rows = read_csv(out)
+    assert {r["label"] for r in rows} == {"male"} and {r["threshold"] for r in rows} == {"0"}
+    model = model_lib.load_model(trained["model"])
+    image = data.load_image(rows[0]["path"], model_lib.input_size(model))
+    expected = model.predict(image[None].astype("float32"), verbose=0)[0, 0]
+    assert float(rows[0]["p_male"]) == pytest.approx(float(expected), abs=1e-5)
+    scores = {float(r["p_male"]) for r in rows}
+    assert len(scores) > 1  # the tiny model tells images apart
+
+
+def test_bad_input_exits_2_with_one_line(trained, tmp_path, capsys):
+    assert run([str(tmp_path / "nope"), "--model_path", trained["model"]]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    assert run([str(tmp_path / "empty"), "--model_path", trained["model"]]) == 2
+    assert "no images found" in capsys.readouterr().err
+    assert run([trained["data"], "--model_path", str(tmp_path / "none.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model file not found" in err and err.count("\n") == 0
+    (tmp_path / "bad.jpg").write_bytes(b"junk")
+    assert run([str(tmp_path / "bad.jpg"), "--model_path", trained["model"],
+                "--output", str(tmp_path / "p.csv")]) == 2
+    assert "none of the images could be read" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+# ---------------------------------------------------------------------------
+# --detect_faces
+
+def test_the_cascade_loads_from_the_opencv_wheel():
+    import cv2
+    detector = predict.load_face_detector()
+    assert not detector.empty()
+    assert os.path.isfile(os.path.join(cv2.data.haarcascades, predict.CASCADE_FILE))
+
+
+def test_detect_faces_finds_each_drawn_face(trained, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    group_photo(photos / "group.png")
+    Image.new("RGB", (200, 160), (120, 140, 160)).save(photos / "wall.jpg")
+    out = tmp_path / "faces.csv"
+    assert run([str(photos), "--model_path", trained["model"], "--output", str(out),
+                "--detect_faces"]) == 0
+    rows = read_csv(out)
+    assert list(rows[0]) == ["path", "face", "x", "y", "w", "h", "p_male", "label", "threshold"]
+    assert [r["face"] for r in rows] == ["0", "1"]
+    assert {r["path"] for r in rows} == {str(photos / "group.png")}
+    # Each box holds one drawn face centre (80, 100) and (230, 100), left to right.
+    for r, (cx, cy) in zip(rows, [(80, 100), (230, 100)]):
+        x, y, w, h = (int(r[k]) for k in "xywh")
+        assert x < cx < x + w and y < cy < y + h and 50 < w < 200
+        assert 0 <= float(r["p_male"]) <= 1
+    printed = capsys.readouterr().out
+    assert "2 faces:" in printed and "no face found in 1 photo(s)" in printed
+    assert "wall.jpg" in printed
+
+
+class FakeDetector:
+    """Stands in for the cascade: returns fixed boxes (in the coordinates it is shown)."""
+
+    def __init__(self, boxes):
+        self.boxes, self.shapes = boxes, []
+
+    def detectMultiScale(self, grey, scaleFactor, minNeighbors, minSize):
+        self.shapes.append((grey.shape, minSize))
+        return np.array(self.boxes).reshape(-1, 4)
+
+
+def test_rows_per_face_and_boxes_in_original_pixels_with_an_injected_detector(trained, tmp_path):
+    # A photo larger than MAX_PHOTO_SIDE is detected on a smaller copy; boxes come back in the
+    # original's pixels, and so does --min_face_size.
+    big = tmp_path / "big.png"
+    Image.new("RGB", (predict.MAX_PHOTO_SIDE * 2, 400), (90, 90, 90)).save(big)
+    # Listed right to left and one hanging over the edge: rows come left to right, crops clamp.
+    detector = FakeDetector([[700, 10, 100, 100], [0, 150, 60, 60], [1550, 40, 80, 80]])
+    args = predict.parse_args([str(big), "--model_path", trained["model"], "--detect_faces",
+                               "--output", str(tmp_path / "f.csv"), "--verbose", "0",
+                               "--min_face_size", "80"])
+    summary = predict.run(args, detector=detector)
+    assert detector.shapes == [((200, predict.MAX_PHOTO_SIDE), (40, 40))]
+    rows = read_csv(tmp_path / "f.csv")
+    assert summary["rows"] == len(rows) == 3
+    assert [(r["face"], r["x"], r["y"], r["w"], r["h"]) for r in rows] == [
+        ("0", "0", "300", "120", "120"), ("1", "1400", "20", "200", "200"),
+        ("2", "3100", "80", "160", "160")]
+
+
+def test_crop_box_is_square_widened_and_inside_the_image():
+    assert predict.crop_box((40, 40, 20, 20), 100, 100, margin=0.5) == (30, 30, 70, 70)
+    assert predict.crop_box((0, 0, 20, 10), 100, 100, margin=0.2) == (0, 0, 28, 28)
+    assert predict.crop_box((90, 40, 10, 10), 100, 100, margin=0.5) == (80, 35, 100, 55)
+    assert predict.crop_box((0, 0, 100, 100), 120, 60, margin=0.2) == (20, 0, 80, 60)
+
+
+def test_faces_are_found_upright_in_an_exif_rotated_photo(tmp_path):
+    # Stored on its side with the EXIF tag that says "turn me": detection and boxes use the
+    # upright photo, as a viewer shows it.
+    group_photo(tmp_path / "group.png")
+    with Image.open(tmp_path / "group.png") as img:
+        sideways = img.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    sideways.save(tmp_path / "rotated.jpg", exif=exif, quality=90)
+    photo, scale = predict.load_photo(str(tmp_path / "rotated.jpg"))
+    assert photo.size == (320, 200) and scale == 1.0
+    boxes = predict.detect_faces(photo, 40)
+    assert len(boxes) == 2
+    for (x, y, w, h), (cx, cy) in zip(boxes, [(80, 100), (230, 100)]):
+        assert x < cx < x + w and y < cy < y + h
