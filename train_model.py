@@ -88,6 +88,12 @@ def parse_args(argv=None):
     p.add_argument("--cache_dir", default=os.path.join(os.path.expanduser("~"), ".cache",
                                                        "facegender"),
                    help="where cached backbone features are kept, keyed by images and weights")
+    p.add_argument("--strategy", choices=["default", "mirrored"], default="default",
+                   help="mirrored: data-parallel over every visible GPU (or every logical CPU "
+                        "device when there is no GPU), the batch scaled by the replica count")
+    p.add_argument("--mixed_precision", action="store_true",
+                   help="float16 compute with a float32 output layer (for GPUs; slower on CPUs)")
+    p.add_argument("--xla", action="store_true", help="compile training steps with XLA")
     p.add_argument("--checkpoint_dir", default=None,
                    help="where per-epoch checkpoints go (default: <output>_checkpoints/)")
     p.add_argument("--resume", action="store_true",
@@ -277,35 +283,54 @@ def predict_scores(model, paths, labels, image_size, batch_size, verbose):
 
 # ---------------------------------------------------------------------------
 
+def distribution_strategy(name):
+    """The tf.distribute strategy for `--strategy`, and how many replicas it runs."""
+    if name == "mirrored":
+        devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+                   or [d.name for d in tf.config.list_logical_devices("CPU")])
+        strategy = tf.distribute.MirroredStrategy(devices)
+    else:
+        strategy = tf.distribute.get_strategy()
+    return strategy, strategy.num_replicas_in_sync
+
+
 def train(args):
     keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy, replicas = distribution_strategy(args.strategy)
+    # Each replica gets --batch_size images, so the global batch grows with the replica count.
+    batch_size = args.batch_size * replicas
+    if replicas > 1:
+        print(f"{args.strategy} strategy: {replicas} replicas, global batch {batch_size}")
     (train_paths, train_labels), (val_paths, val_labels), val_source = split_data(args)
     counts = np.bincount(train_labels, minlength=2)
     print(f"training images: {counts[0]} female, {counts[1]} male; validation: "
           f"{np.sum(val_labels == 0)} female, {np.sum(val_labels == 1)} male ({val_source})")
 
     checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_checkpoints"
-    model, state = load_checkpoint(checkpoint_dir) if args.resume else (None, None)
-    if args.resume and model is None:
-        print(f"no checkpoint in {checkpoint_dir}; starting from scratch")
-    if model is None:
-        model = model_lib.build_model(args.image_size, args.weights, args.trainable_layers,
-                                      args.dense_units, args.dropout)
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
-                      loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
-                      metrics=["accuracy"])
-        state = {"epochs_done": 0, "best_val_loss": float("inf"), "history": {}}
-        if args.warmup_epochs > 0:
-            warm_up_head(model, (train_paths, train_labels), (val_paths, val_labels), args)
-    else:
-        print(f"resuming from {checkpoint_dir} after epoch {state['epochs_done']}")
+    with strategy.scope():
+        model, state = load_checkpoint(checkpoint_dir) if args.resume else (None, None)
+        if args.resume and model is None:
+            print(f"no checkpoint in {checkpoint_dir}; starting from scratch")
+        if model is None:
+            model = model_lib.build_model(args.image_size, args.weights, args.trainable_layers,
+                                          args.dense_units, args.dropout)
+            model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                          loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
+                          metrics=["accuracy"], jit_compile=args.xla)
+            state = {"epochs_done": 0, "best_val_loss": float("inf"), "history": {}}
+            if args.warmup_epochs > 0:
+                warm_up_head(model, (train_paths, train_labels), (val_paths, val_labels), args)
+        else:
+            print(f"resuming from {checkpoint_dir} after epoch {state['epochs_done']}")
     image_size = model_lib.input_size(model)
 
     reader = data.ImageReader(image_size)
-    train_ds = data.make_train_dataset(train_paths, train_labels, reader, args.batch_size,
+    train_ds = data.make_train_dataset(train_paths, train_labels, reader, batch_size,
                                        args.oversample, args.augment, args.seed,
                                        class_weights=dict(enumerate(args.class_weights)))
-    val_ds = data.make_train_dataset(val_paths, val_labels, reader, args.batch_size,
+    val_ds = data.make_train_dataset(val_paths, val_labels, reader, batch_size,
                                      oversample=0, augment=False, shuffle=False, cache=True)
     checkpoint = EpochCheckpoint(checkpoint_dir, state["history"], state["best_val_loss"])
     callbacks = [

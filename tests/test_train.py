@@ -152,3 +152,27 @@ def test_imagenet_without_internet_fails_fast_with_a_hint(monkeypatch, tmp_path)
         assert time.time() - start < 60
     else:
         pytest.skip("this machine can download the ImageNet weights")
+
+
+MIRRORED = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, {root!r})
+import train_model
+sys.exit(train_model.main({args!r}))
+"""
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(image_folder, backbone_weights, tmp_path):
+    args = TINY_TRAINING + ["--data_path", image_folder, "--weights", backbone_weights,
+                            "--epochs", "1", "--batch_size", "4", "--strategy", "mirrored",
+                            "--output", str(tmp_path / "m.h5")]
+    done = subprocess.run([sys.executable, "-c", MIRRORED.format(root=ROOT, args=args)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mirrored strategy: 2 replicas, global batch 8" in done.stdout
+    import keras
+    model = keras.models.load_model(tmp_path / "m.h5", compile=False)
+    assert model.output_shape == (None, 1)
