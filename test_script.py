@@ -3,8 +3,9 @@
     python test_script.py --data_path DIR [--model_path model_balanced.h5] [--output_dir OUT]
 
 DIR holds female/ and male/. Reports at the model's own threshold (from its JSON sidecar) and at
-the threshold that gives the best macro-F1 on this data, saves the confusion matrix, metrics and
-per-image predictions, and copies every misclassified image into misclassified/.
+the threshold that gives the best macro-F1 on this data, saves the confusion matrix, ROC,
+precision-recall and reliability curves, metrics and per-image predictions, and copies every
+misclassified image into misclassified/ with a Grad-CAM contact sheet of the worst mistakes.
 """
 
 import argparse
