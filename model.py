@@ -137,6 +137,16 @@ def load_sidecar(model_path):
         raise ModelError(f"{path}: unreadable sidecar ({err}); fix or delete it") from None
 
 
+def decision_threshold(model_path, override=None):
+    """(threshold on P(male), where it came from): `override`, else the sidecar's, else 0.5."""
+    if override is not None:
+        return float(override), "--threshold"
+    sidecar = load_sidecar(model_path)
+    if "threshold" in sidecar:
+        return float(sidecar["threshold"]), "the model's sidecar"
+    return 0.5, "default, no sidecar found"
+
+
 def load_model(path, safe_mode=True):
     """Load a saved classifier for inference, turning every failure into one clear line."""
     if not os.path.exists(path):

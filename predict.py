@@ -220,13 +220,7 @@ def run(args, detector=None):
     """Predict for every image under `args.paths`; returns a summary dict."""
     files = collect_images(args.paths)
     model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
-    sidecar = model_lib.load_sidecar(args.model_path)
-    if args.threshold is not None:
-        threshold, source = args.threshold, "--threshold"
-    elif "threshold" in sidecar:
-        threshold, source = float(sidecar["threshold"]), "the model's sidecar"
-    else:
-        threshold, source = 0.5, "default, no sidecar found"
+    threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
     size = model_lib.input_size(model)
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
     print(f"predicting {len(files)} {what} at {size}x{size}, threshold {threshold:.2f} ({source})")

@@ -156,13 +156,7 @@ def evaluate(args):
     paths, labels = data.list_labeled_images(args.data_path, required=(),
                                              exclude=[args.output_dir])
     model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
-    sidecar = model_lib.load_sidecar(args.model_path)
-    if args.threshold is not None:
-        model_threshold, source = args.threshold, "--threshold"
-    elif "threshold" in sidecar:
-        model_threshold, source = float(sidecar["threshold"]), "the model's sidecar"
-    else:
-        model_threshold, source = 0.5, "default, no sidecar found"
+    model_threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
 
     image_size = model_lib.input_size(model)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "

@@ -295,6 +295,7 @@ def distribution_strategy(name):
 
 
 def train(args):
+    start = time.time()
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -339,7 +340,6 @@ def train(args):
         keras.callbacks.ReduceLROnPlateau("val_loss", factor=args.lr_factor,
                                           patience=args.lr_patience, min_lr=1e-7),
     ]
-    start = time.time()
     if state["epochs_done"] < args.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs,
                   initial_epoch=state["epochs_done"], callbacks=callbacks,
@@ -367,6 +367,8 @@ def train(args):
                                                "confusion_matrix")},
         "epochs_run": len(val_losses),
         "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
+        # Wall time of this process, warm-up and threshold tuning included (not earlier runs
+        # that this one resumed).
         "training_seconds_this_run": round(time.time() - start, 1),
         "unreadable_images": sorted(reader.skipped),
         "config": vars(args),
