@@ -45,22 +45,17 @@ def pooled_features(model, paths, cache_dir, batch_size=32, verbose=1):
         with np.load(path) as cached:
             return cached["plain"], cached["mirrored"], cached["readable"]
 
-    inputs = keras.Input((image_size, image_size, 3))
-    x = model.get_layer("mobilenet_scaling")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(backbone(x, training=False))
-    extractor = keras.Model(inputs, x)
+    # One model, two inputs (the image and its mirror), so each file is decoded once.
+    pool = keras.Sequential([model.get_layer("mobilenet_scaling"), backbone,
+                             keras.layers.GlobalAveragePooling2D()])
+    image = keras.Input((image_size, image_size, 3))
+    mirror = keras.Input((image_size, image_size, 3))
+    extractor = keras.Model([image, mirror], [pool(image), pool(mirror)])
     reader = data.ImageReader(image_size)
     images = data.make_eval_dataset(paths, reader, batch_size)
-    both = extractor.predict(images.map(lambda x: tf.concat([x, tf.reverse(x, axis=[2])], 0)),
-                             verbose=verbose)
-    # Each batch came out as [plain..., mirrored...]; split them back apart.
-    plain, mirrored, start = [], [], 0
-    for n in (len(b) for b in np.array_split(np.arange(len(paths)),
-                                             range(batch_size, len(paths), batch_size))):
-        plain.append(both[start:start + n])
-        mirrored.append(both[start + n:start + 2 * n])
-        start += 2 * n
-    plain, mirrored = np.concatenate(plain), np.concatenate(mirrored)
+    # A 1-tuple: Keras reads a 2-tuple from a dataset as (inputs, labels).
+    plain, mirrored = extractor.predict(images.map(lambda x: ((x, tf.reverse(x, axis=[2])),)),
+                                        verbose=verbose)
     readable = np.array([p not in reader.skipped for p in paths])
     os.makedirs(cache_dir, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -164,7 +164,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     `last.keras` holds the model with its optimizer (learning rate included), `best.weights.h5`
     the weights with the lowest validation loss so far, and `state.json` the epoch count and the
-    history, so a resumed run draws complete curves and restores the true best weights.
+    history (with each epoch's wall time), so a resumed run draws complete curves, restores the
+    true best weights and can say how long the whole training took.
     """
 
     def __init__(self, folder, history=None, best=np.inf):
@@ -174,8 +175,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.best = best
         os.makedirs(folder, exist_ok=True)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.time()
+
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = {**(logs or {}), "epoch_seconds": time.time() - self.epoch_start}
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
         val_loss = logs.get("val_loss", np.inf)
@@ -273,14 +277,6 @@ def save_architecture(model, stem_dir):
         return txt
 
 
-def predict_scores(model, paths, labels, image_size, batch_size, verbose):
-    """P(male) for each readable validation image; returns (scores, labels) of those images."""
-    reader = data.ImageReader(image_size)
-    scores = model.predict(data.make_eval_dataset(paths, reader, batch_size), verbose=verbose)
-    keep = np.array([p not in reader.skipped for p in paths], dtype=bool)
-    return scores[:, 0][keep], np.asarray(labels)[keep]
-
-
 # ---------------------------------------------------------------------------
 
 def distribution_strategy(name):
@@ -351,8 +347,10 @@ def train(args):
         model.load_weights(best_file)  # EarlyStopping's best, even across a resume
 
     # Tune the decision threshold on the validation data for the best macro-F1.
-    scores, y_val = predict_scores(model, val_paths, val_labels, image_size, args.batch_size,
-                                   args.verbose)
+    # The validation pipeline keeps its decoded images cached; unreadable files are dropped.
+    scores = model.predict(val_ds, verbose=args.verbose)[:, 0]
+    keep = np.array([p not in reader.skipped for p in val_paths], dtype=bool)
+    scores, y_val = scores[keep], np.asarray(val_labels)[keep]
     threshold, _ = metrics.best_threshold(y_val, scores)
     report = metrics.evaluation_report(y_val, scores, threshold)
     val_losses = history.get("val_loss", [])
@@ -370,6 +368,8 @@ def train(args):
         # Wall time of this process, warm-up and threshold tuning included (not earlier runs
         # that this one resumed).
         "training_seconds_this_run": round(time.time() - start, 1),
+        # Fine-tuning epochs of every run that led here, resumed ones included.
+        "epoch_seconds_all_runs": round(sum(history.get("epoch_seconds", [])), 1),
         "unreadable_images": sorted(reader.skipped),
         "config": vars(args),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},

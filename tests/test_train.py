@@ -108,7 +108,12 @@ def test_resume_continues_from_the_last_finished_epoch(trained, tmp_path, capsys
         sidecar = json.load(f)
     assert sidecar["epochs_run"] == 2
     with open(out / "model_balanced_checkpoints" / "state.json") as f:
-        assert json.load(f)["epochs_done"] == 2
+        state = json.load(f)
+    assert state["epochs_done"] == 2
+    # The time of the epoch run before the resume is kept and counted.
+    assert len(state["history"]["epoch_seconds"]) == 2
+    assert sidecar["epoch_seconds_all_runs"] == pytest.approx(
+        sum(state["history"]["epoch_seconds"]), abs=0.1)
 
 
 def test_validation_folder_is_used_when_present(tmp_path):
