@@ -9,9 +9,13 @@ Absolute times drift on shared machines; the ratios, measured side by side, hold
             ImageDataGenerator with the same augmentations, alone and inside `fit`
   export    the Keras model against its TFLite exports: size, one-image latency, batch
             throughput, and agreement of labels on the dev images
+  quality   wall time from ImageNet weights to dev macro-F1 levels (0.85 ... 0.92), reference
+            recipe against the fast one (trains both, an hour or more on a CPU, so it runs
+            only when named: --sections quality)
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -95,15 +99,15 @@ def bench_pipeline(train_dir, size, batch_size, steps):
 
     drain_ours(), drain_legacy()  # warm both up (tracing, file cache)
     n = steps * batch_size
-    ours_alone = n / timed(drain_ours)
-    legacy_alone = n / timed(drain_legacy)
+    ours_alone = n / timed(drain_ours, 3)
+    legacy_alone = n / timed(drain_legacy, 3)
     # Inside fit: the frozen-backbone model of the head warm-up, so the input matters.
     model = model_lib.build_model(size, "none", trainable_layers=0)
     model.compile(optimizer="adam", loss="binary_crossentropy")
     ours_fit = ours.map(lambda x, y, w: (x, y))
     model.fit(ours_fit.take(2), verbose=0)
-    fit_ours = n / timed(lambda: model.fit(ours_fit.take(steps), verbose=0))
-    fit_legacy = n / timed(lambda: model.fit(legacy, steps_per_epoch=steps, verbose=0))
+    fit_ours = n / timed(lambda: model.fit(ours_fit.take(steps), verbose=0), 2)
+    fit_legacy = n / timed(lambda: model.fit(legacy, steps_per_epoch=steps, verbose=0), 2)
     print(f"\n[pipeline] decode + augment, {n} images at {size}x{size} from {train_dir}")
     row("legacy ImageDataGenerator, alone", legacy_alone, "images/s", 1.0)
     row("tf.data + Keras preprocessing layers, alone", ours_alone, "images/s",
@@ -113,31 +117,102 @@ def bench_pipeline(train_dir, size, batch_size, steps):
         fit_ours / fit_legacy)
 
 
-def bench_export(model_path, model, paths, calibration_dir, threshold):
+def bench_quality(data_path, weights, levels, budget_minutes, recipes):
+    """Wall time from ImageNet weights to each validation macro-F1 level, per recipe.
+
+    Each recipe runs `train_model.py` to its end (or the budget) in a fresh process with an
+    empty feature cache, so the first run's costs count; the time an epoch ends is read from
+    its checkpoint. A level that one recipe reaches and the other does not within its run
+    says so instead of giving a ratio.
+    """
+    import subprocess
+
+    print(f"\n[quality] wall time from ImageNet weights to validation macro-F1 on {data_path} "
+          f"(each recipe run to its end, at most {budget_minutes:g} min)")
+    curves = {}
+    for recipe in recipes:
+        with tempfile.TemporaryDirectory() as tmp:
+            state_file = os.path.join(tmp, "model_checkpoints", "state.json")
+            command = [sys.executable, os.path.join(HERE, "train_model.py"), "--recipe", recipe,
+                       "--data_path", data_path, "--weights", weights,
+                       "--output", os.path.join(tmp, "model.h5"),
+                       "--cache_dir", os.path.join(tmp, "cache"), "--verbose", "0"]
+            curve = []  # (seconds since start, validation macro-F1) at each epoch's end
+            start = time.perf_counter()
+            with open(os.path.join(tmp, "log.txt"), "w") as log:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                while time.perf_counter() - start < budget_minutes * 60:
+                    finished = process.poll() is not None
+                    if os.path.exists(state_file):
+                        with open(state_file) as f:
+                            f1s = json.load(f)["history"].get("val_macro_f1", [])
+                        now = time.perf_counter() - start
+                        curve += [(now, f1) for f1 in f1s[len(curve):]]
+                    if finished:
+                        break
+                    time.sleep(1)
+                process.kill()
+                process.wait()
+            if process.returncode not in (0, -9):
+                with open(os.path.join(tmp, "log.txt")) as f:
+                    tail = f.read()[-2000:]
+                raise SystemExit(f"train_model.py --recipe {recipe} failed:\n{tail}")
+        curves[recipe] = curve
+        print(f"  {recipe}: {len(curve)} epoch(s) in {time.perf_counter() - start:.0f} s; "
+              "per-epoch macro-F1 " + " ".join(f"{f1:.3f}" for _, f1 in curve))
+
+    def time_to(curve, level):
+        return next((t for t, f1 in curve if f1 >= level), None)
+
+    print(f"  {'macro-F1 >=':<12}" + "".join(f"{r + ' min':>16}" for r in recipes)
+          + (f"{recipes[0] + ' / ' + recipes[1]:>22}" if len(recipes) == 2 else ""))
+    for level in levels:
+        times = [time_to(curves[r], level) for r in recipes]
+        cells = "".join(f"{t / 60:16.1f}" if t else f"{'not reached':>16}" for t in times)
+        ratio = ""
+        if len(recipes) == 2:
+            ratio = (f"{times[0] / times[1]:22.1f}" if all(times) else
+                     f"{'>= %.1f' % (curves[recipes[0]][-1][0] / times[1]):>22}"
+                     if times[1] and curves[recipes[0]] else f"{'-':>22}")
+        print(f"  {level:<12.2f}{cells}{ratio}")
+
+
+def bench_export(model_path, model, agreement_sets, calibration_dir, threshold):
+    """Size, latency, throughput and label agreement of each TFLite export against Keras.
+
+    int8 is calibrated on training images; agreement is counted on each of `agreement_sets`
+    ({name: image paths}), images the calibration never saw.
+    """
     import export
     size = model_lib.input_size(model)
-    images = np.stack([data.load_image(p, size) for p in paths]).astype(np.float32)
+    sets = {name: np.stack([data.load_image(p, size) for p in paths]).astype(np.float32)
+            for name, paths in agreement_sets.items()}
+    images = next(iter(sets.values()))
     with tempfile.TemporaryDirectory() as tmp:
         written = export.export(model_path, tmp, ("float16", "int8"), calibration_dir, 200)
         runners = {"keras": (model_path, lambda x: model.predict_on_batch(x)[:, 0])}
         for kind, path in written.items():
             runners[f"tflite {kind}"] = (path, export.TFLiteModel(path).predict)
-        reference_labels = None
-        print(f"\n[export] {len(paths)} dev images at {size}x{size}, threshold {threshold:.2f}")
-        print(f"  {'model':<14} {'MB':>6} {'1 image ms':>11} {'batch 32 img/s':>15} "
-              f"{'same label as keras':>20}")
+        keras_labels = {}
+        print(f"\n[export] at {size}x{size}, threshold {threshold:.2f}; int8 calibrated on "
+              f"200 images from {calibration_dir}")
+        print(f"  {'model':<14} {'MB':>6} {'1 image ms':>11} {'batch 32 img/s':>15}   "
+              + "   ".join(f"same label as keras, {name} ({len(x)})" for name, x in sets.items()))
         for name, (path, run) in runners.items():
             run(images[:1])
             run(images[:32])
             latency = np.median([timed(lambda: run(images[i:i + 1])) for i in range(30)]) * 1e3
             throughput = 32 * 4 / timed(lambda: [run(images[i:i + 32]) for i in (0, 32, 64, 96)])
-            scores = np.concatenate([run(images[i:i + 32]) for i in range(0, len(images), 32)])
-            labels = scores >= threshold
-            if reference_labels is None:
-                reference_labels = labels
-            agree = np.mean(labels == reference_labels)
+            agreement = []
+            for set_name, x in sets.items():
+                scores = np.concatenate([run(x[i:i + 32]) for i in range(0, len(x), 32)])
+                labels = scores >= threshold
+                keras_labels.setdefault(set_name, labels)
+                agreement.append(np.mean(labels == keras_labels[set_name]))
             print(f"  {name:<14} {os.path.getsize(path) / 1e6:6.1f} {latency:11.1f} "
-                  f"{throughput:15.1f} {agree:19.2%}")
+                  f"{throughput:15.1f}   " + "   ".join(
+                      f"{a:{len(f'same label as keras, {n} ({len(sets[n])})')}.2%}"
+                      for a, n in zip(agreement, sets)))
 
 
 def main(argv=None):
@@ -146,7 +221,22 @@ def main(argv=None):
     p.add_argument("--data_path", default=os.path.join(HERE, "..", "shared", "data", "facecom"),
                    help="a folder with train/ and dev/, each holding female/ and male/")
     p.add_argument("--sections", nargs="+", default=["eval", "pipeline", "export"],
-                   choices=["eval", "pipeline", "export"])
+                   choices=["eval", "pipeline", "export", "quality"],
+                   help="quality trains from scratch (an hour or more on a CPU), so it runs "
+                        "only when named")
+    p.add_argument("--weights", default=os.path.join(HERE, "..", "shared", "weights",
+                                                     "mobilenet_v2_1.0_224_no_top.imagenet."
+                                                     "weights.h5"),
+                   help="ImageNet weights for the quality section")
+    p.add_argument("--levels", type=float, nargs="+", default=[0.85, 0.88, 0.90, 0.92],
+                   help="validation macro-F1 levels to time")
+    p.add_argument("--budget_minutes", type=float, default=120,
+                   help="stop a recipe still running after this long")
+    p.add_argument("--recipes", nargs="+", default=["reference", "fast"],
+                   help="recipes to time; with two, the table gives first / second")
+    p.add_argument("--more_dev", nargs="*",
+                   default=[os.path.join(HERE, "..", "shared", "data", "facecom_distorted", "dev")],
+                   help="more validation folders to count export agreement on")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--pipeline_steps", type=int, default=20)
     args = p.parse_args(argv)
@@ -163,7 +253,16 @@ def main(argv=None):
         bench_pipeline(os.path.join(args.data_path, "train"), model_lib.input_size(model),
                        args.batch_size, args.pipeline_steps)
     if "export" in args.sections:
-        bench_export(args.model_path, model, dev_paths, dev, threshold)
+        agreement_sets = {"dev": dev_paths}
+        for folder in args.more_dev:
+            if os.path.isdir(folder):
+                agreement_sets[os.path.basename(os.path.dirname(os.path.normpath(folder)))
+                               + " dev"] = data.list_labeled_images(folder)[0]
+        bench_export(args.model_path, model, agreement_sets,
+                     os.path.join(args.data_path, "train"), threshold)
+    if "quality" in args.sections:
+        bench_quality(args.data_path, args.weights, args.levels, args.budget_minutes,
+                      args.recipes)
     return 0
 
 

@@ -26,6 +26,11 @@ def test_training_writes_every_output(trained):
     assert 0 < sidecar["threshold"] < 1
     assert sidecar["epochs_run"] == 1 and sidecar["config"]["epochs"] == 1
     assert set(sidecar["validation"]["per_class_accuracy"]) == {"female", "male"}
+    # Each epoch logs the validation macro-F1 at its best threshold; with one epoch, that is
+    # the model that was saved, so it matches the sidecar's.
+    with open(os.path.join(out, "model_balanced_checkpoints", "state.json")) as f:
+        history = json.load(f)["history"]
+    assert history["val_macro_f1"] == [pytest.approx(sidecar["validation"]["macro_f1"])]
     # No temporary files are left behind by the atomic saves.
     assert not [n for n in os.listdir(out) if n.startswith(".partial-")]
 
