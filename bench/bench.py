@@ -147,7 +147,10 @@ def bench_quality(data_path, weights, levels, budget_minutes, recipes):
                         with open(state_file) as f:
                             f1s = json.load(f)["history"].get("val_macro_f1", [])
                         now = time.perf_counter() - start
-                        curve += [(now, f1) for f1 in f1s[len(curve):]]
+                        for f1 in f1s[len(curve):]:
+                            curve.append((now, f1))
+                            print(f"    {recipe} epoch {len(curve)}: macro-F1 {f1:.3f} at "
+                                  f"{now / 60:.1f} min", flush=True)
                     if finished:
                         break
                     time.sleep(1)
