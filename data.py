@@ -264,18 +264,21 @@ class RandomAffine(keras.layers.Layer):
     def call(self, images, training=True):
         if not training:
             return images
-        n = tf.shape(images)[0]
         h = tf.cast(tf.shape(images)[1], tf.float32)
         w = tf.cast(tf.shape(images)[2], tf.float32)
-
-        def uniform(limit):
-            return tf.random.uniform([n], -limit, limit, seed=self.seed)
-
-        transforms = affine_transforms(
-            uniform(self.rotation * 2 * np.pi), 1.0 + uniform(self.zoom), uniform(self.shear),
-            uniform(self.shift) * w, uniform(self.shift) * h, h, w)
+        angle, zoom, shear, dx, dy = self.draw(tf.shape(images)[0])
+        transforms = affine_transforms(angle, 1.0 + zoom, shear, dx * w, dy * h, h, w)
         return keras.ops.image.affine_transform(images, transforms, interpolation="bilinear",
                                                 fill_mode=self.fill_mode)
+
+    def draw(self, n):
+        """Angle (radians), zoom, shear and shifts (fractions of the size) for `n` images.
+
+        One random op for all five: separate ops given the same seed would draw the same numbers.
+        """
+        limits = tf.constant([self.rotation * 2 * np.pi, self.zoom, self.shear, self.shift,
+                              self.shift], tf.float32)
+        return tf.unstack(tf.random.uniform([5, n], -1.0, 1.0, seed=self.seed) * limits[:, None])
 
     def get_config(self):
         return {**super().get_config(), "rotation": self.rotation, "zoom": self.zoom,
@@ -291,10 +294,13 @@ def make_augmentation(seed=None):
     rather than inside the model: HDF5 cannot save every one of them, and the shipped model
     should hold only what inference needs.
     """
+    # Each layer its own seed: Keras layers given the same seed draw the same numbers, which
+    # would tie every flip to a brightness change.
+    seeds = [None if seed is None else seed + k for k in range(3)]
     return keras.Sequential([
-        RandomAffine(rotation=20 / 360, zoom=0.2, shear=0.2, shift=0.2, seed=seed),
-        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed),
-        keras.layers.RandomFlip("horizontal", seed=seed),
+        RandomAffine(rotation=20 / 360, zoom=0.2, shear=0.2, shift=0.2, seed=seeds[0]),
+        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seeds[1]),
+        keras.layers.RandomFlip("horizontal", seed=seeds[2]),
     ], name="augmentation")
 
 

@@ -180,3 +180,16 @@ def test_random_affine_is_identity_with_zero_ranges_and_bounded_otherwise():
     assert not np.allclose(moved, x)
     # Bilinear sampling with edge fill never leaves the input's range.
     assert x.min() - 1e-3 <= moved.min() and moved.max() <= x.max() + 1e-3
+
+
+def test_random_affine_draws_each_parameter_independently():
+    # Separate random ops with one seed would draw identical numbers: every rotation would come
+    # with the same zoom, shear and shift.
+    draws = np.stack(data.RandomAffine(0.05, 0.2, 0.2, 0.2, seed=3).draw(512))
+    correlation = np.corrcoef(draws)
+    assert np.all(np.abs(correlation[np.triu_indices(5, 1)]) < 0.2)
+    assert np.all(np.abs(draws[0]) <= 0.05 * 2 * np.pi) and np.all(np.abs(draws[1:]) <= 0.2)
+
+
+def test_augmentation_layers_get_different_seeds():
+    assert len({layer.seed for layer in data.make_augmentation(seed=5).layers}) == 3
