@@ -201,17 +201,21 @@ class ValidationMacroF1(keras.callbacks.Callback):
     it. Must come before the callbacks that record the logs.
     """
 
-    def __init__(self, val_ds, val_labels, val_paths, reader):
+    def __init__(self, val_ds, val_paths, val_labels, reader):
         super().__init__()
-        self.val_ds, self.val_labels, self.val_paths, self.reader = (val_ds, val_labels,
-                                                                     val_paths, reader)
+        self.validation = (val_ds, val_paths, val_labels, reader)
 
     def on_epoch_end(self, epoch, logs=None):
-        scores = self.model.predict(self.val_ds, verbose=0)[:, 0]
-        keep = np.array([p not in self.reader.skipped for p in self.val_paths], dtype=bool)
-        if logs is not None and keep.any():
-            logs["val_macro_f1"] = metrics.best_threshold(np.asarray(self.val_labels)[keep],
-                                                          scores[keep])[1]
+        y, scores = validation_scores(self.model, *self.validation)
+        if logs is not None and len(y):
+            logs["val_macro_f1"] = metrics.best_threshold(y, scores)[1]
+
+
+def validation_scores(model, val_ds, val_paths, val_labels, reader, verbose=0):
+    """(labels, P(male)) for the validation images that decoded (unreadable ones drop out)."""
+    scores = model.predict(val_ds, verbose=verbose)[:, 0]
+    keep = np.array([p not in reader.skipped for p in val_paths], dtype=bool)
+    return np.asarray(val_labels)[keep], scores[keep]
 
 
 def load_checkpoint(folder):
@@ -356,7 +360,7 @@ def train(args):
                                      oversample=0, augment=False, shuffle=False, cache=True)
     checkpoint = EpochCheckpoint(checkpoint_dir, state["history"], state["best_val_loss"])
     callbacks = [
-        ValidationMacroF1(val_ds, val_labels, val_paths, reader),
+        ValidationMacroF1(val_ds, val_paths, val_labels, reader),
         checkpoint,
         keras.callbacks.EarlyStopping("val_loss", patience=args.patience),
         keras.callbacks.ReduceLROnPlateau("val_loss", factor=args.lr_factor,
@@ -374,9 +378,8 @@ def train(args):
 
     # Tune the decision threshold on the validation data for the best macro-F1.
     # The validation pipeline keeps its decoded images cached; unreadable files are dropped.
-    scores = model.predict(val_ds, verbose=args.verbose)[:, 0]
-    keep = np.array([p not in reader.skipped for p in val_paths], dtype=bool)
-    scores, y_val = scores[keep], np.asarray(val_labels)[keep]
+    y_val, scores = validation_scores(model, val_ds, val_paths, val_labels, reader,
+                                      args.verbose)
     threshold, _ = metrics.best_threshold(y_val, scores)
     report = metrics.evaluation_report(y_val, scores, threshold)
     val_losses = history.get("val_loss", [])
