@@ -40,6 +40,10 @@ RECIPES = {
              "patience": 3, "lr_patience": 1, "lr_factor": 0.3},
 }
 
+# What --monitor may watch, and whether lower or higher is better. Keras guesses the direction from
+# the name and would guess wrong for macro-F1, so it is always passed explicitly.
+MONITOR_MODES = {"val_loss": "min", "val_macro_f1": "max"}
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -75,10 +79,13 @@ def parse_args(argv=None):
                    metavar=("FEMALE", "MALE"), help="loss weight of each class")
     p.add_argument("--dense_units", type=int, default=128, help="width of the head's hidden layer")
     p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--monitor", choices=sorted(MONITOR_MODES), default="val_loss",
+                   help="the validation score that picks the kept epoch and drives EarlyStopping "
+                        "and ReduceLROnPlateau (val_macro_f1: macro-F1 at its best threshold)")
     p.add_argument("--patience", type=int, default=5,
-                   help="EarlyStopping patience in epochs (validation loss)")
+                   help="EarlyStopping patience in epochs without a better --monitor")
     p.add_argument("--lr_patience", type=int, default=3,
-                   help="ReduceLROnPlateau patience in epochs (validation loss)")
+                   help="ReduceLROnPlateau patience in epochs without a better --monitor")
     p.add_argument("--lr_factor", type=float, default=0.5, help="ReduceLROnPlateau factor")
     p.add_argument("--seed", type=int, default=42, help="seed for the split, sampling and weights")
     p.add_argument("--warmup_epochs", type=int, default=0,
@@ -163,17 +170,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """After every epoch, atomically save the full training state to `folder`.
 
     `last.keras` holds the model with its optimizer (learning rate included), `best.weights.h5`
-    the weights with the lowest validation loss so far, and `state.json` the epoch count and the
-    history (with each epoch's wall time), so a resumed run draws complete curves, restores the
-    true best weights and can say how long the whole training took.
+    the weights of the epoch with the best `monitor` score so far, and `state.json` the epoch
+    count and the history (with each epoch's wall time), so a resumed run draws complete curves,
+    restores the true best weights and can say how long the whole training took.
     """
 
-    def __init__(self, folder, history=None, best=np.inf):
+    def __init__(self, folder, history=None, monitor="val_loss"):
         super().__init__()
         self.folder = folder
         self.history = history or {}
-        self.best = best
+        self.monitor = monitor
         os.makedirs(folder, exist_ok=True)
+
+    def best_epoch(self):
+        """1-based epoch with the best `monitor` score in the history, or None."""
+        values = self.history.get(self.monitor, [])
+        if not values:
+            return None
+        pick = np.argmin if MONITOR_MODES[self.monitor] == "min" else np.argmax
+        # Epochs of an older run that did not log this score are missing from the front.
+        return int(pick(values)) + 1 + len(self.history["loss"]) - len(values)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.time()
@@ -182,15 +198,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         logs = {**(logs or {}), "epoch_seconds": time.time() - self.epoch_start}
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
-        val_loss = logs.get("val_loss", np.inf)
-        if val_loss < self.best:
-            self.best = float(val_loss)
+        if self.best_epoch() == len(self.history["loss"]):
             with atomic_path(os.path.join(self.folder, "best.weights.h5")) as tmp:
                 self.model.save_weights(tmp)
         with atomic_path(os.path.join(self.folder, "last.keras")) as tmp:
             self.model.save(tmp)
         write_json(os.path.join(self.folder, "state.json"),
-                   {"epochs_done": epoch + 1, "best_val_loss": self.best, "history": self.history})
+                   {"epochs_done": epoch + 1, "monitor": self.monitor,
+                    "best_epoch": self.best_epoch(), "history": self.history})
 
 
 class ValidationMacroF1(keras.callbacks.Callback):
@@ -345,11 +360,14 @@ def train(args):
             model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                           loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
                           metrics=["accuracy"], jit_compile=args.xla)
-            state = {"epochs_done": 0, "best_val_loss": float("inf"), "history": {}}
+            state = {"epochs_done": 0, "history": {}}
             if args.warmup_epochs > 0:
                 warm_up_head(model, (train_paths, train_labels), (val_paths, val_labels), args)
         else:
             print(f"resuming from {checkpoint_dir} after epoch {state['epochs_done']}")
+            if state.get("monitor", "val_loss") != args.monitor:
+                print(f"note: the kept best epoch was picked by {state.get('monitor', 'val_loss')}"
+                      f"; from now on --monitor {args.monitor} picks it")
     image_size = model_lib.input_size(model)
 
     reader = data.ImageReader(image_size)
@@ -358,12 +376,13 @@ def train(args):
                                        class_weights=dict(enumerate(args.class_weights)))
     val_ds = data.make_train_dataset(val_paths, val_labels, reader, batch_size,
                                      oversample=0, augment=False, shuffle=False, cache=True)
-    checkpoint = EpochCheckpoint(checkpoint_dir, state["history"], state["best_val_loss"])
+    checkpoint = EpochCheckpoint(checkpoint_dir, state["history"], args.monitor)
+    mode = MONITOR_MODES[args.monitor]
     callbacks = [
         ValidationMacroF1(val_ds, val_paths, val_labels, reader),
         checkpoint,
-        keras.callbacks.EarlyStopping("val_loss", patience=args.patience),
-        keras.callbacks.ReduceLROnPlateau("val_loss", factor=args.lr_factor,
+        keras.callbacks.EarlyStopping(args.monitor, mode=mode, patience=args.patience),
+        keras.callbacks.ReduceLROnPlateau(args.monitor, mode=mode, factor=args.lr_factor,
                                           patience=args.lr_patience, min_lr=1e-7),
     ]
     if state["epochs_done"] < args.epochs:
@@ -374,7 +393,7 @@ def train(args):
     history = checkpoint.history
     best_file = os.path.join(checkpoint_dir, "best.weights.h5")
     if os.path.exists(best_file):
-        model.load_weights(best_file)  # EarlyStopping's best, even across a resume
+        model.load_weights(best_file)  # the best epoch by --monitor, even across a resume
 
     # Tune the decision threshold on the validation data for the best macro-F1.
     # The validation pipeline keeps its decoded images cached; unreadable files are dropped.
@@ -393,7 +412,8 @@ def train(args):
         "validation": {k: report[k] for k in ("macro_f1", "accuracy", "per_class_accuracy",
                                                "confusion_matrix")},
         "epochs_run": len(val_losses),
-        "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
+        "best_epoch": checkpoint.best_epoch(),
+        "best_epoch_by": args.monitor,
         # Wall time of this process, warm-up and threshold tuning included (not earlier runs
         # that this one resumed).
         "training_seconds_this_run": round(time.time() - start, 1),

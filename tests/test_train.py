@@ -121,6 +121,29 @@ def test_resume_continues_from_the_last_finished_epoch(trained, tmp_path, capsys
         sum(state["history"]["epoch_seconds"]), abs=0.1)
 
 
+def test_monitor_macro_f1_keeps_the_epoch_with_the_best_macro_f1(trained, tmp_path, capsys):
+    # Resume the fixture's one-epoch run for two more epochs, now picking by macro-F1: the saved
+    # model must be the epoch whose logged macro-F1 is the highest, and score exactly that.
+    import shutil
+    out = tmp_path / "by_f1"
+    shutil.copytree(trained["dir"], out)
+    code = train_model.main(TINY_TRAINING + [
+        "--data_path", trained["data"], "--weights", trained["weights"], "--epochs", "3",
+        "--output", str(out / "model_balanced.h5"), "--resume", "--monitor", "val_macro_f1",
+        "--patience", "5"])
+    assert code == 0
+    assert "from now on --monitor val_macro_f1 picks it" in capsys.readouterr().out
+    with open(out / "model_balanced.json") as f:
+        sidecar = json.load(f)
+    with open(out / "model_balanced_checkpoints" / "state.json") as f:
+        state = json.load(f)
+    f1 = state["history"]["val_macro_f1"]
+    assert len(f1) == 3 and state["monitor"] == "val_macro_f1"
+    assert sidecar["best_epoch_by"] == "val_macro_f1"
+    assert sidecar["best_epoch"] == state["best_epoch"] == int(np.argmax(f1)) + 1
+    assert sidecar["validation"]["macro_f1"] == pytest.approx(max(f1))
+
+
 def test_validation_folder_is_used_when_present(tmp_path):
     from conftest import make_image_folder
     make_image_folder(str(tmp_path / "train"), per_class=4, seed=1)
