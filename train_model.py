@@ -171,15 +171,22 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     `last.keras` holds the model with its optimizer (learning rate included), `best.weights.h5`
     the weights of the epoch with the best `monitor` score so far, and `state.json` the epoch
-    count and the history (with each epoch's wall time), so a resumed run draws complete curves,
-    restores the true best weights and can say how long the whole training took.
+    count, the history (with each epoch's wall time) and the patience counters of the `plateau`
+    callbacks (EarlyStopping, ReduceLROnPlateau). So a resumed run draws complete curves, restores
+    the true best weights, stops or cuts the learning rate at the epoch an uninterrupted run would,
+    and can say how long the whole training took. List it after the `plateau` callbacks, so that
+    it saves their counters after they have seen the epoch and restores them after fit resets them.
     """
 
-    def __init__(self, folder, history=None, monitor="val_loss"):
+    COUNTERS = ("wait", "best", "cooldown_counter")
+
+    def __init__(self, folder, history=None, monitor="val_loss", plateau=None, counters=None):
         super().__init__()
         self.folder = folder
         self.history = history or {}
         self.monitor = monitor
+        self.plateau = plateau or {}
+        self.counters = counters or {}
         os.makedirs(folder, exist_ok=True)
 
     def best_epoch(self):
@@ -191,6 +198,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # Epochs of an older run that did not log this score are missing from the front.
         return int(pick(values)) + 1 + len(self.history["loss"]) - len(values)
 
+    def on_train_begin(self, logs=None):
+        for name, callback in self.plateau.items():
+            for attr, value in self.counters.get(name, {}).items():
+                setattr(callback, attr, value)
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.time()
 
@@ -198,6 +210,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         logs = {**(logs or {}), "epoch_seconds": time.time() - self.epoch_start}
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
+        self.counters = {
+            name: {attr: None if getattr(cb, attr) is None else float(getattr(cb, attr))
+                   for attr in self.COUNTERS if hasattr(cb, attr)}
+            for name, cb in self.plateau.items()}
         if self.best_epoch() == len(self.history["loss"]):
             with atomic_path(os.path.join(self.folder, "best.weights.h5")) as tmp:
                 self.model.save_weights(tmp)
@@ -205,7 +221,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.save(tmp)
         write_json(os.path.join(self.folder, "state.json"),
                    {"epochs_done": epoch + 1, "monitor": self.monitor,
-                    "best_epoch": self.best_epoch(), "history": self.history})
+                    "best_epoch": self.best_epoch(), "counters": self.counters,
+                    "history": self.history})
 
 
 class ValidationMacroF1(keras.callbacks.Callback):
@@ -376,15 +393,21 @@ def train(args):
                                        class_weights=dict(enumerate(args.class_weights)))
     val_ds = data.make_train_dataset(val_paths, val_labels, reader, batch_size,
                                      oversample=0, augment=False, shuffle=False, cache=True)
-    checkpoint = EpochCheckpoint(checkpoint_dir, state["history"], args.monitor)
     mode = MONITOR_MODES[args.monitor]
-    callbacks = [
-        ValidationMacroF1(val_ds, val_paths, val_labels, reader),
-        checkpoint,
-        keras.callbacks.EarlyStopping(args.monitor, mode=mode, patience=args.patience),
-        keras.callbacks.ReduceLROnPlateau(args.monitor, mode=mode, factor=args.lr_factor,
-                                          patience=args.lr_patience, min_lr=1e-7),
-    ]
+    plateau = {
+        "early_stopping": keras.callbacks.EarlyStopping(args.monitor, mode=mode,
+                                                        patience=args.patience),
+        "reduce_lr": keras.callbacks.ReduceLROnPlateau(args.monitor, mode=mode,
+                                                       factor=args.lr_factor,
+                                                       patience=args.lr_patience, min_lr=1e-7),
+    }
+    # Counters kept for another --monitor would compare different scores: start those afresh.
+    counters = state.get("counters") if state.get("monitor") == args.monitor else None
+    checkpoint = EpochCheckpoint(checkpoint_dir, state["history"], args.monitor, plateau,
+                                 counters)
+    # Order matters: macro-F1 joins the logs first, and the checkpoint sees the epoch last.
+    callbacks = [ValidationMacroF1(val_ds, val_paths, val_labels, reader), *plateau.values(),
+                 checkpoint]
     if state["epochs_done"] < args.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs,
                   initial_epoch=state["epochs_done"], callbacks=callbacks,

@@ -144,6 +144,44 @@ def test_monitor_macro_f1_keeps_the_epoch_with_the_best_macro_f1(trained, tmp_pa
     assert sidecar["validation"]["macro_f1"] == pytest.approx(max(f1))
 
 
+def test_patience_counters_survive_a_resume(tmp_path):
+    # A run killed two epochs after its best must still stop when an uninterrupted one would:
+    # the checkpoint saves the callbacks' counters and puts them back after fit resets them.
+    import keras
+
+    def plateau():
+        return {"early_stopping": keras.callbacks.EarlyStopping("val_loss", patience=3),
+                "reduce_lr": keras.callbacks.ReduceLROnPlateau("val_loss", patience=5)}
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    before = plateau()
+    checkpoint = train_model.EpochCheckpoint(str(tmp_path), monitor="val_loss", plateau=before)
+    checkpoint.set_model(model)
+    for epoch, val_loss in enumerate([0.5, 0.4, 0.45, 0.47]):
+        logs = {"loss": 1.0, "val_loss": val_loss}
+        for callback in [*before.values(), checkpoint]:
+            callback.set_model(model)
+            if epoch == 0:
+                callback.on_train_begin()
+            callback.on_epoch_begin(epoch)
+            callback.on_epoch_end(epoch, logs)
+    with open(tmp_path / "state.json") as f:
+        state = json.load(f)
+    assert state["best_epoch"] == 2
+
+    after = plateau()
+    resumed = train_model.EpochCheckpoint(str(tmp_path), state["history"], "val_loss", after,
+                                          state["counters"])
+    for callback in [*after.values(), resumed]:
+        callback.set_model(model)
+        callback.on_train_begin()
+    assert after["early_stopping"].wait == 2 and after["early_stopping"].best == 0.4
+    assert after["reduce_lr"].wait == 2 and after["reduce_lr"].best == 0.4
+    after["early_stopping"].on_epoch_end(4, {"val_loss": 0.46})
+    assert model.stop_training  # the third epoch without improvement, counting across the resume
+
+
 def test_validation_folder_is_used_when_present(tmp_path):
     from conftest import make_image_folder
     make_image_folder(str(tmp_path / "train"), per_class=4, seed=1)
