@@ -385,6 +385,8 @@ def train(args):
             if state.get("monitor", "val_loss") != args.monitor:
                 print(f"note: the kept best epoch was picked by {state.get('monitor', 'val_loss')}"
                       f"; from now on --monitor {args.monitor} picks it")
+                # Counters kept for another score would compare unlike numbers: start afresh.
+                state.pop("counters", None)
     image_size = model_lib.input_size(model)
 
     reader = data.ImageReader(image_size)
@@ -401,10 +403,8 @@ def train(args):
                                                        factor=args.lr_factor,
                                                        patience=args.lr_patience, min_lr=1e-7),
     }
-    # Counters kept for another --monitor would compare different scores: start those afresh.
-    counters = state.get("counters") if state.get("monitor") == args.monitor else None
     checkpoint = EpochCheckpoint(checkpoint_dir, state["history"], args.monitor, plateau,
-                                 counters)
+                                 state.get("counters"))
     # Order matters: macro-F1 joins the logs first, and the checkpoint sees the epoch last.
     callbacks = [ValidationMacroF1(val_ds, val_paths, val_labels, reader), *plateau.values(),
                  checkpoint]
