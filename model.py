@@ -69,21 +69,41 @@ def build_classifier_head(dense_units=128, dropout=0.3):
 
 
 def build_model(image_size=224, weights="imagenet", trainable_layers=None, dense_units=128,
-                dropout=0.3):
+                dropout=0.3, init_model=None):
     """Raw-pixel input -> MobileNetV2 scaling -> backbone -> head -> P(male).
 
     `trainable_layers` is how many of the backbone's top layers are trained (None: all, 0: none).
     A pretrained backbone runs its batch norm in inference mode, as transfer learning requires:
     its statistics came from ImageNet and small batches of faces would wreck them. A backbone
     trained from scratch (`weights='none'`) has no statistics yet, so it learns them.
+
+    `init_model` is a classifier saved by train_model.py whose weights replace every weight here
+    (`weights` is then not read): to fine-tune a trained model further, for example at a larger
+    `image_size` than it was trained at, which the convolutions and the pooled head allow.
     """
-    backbone = build_backbone(image_size, weights)
+    pretrained = init_model is not None or weights not in (None, "none")
+    backbone = build_backbone(image_size, "none" if init_model is not None else weights)
     set_trainable_layers(backbone, trainable_layers)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="mobilenet_scaling")(inputs)
-    x = backbone(x, training=None if weights in (None, "none") else False)
+    x = backbone(x, training=False if pretrained else None)
     outputs = build_classifier_head(dense_units, dropout)(x)
-    return keras.Model(inputs, outputs, name="facegender")
+    model = keras.Model(inputs, outputs, name="facegender")
+    if init_model is not None:
+        copy_weights(load_model(init_model), model, init_model)
+    return model
+
+
+def copy_weights(source, target, source_path):
+    """Set every weight of `target` from `source`, a model of the same layers at any input size."""
+    pairs = list(zip(source.weights, target.weights))
+    if len(source.weights) != len(target.weights) or any(
+            tuple(s.shape) != tuple(t.shape) for s, t in pairs):
+        raise ModelError(f"{source_path}: its layers do not match the model being built; pass "
+                         "a model saved by train_model.py and the --dense_units it was trained "
+                         "with")
+    for s, t in pairs:
+        t.assign(s)
 
 
 def set_trainable_layers(backbone, trainable_layers):

@@ -63,6 +63,10 @@ def parse_args(argv=None):
     p.add_argument("--output", default="model_balanced.h5", help="model file to write (.h5)")
     p.add_argument("--weights", default="imagenet",
                    help="backbone initialisation: imagenet, none, or a path to a weights file")
+    p.add_argument("--init_model", default=None,
+                   help="start from the weights of a model saved by train_model.py (head "
+                        "included, no warm-up) instead of --weights: to fine-tune it further, "
+                        "for example at a larger --image_size")
     p.add_argument("--trainable_layers", type=int, default=None,
                    help="train only this many top backbone layers (default: all; 0 freezes it)")
     p.add_argument("--image_size", type=int, default=224, help="square input size in pixels")
@@ -373,12 +377,14 @@ def train(args):
             print(f"no checkpoint in {checkpoint_dir}; starting from scratch")
         if model is None:
             model = model_lib.build_model(args.image_size, args.weights, args.trainable_layers,
-                                          args.dense_units, args.dropout)
+                                          args.dense_units, args.dropout, args.init_model)
             model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                           loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
                           metrics=["accuracy"], jit_compile=args.xla)
             state = {"epochs_done": 0, "history": {}}
-            if args.warmup_epochs > 0:
+            if args.init_model:
+                print(f"starting from the weights of {args.init_model}; no head warm-up")
+            elif args.warmup_epochs > 0:
                 warm_up_head(model, (train_paths, train_labels), (val_paths, val_labels), args)
         else:
             print(f"resuming from {checkpoint_dir} after epoch {state['epochs_done']}")

@@ -182,6 +182,37 @@ def test_patience_counters_survive_a_resume(tmp_path):
     assert model.stop_training  # the third epoch without improvement, counting across the resume
 
 
+def test_init_model_fine_tunes_a_saved_model_at_a_larger_size(trained, tmp_path, capsys):
+    import keras
+    from model import build_model
+    saved = keras.models.load_model(trained["model"], compile=False)
+    paths, _ = data.list_labeled_images(trained["data"])
+    x = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths[:6]]).astype("float32")
+    # At the size it was trained at, the copy is the saved model, head included.
+    copy = build_model(IMAGE_SIZE, init_model=trained["model"])
+    np.testing.assert_allclose(copy.predict(x, verbose=0), saved.predict(x, verbose=0), atol=1e-6)
+
+    bigger = str(tmp_path / "bigger.h5")
+    code = train_model.main(TINY_TRAINING + [
+        "--data_path", trained["data"], "--init_model", trained["model"], "--weights", "nowhere.h5",
+        "--image_size", str(IMAGE_SIZE + 32), "--warmup_epochs", "5", "--epochs", "1",
+        "--output", bigger])
+    assert code == 0
+    assert "no head warm-up" in capsys.readouterr().out  # the saved head is kept, not retrained
+    with open(tmp_path / "bigger.json") as f:
+        assert json.load(f)["input_size"] == IMAGE_SIZE + 32
+    assert keras.models.load_model(bigger, compile=False).input_shape[1] == IMAGE_SIZE + 32
+
+
+def test_init_model_of_another_shape_is_a_clear_error(trained, tmp_path, capsys):
+    code = train_model.main(TINY_TRAINING + [
+        "--data_path", trained["data"], "--init_model", trained["model"], "--dense_units", "16",
+        "--output", str(tmp_path / "m.h5")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and trained["model"] in err and "--dense_units" in err
+
+
 def test_validation_folder_is_used_when_present(tmp_path):
     from conftest import make_image_folder
     make_image_folder(str(tmp_path / "train"), per_class=4, seed=1)
