@@ -180,7 +180,8 @@ def load_model(path, safe_mode=True):
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "lambda" in text.lower() or "unsafe" in text.lower():
             raise ModelError(f"{path}: refused, the model carries code that would run on load "
-                             "(a Lambda layer); pass --unsafe only if you trust its source") from None
+                             "(a Lambda layer); pass --unsafe only if you trust its source"
+                             ) from None
         raise ModelError(f"{path}: not a loadable Keras model ({type(err).__name__}: {text}); "
                          "pass a model saved by train_model.py") from None
     shape = model.input_shape

@@ -53,7 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--unsafe", action="store_true",
                    help="allow a model file that carries code (Lambda layers): only for files "
                         "you trust")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="Keras progress output")
     args = p.parse_args(argv)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         p.error("--threshold must be between 0 and 1")

@@ -48,7 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--unsafe", action="store_true",
                    help="allow a model file that carries code (Lambda layers): only for files "
                         "you trust")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="Keras progress output")
     args = p.parse_args(argv)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         p.error("--threshold must be between 0 and 1")
@@ -171,7 +172,8 @@ def evaluate(args):
         raise DataError(f"{args.data_path}: none of the images could be read")
     missing = [name for name in CLASS_NAMES if name not in class_dirs]
     if missing:
-        print(f"note: no {' or '.join(missing)} images here; the report covers the other class only")
+        print(f"note: no {' or '.join(missing)} images here; "
+              "the report covers the other class only")
 
     at_model = metrics.evaluation_report(labels, scores, model_threshold)
     best_t, _ = metrics.best_threshold(labels, scores)

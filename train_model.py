@@ -53,8 +53,8 @@ def parse_args(argv=None):
                        f"{k}: {' '.join(f'--{f} {v}' for f, v in d.items()) or 'the defaults'}"
                        for k, d in RECIPES.items()))
     p.add_argument("--data_path", nargs="+", required=True,
-                   help="data folder(s): female/ and male/, or train/ (+ val/ or dev/) holding them; "
-                        "several folders are pooled")
+                   help="data folder(s): female/ and male/, or train/ (+ val/ or dev/) holding "
+                        "them; several folders are pooled")
     p.add_argument("--val_path", nargs="+", default=None,
                    help="validation folder(s) with female/ and male/ (default: DIR/val or DIR/dev, "
                         "else a stratified split)")
@@ -109,7 +109,8 @@ def parse_args(argv=None):
                    help="where per-epoch checkpoints go (default: <output>_checkpoints/)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last finished epoch")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="Keras progress output")
     recipe = p.parse_known_args(argv)[0].recipe
     p.set_defaults(**RECIPES[recipe])
     args = p.parse_args(argv)
@@ -285,7 +286,8 @@ def warm_up_head(model, train, val, args):
     y = np.tile(np.asarray(train_labels, np.float32)[index], 2)
     weight = np.tile(np.asarray(args.class_weights)[train_labels[index]] * ok[index],
                      2).astype(np.float32)
-    head_layers = model.get_layer("head").layers[1:]  # the same layers: training them trains the model
+    # The same layer objects: training them here trains the full model's head.
+    head_layers = model.get_layer("head").layers[1:]
     on_features = keras.Sequential([keras.Input((x.shape[1],))] + head_layers)
     on_features.compile(optimizer=keras.optimizers.Adam(args.warmup_learning_rate),
                         loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),

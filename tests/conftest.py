@@ -20,7 +20,8 @@ IMAGE_SIZE = 64  # what the tiny model is trained at
 
 
 def face_like_image(label, rng, size=96):
-    """A synthetic image whose class is learnable: a bright disc, reddish (female) or bluish (male)."""
+    """A synthetic image whose class is learnable: a bright disc, reddish (female) or bluish
+    (male)."""
     yy, xx = np.mgrid[:size, :size]
     cy, cx = rng.uniform(0.35, 0.65, 2) * size
     disc = ((yy - cy) ** 2 + (xx - cx) ** 2) < (size * rng.uniform(0.2, 0.3)) ** 2
@@ -38,7 +39,8 @@ def make_image_folder(root, per_class=12, seed=0, names=("female", "male")):
         os.makedirs(folder, exist_ok=True)
         for i in range(per_class):
             ext = ".jpg" if label == 0 else ".png"
-            face_like_image(label, rng).save(os.path.join(folder, f"img_{i:02d}_{['a', 'b'][i % 2]}{ext}"))
+            name = f"img_{i:02d}_{['a', 'b'][i % 2]}{ext}"
+            face_like_image(label, rng).save(os.path.join(folder, name))
     return root
 
 

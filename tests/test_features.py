@@ -62,4 +62,5 @@ def test_recipe_presets_set_defaults_and_flags_override_them():
     args = train_model.parse_args(["--data_path", "x", "--recipe", "fast", "--image_size", "224"])
     assert args.image_size == 224 and args.warmup_epochs == 30
     args = train_model.parse_args(["--data_path", "x"])
-    assert (args.warmup_epochs, args.image_size, args.learning_rate, args.epochs) == (0, 224, 1e-5, 25)
+    assert ((args.warmup_epochs, args.image_size, args.learning_rate, args.epochs)
+            == (0, 224, 1e-5, 25))
