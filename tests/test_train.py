@@ -35,6 +35,21 @@ def test_training_writes_every_output(trained):
     assert not [n for n in os.listdir(out) if n.startswith(".partial-")]
 
 
+def test_logged_validation_scores_are_what_keras_evaluate_gives(trained):
+    # One pass over the validation images logs the loss and accuracy that fit's own validation
+    # would: Keras' evaluate of the saved (only) epoch's model on the same batches agrees.
+    import keras
+    args = train_model.parse_args(TINY_TRAINING + ["--data_path", trained["data"]])
+    _, (val_paths, val_labels), _ = train_model.split_data(args)
+    val_ds = data.make_train_dataset(val_paths, val_labels, data.ImageReader(IMAGE_SIZE), 8,
+                                     oversample=0, augment=False, shuffle=False)
+    loss, accuracy = keras.models.load_model(trained["model"]).evaluate(val_ds, verbose=0)
+    with open(os.path.join(trained["dir"], "model_balanced_checkpoints", "state.json")) as f:
+        history = json.load(f)["history"]
+    assert history["val_loss"] == [pytest.approx(loss, rel=1e-4)]
+    assert history["val_accuracy"] == [pytest.approx(accuracy)]
+
+
 RELOAD = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
