@@ -58,9 +58,33 @@ def test_head_warm_up_trains_the_head_before_the_fine_tune(image_folder, backbon
 
 def test_recipe_presets_set_defaults_and_flags_override_them():
     args = train_model.parse_args(["--data_path", "x", "--recipe", "fast"])
-    assert (args.warmup_epochs, args.image_size) == (30, 160)
+    assert (args.warmup_epochs, args.feature_epochs, args.image_size) == (30, 3, 160)
     args = train_model.parse_args(["--data_path", "x", "--recipe", "fast", "--image_size", "224"])
     assert args.image_size == 224 and args.warmup_epochs == 30
     args = train_model.parse_args(["--data_path", "x"])
     assert ((args.warmup_epochs, args.image_size, args.learning_rate, args.epochs)
             == (0, 224, 1e-5, 25))
+
+
+def test_feature_maps_match_the_lower_blocks_and_come_back_from_the_cache(trained, tmp_path):
+    import model as model_lib
+    model = keras.models.load_model(trained["model"], compile=False)
+    paths, _ = data.list_labeled_images(trained["data"])
+    paths = paths[:3] + paths[-3:]
+    layer = model_lib.FEATURE_MAP_LAYER
+    plain, mirrored, readable = features.feature_maps(model, layer, paths, str(tmp_path), 4, 0)
+    backbone = model.get_layer("mobilenetv2")
+    bottom = keras.Model(backbone.input, backbone.get_layer(layer).output)
+    images = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
+    expected = np.asarray(bottom(images / 127.5 - 1.0))
+    assert plain.dtype == np.float16 and plain.shape == expected.shape and readable.all()
+    # float16 keeps about three significant digits.
+    np.testing.assert_allclose(plain, expected, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(mirrored, bottom(images[:, :, ::-1] / 127.5 - 1.0),
+                               rtol=2e-3, atol=2e-3)
+    # Another layer, or the pooled features, of the same images are cached under another key.
+    features.pooled_features(model, paths, str(tmp_path), 4, 0)
+    assert len(os.listdir(tmp_path)) == 2
+    again = features.feature_maps(model, layer, paths, str(tmp_path), 4, 0)
+    np.testing.assert_array_equal(again[0], plain)
+    assert len(os.listdir(tmp_path)) == 2
