@@ -8,6 +8,7 @@ and the model architecture. Every default below is the reference recipe; each is
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -364,8 +365,9 @@ def fine_tune_top_blocks(model, train, val, args, checkpoint_dir):
         write_json(os.path.join(checkpoint_dir, "feature_stage.json"), {"history": history})
         started[0] = time.time()
 
-    scores = lambda m: (y_val, m.predict(val_x, batch_size=args.batch_size,  # noqa: E731
-                                         verbose=0)[:, 0])
+    def scores(on_maps):
+        return y_val, on_maps.predict(val_x, batch_size=args.batch_size, verbose=0)[:, 0]
+
     keep_best = keras.callbacks.EarlyStopping(args.monitor, mode=MONITOR_MODES[args.monitor],
                                               patience=args.patience,
                                               restore_best_weights=True)
@@ -497,8 +499,10 @@ def train(args):
                                      oversample=0, augment=False, shuffle=False, cache=True)
     mode = MONITOR_MODES[args.monitor]
     plateau = {
+        # With a top-block stage, `patience` epochs that do not beat it also stop the run.
         "early_stopping": keras.callbacks.EarlyStopping(args.monitor, mode=mode,
-                                                        patience=args.patience),
+                                                        patience=args.patience,
+                                                        baseline=state.get("baseline")),
         "reduce_lr": keras.callbacks.ReduceLROnPlateau(args.monitor, mode=mode,
                                                        factor=args.lr_factor,
                                                        patience=args.lr_patience, min_lr=1e-7),
@@ -509,7 +513,8 @@ def train(args):
                                  if "feature_stage" in state else None)
     # Order matters: the validation scores join the logs first, and the checkpoint sees the
     # epoch last.
-    scores = lambda m: validation_scores(m, val_ds, val_paths, val_labels, reader)  # noqa: E731
+    scores = functools.partial(validation_scores, val_ds=val_ds, val_paths=val_paths,
+                               val_labels=val_labels, reader=reader)
     callbacks = [ValidationMetrics(scores), *plateau.values(), checkpoint]
     if state["epochs_done"] < args.epochs:
         model.fit(train_ds, epochs=args.epochs,
