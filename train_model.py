@@ -297,6 +297,16 @@ def load_checkpoint(folder):
 # ---------------------------------------------------------------------------
 # Head warm-up on cached features
 
+def oversampled_views(plain, mirrored, readable, labels, args):
+    """(x, y, sample weight) from cached features: each image of the oversampled training set
+    as is and mirrored, weighted by its class (0 for an image that did not decode)."""
+    index = data.oversample_indices(labels, args.oversample, args.seed)
+    x = np.concatenate([plain[index], mirrored[index]])
+    y = np.tile(np.asarray(labels, np.float32)[index], 2)
+    weight = np.tile(np.asarray(args.class_weights)[labels[index]] * readable[index], 2)
+    return x, y, weight.astype(np.float32)
+
+
 def warm_up_head(model, train, val, args):
     """Train the head alone on cached backbone features, mirrored views included.
 
@@ -309,11 +319,7 @@ def warm_up_head(model, train, val, args):
                                                    args.batch_size, args.verbose)
     val_x, _, val_ok = features.pooled_features(model, val_paths, args.cache_dir,
                                                 args.batch_size, args.verbose)
-    index = data.oversample_indices(train_labels, args.oversample, args.seed)
-    x = np.concatenate([plain[index], mirrored[index]])
-    y = np.tile(np.asarray(train_labels, np.float32)[index], 2)
-    weight = np.tile(np.asarray(args.class_weights)[train_labels[index]] * ok[index],
-                     2).astype(np.float32)
+    x, y, weight = oversampled_views(plain, mirrored, ok, train_labels, args)
     # The same layer objects: training them here trains the full model's head.
     head_layers = model.get_layer("head").layers[1:]
     on_features = keras.Sequential([keras.Input((x.shape[1],))] + head_layers)
@@ -345,11 +351,7 @@ def fine_tune_top_blocks(model, train, val, args, checkpoint_dir):
                                                 args.batch_size, args.verbose)
     val_x, _, val_ok = features.feature_maps(model, layer, val_paths, args.cache_dir,
                                              args.batch_size, args.verbose)
-    index = data.oversample_indices(train_labels, args.oversample, args.seed)
-    x = np.concatenate([plain[index], mirrored[index]])
-    y = np.tile(np.asarray(train_labels, np.float32)[index], 2)
-    weight = np.tile(np.asarray(args.class_weights)[train_labels[index]] * ok[index],
-                     2).astype(np.float32)
+    x, y, weight = oversampled_views(plain, mirrored, ok, train_labels, args)
     val_x, y_val = val_x[val_ok], np.asarray(val_labels)[val_ok]
 
     on_maps = model_lib.top_on_feature_maps(model, layer)  # shares the layers of `model`
