@@ -107,8 +107,9 @@ def copy_weights(source, target, source_path):
 
 
 # Where the cached-feature fine-tune (train_model.py --feature_epochs) cuts the backbone: the end
-# of its 96-channel stage. Blocks 13-16 and the final 1x1 convolution above it hold three
-# quarters of the backbone's weights but cost under a third of its compute per image.
+# of its 96-channel stage. Blocks 13-16 and the final 1x1 convolution above it hold most of the
+# backbone's weights but work at its lowest resolutions, so they cost a small part of its
+# compute per image.
 FEATURE_MAP_LAYER = "block_12_add"
 
 
