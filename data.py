@@ -286,34 +286,33 @@ class RandomAffine(keras.layers.Layer):
                 "seed": self.seed}
 
 
-def make_augmentation(seed=None):
+def make_augmentation(seed=None, degrade=0.0):
     """The reference augmentations as Keras preprocessing layers (active only in training).
 
     Rotation (20 degrees), zoom, shear and shifts (0.2) are one combined affine resampling;
-    brightness (0.2) and the horizontal flip need no resampling. They run in the input pipeline
-    rather than inside the model: HDF5 cannot save every one of them, and the shipped model
-    should hold only what inference needs.
+    brightness (0.2) and the horizontal flip need no resampling. With `degrade`, that share of
+    the images also gets one of the seven weather and camera degradations of
+    `facecom_distorted` (see degradations.py). They run in the input pipeline rather than
+    inside the model: HDF5 cannot save every one of them, and the shipped model should hold
+    only what inference needs.
     """
+    from degradations import RandomDegradation
+
     # Each layer its own seed: Keras layers given the same seed draw the same numbers, which
     # would tie every flip to a brightness change.
-    seeds = [None if seed is None else seed + k for k in range(3)]
-    return keras.Sequential([
+    seeds = [None if seed is None else seed + k for k in range(4)]
+    layers = [
         RandomAffine(rotation=20 / 360, zoom=0.2, shear=0.2, shift=0.2, seed=seeds[0]),
         keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seeds[1]),
         keras.layers.RandomFlip("horizontal", seed=seeds[2]),
-    ], name="augmentation")
+    ]
+    if degrade > 0:
+        layers.append(RandomDegradation(degrade, seed=seeds[3]))
+    return keras.Sequential(layers, name="augmentation")
 
 
-def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, augment=True,
-                       seed=0, shuffle=True, cache=False, class_weights=None):
-    """Shuffled, oversampled, augmented batches of (image, label, sample weight).
-
-    Images are float32 in 0..255. The sample weight carries the class weights (`class_weights`
-    maps class index to weight) and is 0 for an unreadable file, which is listed in
-    `reader.skipped` and so drops out of the loss and the metrics while the dataset keeps a
-    known length. With `cache`, decoded images stay in memory after the first pass (worth it for
-    validation data, read every epoch).
-    """
+def weighted_examples(paths, labels, oversample, seed, shuffle, class_weights):
+    """A dataset of (path, label, class weight) over the oversampled images, shuffled."""
     index = oversample_indices(labels, oversample, seed)
     labels = np.asarray(labels)[index]
     weights = np.ones(len(labels), np.float32)
@@ -323,6 +322,35 @@ def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, aug
         (np.asarray(paths, dtype=str)[index], labels.astype(np.float32), weights))
     if shuffle:
         ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, augment=True,
+                       seed=0, shuffle=True, cache=False, class_weights=None, sources=None,
+                       source_weights=None, degrade=0.0):
+    """Shuffled, oversampled, augmented batches of (image, label, sample weight).
+
+    Images are float32 in 0..255. The sample weight carries the class weights (`class_weights`
+    maps class index to weight) and is 0 for an unreadable file, which is listed in
+    `reader.skipped` and so drops out of the loss and the metrics while the dataset keeps a
+    known length. With `cache`, decoded images stay in memory after the first pass (worth it for
+    validation data, read every epoch).
+
+    With `source_weights`, `sources` gives each image's source index and each source is
+    oversampled and shuffled on its own; every image is then drawn from source k with
+    probability `source_weights[k]` (normalised), so one large source does not drown a small
+    one. That dataset repeats without end: pass `steps_per_epoch` to fit.
+    """
+    if source_weights is None:
+        ds = weighted_examples(paths, labels, oversample, seed, shuffle, class_weights)
+    else:
+        paths, labels, sources = np.asarray(paths, dtype=str), np.asarray(labels), \
+            np.asarray(sources)
+        parts = [weighted_examples(paths[sources == k], labels[sources == k], oversample,
+                                   seed + k, True, class_weights).repeat()
+                 for k in range(len(source_weights))]
+        share = np.asarray(source_weights, np.float64) / np.sum(source_weights)
+        ds = tf.data.Dataset.sample_from_datasets(parts, share.tolist(), seed=seed)
 
     def decode(path, label, weight):
         image, ok = reader.tf_decode(path)
@@ -332,7 +360,7 @@ def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, aug
     if cache:
         ds = ds.cache()
     ds = ds.batch(batch_size)
-    augmentation = make_augmentation(seed) if augment else None
+    augmentation = make_augmentation(seed, degrade) if augment else None
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code; spares a noisy warning
     def to_float(images, label, weight):

@@ -25,19 +25,33 @@ def macro_f1_curve(y_true, scores, thresholds):
     return (f1s[0] + f1s[1]) / 2
 
 
-def sweep_thresholds(y_true, scores, step=0.01):
-    """Return (thresholds, macro_f1) for thresholds step, 2*step, ..., 1 - step."""
+def worst_group_f1_curve(y_true, scores, groups, thresholds):
+    """At each threshold, the lowest macro-F1 over the groups (for example data sources)."""
+    y_true, scores, groups = np.asarray(y_true), np.asarray(scores), np.asarray(groups)
+    return np.min([macro_f1_curve(y_true[groups == g], scores[groups == g], thresholds)
+                   for g in np.unique(groups)], axis=0)
+
+
+def sweep_thresholds(y_true, scores, step=0.01, groups=None):
+    """Return (thresholds, macro_f1) for thresholds step, 2*step, ..., 1 - step.
+
+    With `groups` (one label per sample), the score at each threshold is the worst group's
+    macro-F1, so that one threshold serves every group rather than the largest.
+    """
     thresholds = np.round(np.arange(step, 1.0 - step / 2, step), 6)
-    return thresholds, macro_f1_curve(y_true, scores, thresholds)
+    if groups is None:
+        return thresholds, macro_f1_curve(y_true, scores, thresholds)
+    return thresholds, worst_group_f1_curve(y_true, scores, groups, thresholds)
 
 
-def best_threshold(y_true, scores, step=0.01):
-    """The threshold with the highest macro-F1, and that F1.
+def best_threshold(y_true, scores, step=0.01, groups=None):
+    """The threshold with the highest macro-F1 (with `groups`: the highest worst-group
+    macro-F1), and that score.
 
     Often a whole range of thresholds ties for the best; the middle of the widest tied range is
     returned, the choice least sensitive to small shifts in the scores on new data.
     """
-    thresholds, f1 = sweep_thresholds(y_true, scores, step)
+    thresholds, f1 = sweep_thresholds(y_true, scores, step, groups)
     best = np.isclose(f1, f1.max())
     # Find runs of consecutive best thresholds and take the centre of the longest one.
     runs, start = [], None
@@ -75,3 +89,18 @@ def evaluation_report(y_true, scores, threshold):
         "per_class_accuracy": per_class_accuracy(y_true, y_pred),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+
+def group_table(groups, y_true, scores, threshold):
+    """Per-group metrics at `threshold` (groups: one label per sample), as rows of plain
+    values; `female` and `male` are (correct, total)."""
+    y_true, scores, groups = np.asarray(y_true), np.asarray(scores), np.asarray(groups)
+    rows = []
+    for group in sorted(set(groups.tolist())):
+        mask = groups == group
+        r = evaluation_report(y_true[mask], scores[mask], threshold)
+        acc = r["per_class_accuracy"]
+        rows.append({"group": group, "images": int(mask.sum()), "macro_f1": r["macro_f1"],
+                     "female": acc["female"], "male": acc["male"]})
+    return rows

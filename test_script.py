@@ -125,18 +125,6 @@ def print_report(title, report):
         print(f"  {name:>6} accuracy: {ok}/{n}{share}")
 
 
-def group_table(groups, y_true, scores, threshold):
-    """Per-group metrics at `threshold`, as rows of plain values."""
-    rows = []
-    for group in sorted(set(groups)):
-        mask = np.asarray(groups) == group
-        r = metrics.evaluation_report(y_true[mask], scores[mask], threshold)
-        acc = r["per_class_accuracy"]
-        rows.append({"group": group, "images": int(mask.sum()), "macro_f1": r["macro_f1"],
-                     "female": acc["female"], "male": acc["male"]})
-    return rows
-
-
 def print_group_table(rows, group_by, threshold):
     print(f"\n== by {group_by}, at threshold {threshold:.2f}")
     print(f"{'group':<12} {'images':>6} {'macro-F1':>9} {'female recall':>17} {'male recall':>17}")
@@ -195,7 +183,7 @@ def evaluate(args):
     if args.group_by:
         groups = [group_of(p, class_dirs[CLASS_NAMES[y]], args.group_by)
                   for p, y in zip(paths, labels)]
-        rows = group_table(groups, labels, scores, model_threshold)
+        rows = metrics.group_table(groups, labels, scores, model_threshold)
         print_group_table(rows, args.group_by, model_threshold)
         results["groups"] = {"by": args.group_by, "threshold": model_threshold, "rows": rows}
 

@@ -61,6 +61,16 @@ def parse_args(argv=None):
     p.add_argument("--val_path", nargs="+", default=None,
                    help="validation folder(s) with female/ and male/ (default: DIR/val or DIR/dev, "
                         "else a stratified split)")
+    p.add_argument("--val_limit", type=int, default=None,
+                   help="validate on at most this many images of each validation folder (a "
+                        "stratified random subset, seeded): big dev sets are slow every epoch")
+    p.add_argument("--source_weights", type=float, nargs="+", default=None,
+                   help="one per --data_path: the share of training images drawn from each "
+                        "(default: in proportion to their sizes), so a large source does not "
+                        "drown a small one")
+    p.add_argument("--epoch_images", type=int, default=None,
+                   help="training images per epoch (default: one pass over the oversampled "
+                        "training set); smaller epochs check, validate and save more often")
     p.add_argument("--val_split", type=float, default=0.15,
                    help="fraction held out for validation when there is no validation folder")
     p.add_argument("--output", default="model_balanced.h5", help="model file to write (.h5)")
@@ -82,6 +92,10 @@ def parse_args(argv=None):
                    help="repeat the minority class up to this fraction of the majority (0: off)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random rotation, zoom, shear, shifts, brightness and horizontal flip")
+    p.add_argument("--degrade", type=float, default=0.0,
+                   help="share of training images given one of the seven weather and camera "
+                        "degradations of facecom_distorted at random (blur, fog, low light, "
+                        "noise, rain, low resolution, sun glare; 0: off)")
     p.add_argument("--class_weights", type=float, nargs=2, default=[1.0, 0.9],
                    metavar=("FEMALE", "MALE"), help="loss weight of each class")
     p.add_argument("--dense_units", type=int, default=128, help="width of the head's hidden layer")
@@ -129,24 +143,49 @@ def parse_args(argv=None):
         p.error("--epochs and --batch_size must be at least 1")
     if args.image_size < 32:
         p.error("--image_size must be at least 32")
+    if args.source_weights and len(args.source_weights) != len(args.data_path):
+        p.error("--source_weights takes one weight per --data_path folder")
+    if args.source_weights and (min(args.source_weights) < 0 or sum(args.source_weights) <= 0):
+        p.error("--source_weights must be non-negative and not all 0")
+    if not 0 <= args.degrade <= 1:
+        p.error("--degrade is a share of the images, between 0 and 1")
     return args
 
 
 # ---------------------------------------------------------------------------
 # Data
 
-def collect(folders):
-    """Pool the labelled images of several class-folder roots."""
-    paths, labels = [], []
-    for folder in folders:
+def collect(folders, limit=None, seed=0):
+    """Pool the labelled images of several class-folder roots: (paths, labels, sources), where
+    sources[i] is the index of the folder image i came from. With `limit`, each folder gives at
+    most that many images, a stratified random subset."""
+    from sklearn.model_selection import train_test_split
+
+    paths, labels, sources = [], [], []
+    for k, folder in enumerate(folders):
         p, y = data.list_labeled_images(folder)
-        paths += p
-        labels.append(y)
-    return paths, np.concatenate(labels)
+        if limit and len(p) > limit:
+            p, _, y, _ = train_test_split(p, y, train_size=limit, stratify=y, random_state=seed)
+        paths += list(p)
+        labels.append(np.asarray(y))
+        sources.append(np.full(len(p), k))
+    return paths, np.concatenate(labels), np.concatenate(sources)
+
+
+def source_names(folders):
+    """Short, distinct names for data folders: the last path parts that tell them apart."""
+    parts = [os.path.abspath(f).rstrip(os.sep).split(os.sep) for f in folders]
+    for depth in range(1, max(map(len, parts)) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [os.path.abspath(f) for f in folders]
 
 
 def split_data(args):
-    """Resolve training and validation images from the flags; returns (train, val, how)."""
+    """Resolve training and validation images from the flags; returns (train, val, how, val
+    folder names). train and val are (paths, labels, sources), a source being the index of the
+    --data_path folder (for val: of the validation folder) an image came from."""
     from sklearn.model_selection import train_test_split
 
     train_roots, val_roots = [], []
@@ -163,18 +202,39 @@ def split_data(args):
             raise DataError(f"{' '.join(args.data_path)}: no readable {name} training image; "
                             "every file failed to decode")
     if args.val_path:
-        return train, collect(args.val_path), f"--val_path {' '.join(args.val_path)}"
+        return (train, collect(args.val_path, args.val_limit, args.seed),
+                f"--val_path {' '.join(args.val_path)}", source_names(args.val_path))
     if all(val_roots):
-        return train, collect(val_roots), "validation folder(s) " + ", ".join(val_roots)
-    paths, labels = train
+        return (train, collect(val_roots, args.val_limit, args.seed),
+                "validation folder(s) " + ", ".join(val_roots), source_names(val_roots))
+    paths, labels, sources = train
     if min(np.bincount(labels, minlength=2)) < 2:
         raise DataError(f"{train_roots[0]}: too few images to hold some out for validation; "
                         "add images or pass --val_path")
     # At least one validation image per class, however small the data.
     held_out = max(2, int(round(args.val_split * len(paths))))
-    tr_p, va_p, tr_y, va_y = train_test_split(paths, labels, test_size=held_out,
-                                              stratify=labels, random_state=args.seed)
-    return (tr_p, tr_y), (va_p, va_y), f"stratified {args.val_split:.0%} split (seed {args.seed})"
+    tr_p, va_p, tr_y, va_y, tr_s, va_s = train_test_split(
+        paths, labels, sources, test_size=held_out, stratify=labels, random_state=args.seed)
+    return ((tr_p, tr_y, tr_s), (va_p, va_y, np.zeros_like(va_s)),
+            f"stratified {args.val_split:.0%} split (seed {args.seed})", ["validation split"])
+
+
+def source_weights(args, sources):
+    """The per-source sampling shares to draw training images with, or None to draw from the
+    pooled images as they are (one source, or no --source_weights and no --epoch_images)."""
+    if args.source_weights:
+        return args.source_weights
+    if args.epoch_images:
+        return np.bincount(sources).tolist()  # in proportion to the sources' sizes
+    return None
+
+
+def epoch_steps(args, labels, sources, batch_size):
+    """Batches per epoch when the training set repeats (None: one pass over it)."""
+    if source_weights(args, sources) is None:
+        return None
+    images = args.epoch_images or len(data.oversample_indices(labels, args.oversample))
+    return max(1, -(-images // batch_size))
 
 
 # ---------------------------------------------------------------------------
@@ -264,23 +324,25 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def __init__(self, scores):
         super().__init__()
-        self.scores = scores  # model -> (labels, P(male)) of the validation images
+        self.scores = scores  # model -> (labels, P(male), source) of the validation images
 
     def on_epoch_end(self, epoch, logs=None):
-        y, scores = self.scores(self.model)
+        y, scores, sources = self.scores(self.model)
         if logs is None or not len(y):
             return
         loss = self.model.loss(y[:, None].astype(np.float32), scores[:, None])
         logs["val_loss"] = float(keras.ops.convert_to_numpy(loss))
         logs["val_accuracy"] = float(np.mean((scores > 0.5) == (y == 1)))
-        logs["val_macro_f1"] = metrics.best_threshold(y, scores)[1]
+        logs["val_macro_f1"] = metrics.best_threshold(y, scores, groups=sources)[1]
 
 
-def validation_scores(model, val_ds, val_paths, val_labels, reader, verbose=0):
-    """(labels, P(male)) for the validation images that decoded (unreadable ones drop out)."""
+def validation_scores(model, val_ds, val, reader, verbose=0):
+    """(labels, P(male), sources) for the validation images `val` (paths, labels, sources)
+    that decoded (unreadable ones drop out)."""
+    paths, labels, sources = val
     scores = model.predict(val_ds, verbose=verbose)[:, 0]
-    keep = np.array([p not in reader.skipped for p in val_paths], dtype=bool)
-    return np.asarray(val_labels)[keep], scores[keep]
+    keep = np.array([p not in reader.skipped for p in paths], dtype=bool)
+    return np.asarray(labels)[keep], scores[keep], np.asarray(sources)[keep]
 
 
 def load_checkpoint(folder):
@@ -313,7 +375,7 @@ def warm_up_head(model, train, val, args):
     A random head on top of a pretrained backbone sends large, noisy gradients into it; starting
     the fine-tune from a trained head avoids that, and costs seconds once the features exist.
     """
-    (train_paths, train_labels), (val_paths, val_labels) = train, val
+    (train_paths, train_labels, _), (val_paths, val_labels, _) = train, val
     print("head warm-up: backbone features (cached in " + args.cache_dir + ")")
     plain, mirrored, ok = features.pooled_features(model, train_paths, args.cache_dir,
                                                    args.batch_size, args.verbose)
@@ -344,7 +406,7 @@ def fine_tune_top_blocks(model, train, val, args, checkpoint_dir):
     written to `feature_stage.json` in `checkpoint_dir` as they come, and the kept weights to
     `best.weights.h5` there, where the end-to-end fine-tune starts from them.
     """
-    (train_paths, train_labels), (val_paths, val_labels) = train, val
+    (train_paths, train_labels, _), (val_paths, val_labels, val_sources) = train, val
     layer = model_lib.FEATURE_MAP_LAYER
     print(f"top-block fine-tune: feature maps at {layer} (cached in {args.cache_dir})")
     plain, mirrored, ok = features.feature_maps(model, layer, train_paths, args.cache_dir,
@@ -353,6 +415,7 @@ def fine_tune_top_blocks(model, train, val, args, checkpoint_dir):
                                              args.batch_size, args.verbose)
     x, y, weight = oversampled_views(plain, mirrored, ok, train_labels, args)
     val_x, y_val = val_x[val_ok], np.asarray(val_labels)[val_ok]
+    val_sources = np.asarray(val_sources)[val_ok]
 
     on_maps = model_lib.top_on_feature_maps(model, layer)  # shares the layers of `model`
     on_maps.compile(optimizer=keras.optimizers.Adam(args.feature_learning_rate),
@@ -368,7 +431,8 @@ def fine_tune_top_blocks(model, train, val, args, checkpoint_dir):
         started[0] = time.time()
 
     def scores(on_maps):
-        return y_val, on_maps.predict(val_x, batch_size=args.batch_size, verbose=0)[:, 0]
+        return (y_val, on_maps.predict(val_x, batch_size=args.batch_size, verbose=0)[:, 0],
+                val_sources)
 
     keep_best = keras.callbacks.EarlyStopping(args.monitor, mode=MONITOR_MODES[args.monitor],
                                               patience=args.patience,
@@ -457,7 +521,8 @@ def train(args):
     batch_size = args.batch_size * replicas
     if replicas > 1:
         print(f"{args.strategy} strategy: {replicas} replicas, global batch {batch_size}")
-    (train_paths, train_labels), (val_paths, val_labels), val_source = split_data(args)
+    train_set, val_set, val_source, val_names = split_data(args)
+    (train_paths, train_labels, train_sources), (val_paths, val_labels, _) = train_set, val_set
     counts = np.bincount(train_labels, minlength=2)
     print(f"training images: {counts[0]} female, {counts[1]} male; validation: "
           f"{np.sum(val_labels == 0)} female, {np.sum(val_labels == 1)} male ({val_source})")
@@ -477,11 +542,10 @@ def train(args):
             if args.init_model:
                 print(f"starting from the weights of {args.init_model}; no head warm-up")
             elif args.warmup_epochs > 0:
-                warm_up_head(model, (train_paths, train_labels), (val_paths, val_labels), args)
+                warm_up_head(model, train_set, val_set, args)
             if args.feature_epochs > 0:
                 state["baseline"], stage = fine_tune_top_blocks(
-                    model, (train_paths, train_labels), (val_paths, val_labels), args,
-                    checkpoint_dir)
+                    model, train_set, val_set, args, checkpoint_dir)
                 state["feature_stage"] = {"history": stage}
         else:
             print(f"resuming from {checkpoint_dir} after epoch {state['epochs_done']}")
@@ -496,7 +560,11 @@ def train(args):
     reader = data.ImageReader(image_size)
     train_ds = data.make_train_dataset(train_paths, train_labels, reader, batch_size,
                                        args.oversample, args.augment, args.seed,
-                                       class_weights=dict(enumerate(args.class_weights)))
+                                       class_weights=dict(enumerate(args.class_weights)),
+                                       sources=train_sources,
+                                       source_weights=source_weights(args, train_sources),
+                                       degrade=args.degrade)
+    steps_per_epoch = epoch_steps(args, train_labels, train_sources, batch_size)
     val_ds = data.make_train_dataset(val_paths, val_labels, reader, batch_size,
                                      oversample=0, augment=False, shuffle=False, cache=True)
     mode = MONITOR_MODES[args.monitor]
@@ -515,11 +583,10 @@ def train(args):
                                  if "feature_stage" in state else None)
     # Order matters: the validation scores join the logs first, and the checkpoint sees the
     # epoch last.
-    scores = functools.partial(validation_scores, val_ds=val_ds, val_paths=val_paths,
-                               val_labels=val_labels, reader=reader)
+    scores = functools.partial(validation_scores, val_ds=val_ds, val=val_set, reader=reader)
     callbacks = [ValidationMetrics(scores), *plateau.values(), checkpoint]
     if state["epochs_done"] < args.epochs:
-        model.fit(train_ds, epochs=args.epochs,
+        model.fit(train_ds, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
                   initial_epoch=state["epochs_done"], callbacks=callbacks,
                   shuffle=False,  # the pipeline shuffles
                   verbose=args.verbose)
@@ -530,9 +597,8 @@ def train(args):
 
     # Tune the decision threshold on the validation data for the best macro-F1.
     # The validation pipeline keeps its decoded images cached; unreadable files are dropped.
-    y_val, scores = validation_scores(model, val_ds, val_paths, val_labels, reader,
-                                      args.verbose)
-    threshold, _ = metrics.best_threshold(y_val, scores)
+    y_val, scores, val_sources = validation_scores(model, val_ds, val_set, reader, args.verbose)
+    threshold, _ = metrics.best_threshold(y_val, scores, groups=val_sources)
     report = metrics.evaluation_report(y_val, scores, threshold)
     val_losses = history.get("val_loss", [])
     sidecar = {
@@ -541,7 +607,12 @@ def train(args):
         "input": "RGB pixels 0..255, resized to input_size x input_size",
         "output": "P(male)",
         "threshold": threshold,
-        "threshold_source": f"best macro-F1 on the validation data ({val_source})",
+        "threshold_source": (f"best macro-F1 on the validation data ({val_source})"
+                             if len(val_names) == 1 else "best worst-source macro-F1 over the "
+                             f"validation sources ({val_source})"),
+        # Each validation source's scores at the threshold, so a user sees who it serves.
+        "validation_sources": metrics.group_table([val_names[s] for s in val_sources], y_val,
+                                                  scores, threshold),
         "validation": {k: report[k] for k in ("macro_f1", "accuracy", "per_class_accuracy",
                                                "confusion_matrix")},
         "epochs_run": len(val_losses),

@@ -1,0 +1,200 @@
+"""Weather and camera degradations as a training augmentation.
+
+Only FACECOM comes with degraded copies of its photos (`facecom_distorted`: blurred, foggy,
+lowlight, noisy, rainy, resized, sunny). Applying the same seven kinds at random to any image
+lets every source teach robustness to them. The look and strength of each kind were matched to
+`facecom_distorted` by comparing its images with their clean originals: blur and low resolution
+are mild; fog is a patchy blend of about half the image with a light grey; low light scales the
+pixels to about 0.3; noise is mostly grey with a standard deviation about 10; rain darkens the
+image by about 15 and adds short grey streaks; sun glare adds a bright round glow over the face
+that saturates at its centre. The ranges below are wider than those measured, so that the model
+meets a little more than FACECOM shows.
+
+    python degradations.py FACE.jpg docs/degradations.png   # one face under each kind
+
+`degrade` is a pure function of its seed, so tests can pin it; `RandomDegradation` is the Keras
+layer the training pipeline uses, drawing a new seed for every batch.
+"""
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+import keras
+
+KINDS = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "sunny")
+
+
+def _uniform(seed, shape, low, high):
+    return tf.random.stateless_uniform(shape, seed, low, high)
+
+
+def _gaussian_blur(images, sigma):
+    """Separable Gaussian blur with a fixed `sigma` in pixels (reflect padding)."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
+    rows = tf.constant(np.tile(kernel[:, None, None, None], (1, 1, 3, 1)))
+    cols = tf.constant(np.tile(kernel[None, :, None, None], (1, 1, 3, 1)))
+    out = tf.nn.depthwise_conv2d(padded, rows, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(out, cols, [1, 1, 1, 1], "VALID")
+
+
+def _per_image(values):
+    return tf.reshape(values, [-1, 1, 1, 1])
+
+
+def _blurred(images, seed, scale):
+    # A per-image mix of a light and a stronger blur: one kernel per batch, a strength per image.
+    n = tf.shape(images)[0]
+    light, strong = _gaussian_blur(images, 0.6 * scale), _gaussian_blur(images, 1.5 * scale)
+    t = _per_image(_uniform(seed, [n], 0.0, 1.0))
+    return light + t * (strong - light)
+
+
+def _foggy(images, seed):
+    n, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    s = tf.random.experimental.stateless_split(seed, 3)
+    density = _per_image(_uniform(s[0], [n], 0.35, 0.6))
+    colour = _per_image(_uniform(s[1], [n], 185.0, 230.0))
+    # Fog is patchy: a smooth random field (4x4 cells, upsampled) moves the density by +-0.15.
+    patches = tf.image.resize(_uniform(s[2], [n, 4, 4, 1], -0.15, 0.15), [h, w], "bicubic")
+    density = tf.clip_by_value(density + patches, 0.1, 0.8)
+    return images * (1 - density) + colour * density
+
+
+def _lowlight(images, seed):
+    return images * _per_image(_uniform(seed, [tf.shape(images)[0]], 0.18, 0.45))
+
+
+def _noisy(images, seed):
+    n, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    s = tf.random.experimental.stateless_split(seed, 3)
+    sigma = _per_image(_uniform(s[0], [n], 5.0, 22.0))
+    grey = tf.random.stateless_normal([n, h, w, 1], s[1])
+    colour = tf.random.stateless_normal([n, h, w, 3], s[2])
+    return images + sigma * (grey + 0.3 * colour)
+
+
+def _rainy(images, seed, scale):
+    n, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    s = tf.random.experimental.stateless_split(seed, 5)
+    darken = _per_image(_uniform(s[0], [n], 5.0, 20.0))
+    density = _per_image(_uniform(s[1], [n], 0.02, 0.06))
+    amplitude = _per_image(_uniform(s[2], [n], 12.0, 30.0))
+    drops = tf.cast(_uniform(s[3], [n, h, w, 1], 0.0, 1.0) < density, tf.float32)
+    drops *= tf.sign(_uniform(s[4], [n, h, w, 1], -1.0, 0.6))  # more dark streaks than light
+    # Short slanted streaks: each drop smeared along a line a few pixels long.
+    length = max(2, int(round(3 * scale)))
+    kernel = np.zeros((length, length), np.float32)
+    for i in range(length):
+        kernel[i, min(length - 1, i // 2 + length // 4)] = 1.0
+    streaks = tf.nn.conv2d(drops, tf.constant(kernel[:, :, None, None]), 1, "SAME")
+    return images - darken + amplitude * tf.clip_by_value(streaks, -1.0, 1.0)
+
+
+def _resized(images, seed):
+    # One reduction factor per batch: resizing takes one output size for all images.
+    h, w = tf.shape(images)[1], tf.shape(images)[2]
+    factor = _uniform(seed, [], 0.3, 0.7)
+    small = tf.maximum(8, tf.cast(tf.cast(tf.stack([h, w]), tf.float32) * factor, tf.int32))
+    down = tf.image.resize(images, small, "bilinear", antialias=True)
+    return tf.image.resize(down, [h, w], "bilinear")
+
+
+def _sunny(images, seed):
+    n = tf.shape(images)[0]
+    h = tf.cast(tf.shape(images)[1], tf.float32)
+    w = tf.cast(tf.shape(images)[2], tf.float32)
+    s = tf.random.experimental.stateless_split(seed, 4)
+    # The glow sits over the face, which face crops put near the centre.
+    cx = _uniform(s[0], [n], 0.35, 0.65) * w
+    cy = _uniform(s[1], [n], 0.3, 0.6) * h
+    radius = _uniform(s[2], [n], 0.25, 0.45) * h
+    strength = _uniform(s[3], [n], 150.0, 255.0)
+    ys = tf.range(h)[None, :, None]
+    xs = tf.range(w)[None, None, :]
+    r2 = ((xs - cx[:, None, None]) ** 2 + (ys - cy[:, None, None]) ** 2) / radius[:, None,
+                                                                                  None] ** 2
+    glow = strength[:, None, None] * tf.clip_by_value(1 - r2, 0.0, 1.0) ** 1.5
+    return images + glow[..., None]
+
+
+def degrade(images, kinds, seed):
+    """Apply the degradation `KINDS[kinds[i]]` to image i (-1: leave it as it is).
+
+    `images` is a float batch (N, H, W, 3) in 0..255, `kinds` N integers, `seed` two integers
+    (a stateless seed: the same seed gives the same output). Strengths are drawn per image, in
+    ranges stated in pixels of a 224x224 image and scaled to the batch's size. Returns float32
+    in 0..255.
+    """
+    images = tf.cast(images, tf.float32)
+    kinds = tf.cast(kinds, tf.int32)
+    scale = float(images.shape[1] or 224) / 224
+    s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), len(KINDS))
+    versions = [_blurred(images, s[0], scale), _foggy(images, s[1]), _lowlight(images, s[2]),
+                _noisy(images, s[3]), _rainy(images, s[4], scale), _resized(images, s[5]),
+                _sunny(images, s[6])]
+    out = images
+    for k, version in enumerate(versions):
+        out = tf.where(_per_image(tf.cast(kinds == k, tf.float32)) > 0, version, out)
+    return tf.clip_by_value(out, 0.0, 255.0)
+
+
+class RandomDegradation(keras.layers.Layer):
+    """Degrade a `rate` share of the images, each with one of `KINDS` drawn at random.
+
+    Active in training only. Each call draws a fresh stateless seed from one random op, so
+    batches differ and a seeded pipeline repeats itself.
+    """
+
+    def __init__(self, rate=0.5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed = seed
+
+    def call(self, images, training=True):
+        if not training or self.rate <= 0:
+            return images
+        seed = tf.random.uniform([2], 0, 2**31 - 1, tf.int32, seed=self.seed)
+        s = tf.random.experimental.stateless_split(seed, 3)
+        n = tf.shape(images)[0]
+        chosen = tf.random.stateless_uniform([n], s[0], 0, len(KINDS), tf.int32)
+        apply = tf.random.stateless_uniform([n], s[1]) < self.rate
+        return degrade(images, tf.where(apply, chosen, -1), s[2])
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+def save_picture(image_path, out_path, size=224, seed=0):
+    """One face as it is and under each kind of degradation, side by side, to `out_path`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import data
+    from outputs import save_figure
+
+    image = data.load_image(image_path, size).astype(np.float32)
+    batch = np.repeat(image[None], len(KINDS) + 1, axis=0)
+    kinds = np.arange(-1, len(KINDS))
+    out = keras.ops.convert_to_numpy(degrade(batch, kinds, [seed, 0])).astype(np.uint8)
+    fig, axes = plt.subplots(1, len(out), figsize=(2 * len(out), 2.4))
+    for ax, picture, title in zip(axes, out, ("original",) + KINDS):
+        ax.imshow(picture)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, out_path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python degradations.py FACE_IMAGE OUT.png")
+    save_picture(sys.argv[1], sys.argv[2])
+    print(f"wrote {sys.argv[2]}")
