@@ -121,6 +121,51 @@ def list_labeled_images(root, required=CLASS_NAMES, exclude=()):
     return paths, np.array(labels, dtype=np.int64)
 
 
+def source_names(folders):
+    """Short, distinct names for data folders: the last path parts that tell them apart (a
+    split folder keeps its parent's name too: "celeba/dev", not "dev")."""
+    parts = [os.path.abspath(f).rstrip(os.sep).split(os.sep) for f in folders]
+    splits = TRAIN_DIR_NAMES + VAL_DIR_NAMES
+    for extra in range(max(map(len, parts))):
+        names = ["/".join(p[-(1 + extra + (p[-1].lower() in splits)):]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [os.path.abspath(f) for f in folders]
+
+
+def has_class_dirs(root):
+    return any(find_subdir(root, [name]) for name in CLASS_NAMES)
+
+
+def find_sources(roots):
+    """The labelled folders to evaluate, as (name, folder) pairs.
+
+    Each root that holds female/ or male/ is one source. A root that holds neither is taken as
+    a folder of sources: each sub-folder holding them is one, and so is each sub-folder whose
+    val/ or dev/ split holds them (the part not trained on).
+    """
+    found = []
+    for root in roots:
+        check_folder(root)
+        if has_class_dirs(root):
+            found.append(root)
+            continue
+        inside = []
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            split = find_subdir(entry.path, VAL_DIR_NAMES)
+            if has_class_dirs(entry.path):
+                inside.append(entry.path)
+            elif split and has_class_dirs(split):
+                inside.append(split)
+        if not inside:
+            raise DataError(f"{root}: holds neither female/ nor male/, nor sub-folders that do; "
+                            "pass a folder with female/ and male/ (or a folder of such folders)")
+        found += inside
+    return list(zip(source_names(found), found))
+
+
 # ---------------------------------------------------------------------------
 # Decoding
 

@@ -50,7 +50,9 @@ def _per_image(values):
 def _blurred(images, seed, scale):
     # A per-image mix of a light and a stronger blur: one kernel per batch, a strength per image.
     n = tf.shape(images)[0]
-    light, strong = _gaussian_blur(images, 0.6 * scale), _gaussian_blur(images, 1.5 * scale)
+    # At least half a pixel: below that a Gaussian kernel is all but the identity.
+    light = _gaussian_blur(images, max(0.5, 0.6 * scale))
+    strong = _gaussian_blur(images, max(1.0, 1.5 * scale))
     t = _per_image(_uniform(seed, [n], 0.0, 1.0))
     return light + t * (strong - light)
 

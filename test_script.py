@@ -34,7 +34,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data_path", required=True, help="folder holding female/ and male/")
+    p.add_argument("--data_path", nargs="+", required=True,
+                   help="folder(s) holding female/ and male/, or a folder of such folders (their "
+                        "dev/ or val/ split where they have one); several are reported per "
+                        "source as well as pooled")
     p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"),
                    help="saved model (its JSON sidecar beside it gives the threshold)")
     p.add_argument("--output_dir", default=".", help="where every output is written")
@@ -127,10 +130,12 @@ def print_report(title, report):
 
 def print_group_table(rows, group_by, threshold):
     print(f"\n== by {group_by}, at threshold {threshold:.2f}")
-    print(f"{'group':<12} {'images':>6} {'macro-F1':>9} {'female recall':>17} {'male recall':>17}")
+    width = max([12] + [len(str(r["group"])) for r in rows])
+    print(f"{'group':<{width}} {'images':>6} {'macro-F1':>9} {'female recall':>17} "
+          f"{'male recall':>17}")
     for r in rows:
         cells = [f"{ok}/{n} {ok / n:.3f}" if n else "-" for ok, n in (r["female"], r["male"])]
-        print(f"{r['group']:<12} {r['images']:>6} {r['macro_f1']:>9.4f} {cells[0]:>17} "
+        print(f"{r['group']:<{width}} {r['images']:>6} {r['macro_f1']:>9.4f} {cells[0]:>17} "
               f"{cells[1]:>17}")
 
 
@@ -141,24 +146,34 @@ def evaluate(args):
     make_writable_dir(args.output_dir)
     # Evaluation takes whichever classes are there; an output folder inside the data is skipped,
     # so a second run never reads the first run's misclassified copies back as data.
-    class_dirs = data.find_class_dirs(args.data_path, required=())
-    paths, labels = data.list_labeled_images(args.data_path, required=(),
-                                             exclude=[args.output_dir])
+    sources = data.find_sources(args.data_path)
+    paths, labels, source_of, class_roots = [], [], [], []
+    for name, folder in sources:
+        class_dirs = data.find_class_dirs(folder, required=())
+        p, y = data.list_labeled_images(folder, required=(), exclude=[args.output_dir])
+        paths += p
+        labels.append(y)
+        source_of += [name] * len(p)
+        class_roots += [class_dirs[CLASS_NAMES[k]] for k in y]
+    labels = np.concatenate(labels)
     model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
     model_threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
 
     image_size = model_lib.input_size(model)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
-          f"{np.sum(labels == 1)} male) at {image_size}x{image_size}")
+          f"{np.sum(labels == 1)} male) at {image_size}x{image_size}"
+          + (f" from {len(sources)} sources" if len(sources) > 1 else ""))
     reader = data.ImageReader(image_size)
     scores = model.predict(data.make_eval_dataset(paths, reader, args.batch_size),
                            verbose=args.verbose)[:, 0]
     keep = np.array([p not in reader.skipped for p in paths], dtype=bool)
     paths = [p for p, k in zip(paths, keep) if k]
+    source_of = [s for s, k in zip(source_of, keep) if k]
+    class_roots = [c for c, k in zip(class_roots, keep) if k]
     labels, scores = labels[keep], scores[keep]
     if len(paths) == 0:
-        raise DataError(f"{args.data_path}: none of the images could be read")
-    missing = [name for name in CLASS_NAMES if name not in class_dirs]
+        raise DataError(f"{' '.join(args.data_path)}: none of the images could be read")
+    missing = [name for k, name in enumerate(CLASS_NAMES) if not np.any(labels == k)]
     if missing:
         print(f"note: no {' or '.join(missing)} images here; "
               "the report covers the other class only")
@@ -172,7 +187,7 @@ def evaluate(args):
                  "since it is tuned on the data it scores)", at_best)
 
     results = {
-        "data_path": os.path.abspath(args.data_path),
+        "data_path": [os.path.abspath(p) for p in args.data_path],
         "model_path": os.path.abspath(args.model_path),
         "images": len(paths),
         "model_threshold": {**at_model, "source": source},
@@ -180,9 +195,16 @@ def evaluate(args):
         "sweep": [{"threshold": float(t), "macro_f1": float(f)} for t, f in zip(thresholds, curve)],
         "unreadable_images": reader.skipped,
     }
+    if len(sources) > 1:
+        rows = metrics.group_table(source_of, labels, scores, model_threshold)
+        print_group_table(rows, "source", model_threshold)
+        worst = min(rows, key=lambda r: r["macro_f1"])
+        print(f"worst source: {worst['group']} (macro-F1 {worst['macro_f1']:.4f})")
+        results["sources"] = {"threshold": model_threshold, "rows": rows}
     if args.group_by:
-        groups = [group_of(p, class_dirs[CLASS_NAMES[y]], args.group_by)
-                  for p, y in zip(paths, labels)]
+        groups = [group_of(p, root, args.group_by) for p, root in zip(paths, class_roots)]
+        if len(sources) > 1:
+            groups = [f"{s} {g}" for s, g in zip(source_of, groups)]
         rows = metrics.group_table(groups, labels, scores, model_threshold)
         print_group_table(rows, args.group_by, model_threshold)
         results["groups"] = {"by": args.group_by, "threshold": model_threshold, "rows": rows}

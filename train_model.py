@@ -172,16 +172,6 @@ def collect(folders, limit=None, seed=0):
     return paths, np.concatenate(labels), np.concatenate(sources)
 
 
-def source_names(folders):
-    """Short, distinct names for data folders: the last path parts that tell them apart."""
-    parts = [os.path.abspath(f).rstrip(os.sep).split(os.sep) for f in folders]
-    for depth in range(1, max(map(len, parts)) + 1):
-        names = ["/".join(p[-depth:]) for p in parts]
-        if len(set(names)) == len(names):
-            return names
-    return [os.path.abspath(f) for f in folders]
-
-
 def split_data(args):
     """Resolve training and validation images from the flags; returns (train, val, how, val
     folder names). train and val are (paths, labels, sources), a source being the index of the
@@ -203,10 +193,10 @@ def split_data(args):
                             "every file failed to decode")
     if args.val_path:
         return (train, collect(args.val_path, args.val_limit, args.seed),
-                f"--val_path {' '.join(args.val_path)}", source_names(args.val_path))
+                f"--val_path {' '.join(args.val_path)}", data.source_names(args.val_path))
     if all(val_roots):
         return (train, collect(val_roots, args.val_limit, args.seed),
-                "validation folder(s) " + ", ".join(val_roots), source_names(val_roots))
+                "validation folder(s) " + ", ".join(val_roots), data.source_names(val_roots))
     paths, labels, sources = train
     if min(np.bincount(labels, minlength=2)) < 2:
         raise DataError(f"{train_roots[0]}: too few images to hold some out for validation; "

@@ -193,3 +193,54 @@ def test_random_affine_draws_each_parameter_independently():
 
 def test_augmentation_layers_get_different_seeds():
     assert len({layer.seed for layer in data.make_augmentation(seed=5).layers}) == 3
+
+
+def test_source_weights_set_the_share_of_each_source(tmp_path):
+    # Source 0 holds 30 images, source 1 only 6 (1 male); weighted 1:1 they are drawn about
+    # equally often, and each source is balanced by class on its own. The pixel value tells
+    # the source apart in the batches.
+    paths, labels, sources = [], [], []
+    for source, (count, males, value) in enumerate([(30, 15, 10), (6, 1, 240)]):
+        for i in range(count):
+            path = str(tmp_path / f"s{source}_{i}.png")
+            Image.new("RGB", (8, 8), (value,) * 3).save(path)
+            paths.append(path)
+            labels.append(int(i < males))
+            sources.append(source)
+    ds = data.make_train_dataset(paths, np.array(labels), data.ImageReader(8), batch_size=50,
+                                 augment=False, sources=np.array(sources),
+                                 source_weights=[1, 1], seed=0)
+    images, y, _ = (np.concatenate(parts) for parts in zip(*[
+        (x.numpy(), ys.numpy(), ws.numpy()) for x, ys, ws in ds.take(40)]))
+    from_1 = images.reshape(len(images), -1).mean(axis=1) > 128
+    assert 0.45 < from_1.mean() < 0.55
+    assert 0.4 < y[from_1].mean() < 0.6  # 1 male in 6, oversampled to half
+
+
+def test_train_dataset_with_source_weights_repeats_and_decodes(tmp_path):
+    make_image_folder(str(tmp_path / "a"), per_class=4, seed=1)
+    make_image_folder(str(tmp_path / "b"), per_class=4, seed=2)
+    pa, ya = data.list_labeled_images(str(tmp_path / "a"))
+    pb, yb = data.list_labeled_images(str(tmp_path / "b"))
+    reader = data.ImageReader(32)
+    ds = data.make_train_dataset(pa + pb, np.concatenate([ya, yb]), reader, batch_size=4,
+                                 sources=np.array([0] * 8 + [1] * 8), source_weights=[3, 1],
+                                 degrade=0.5, seed=0)
+    batches = list(ds.take(10))  # more images than the two sources hold: it repeats
+    assert len(batches) == 10
+    images = batches[0][0].numpy()
+    assert images.shape == (4, 32, 32, 3) and 0 <= images.min() and images.max() <= 255
+
+
+def test_find_sources_takes_folders_and_folders_of_sources(tmp_path):
+    make_image_folder(str(tmp_path / "one"), per_class=1)
+    make_image_folder(str(tmp_path / "many" / "x" / "dev"), per_class=1)
+    make_image_folder(str(tmp_path / "many" / "x" / "train"), per_class=1)
+    make_image_folder(str(tmp_path / "many" / "y"), per_class=1)
+    os.makedirs(tmp_path / "many" / "empty")
+    found = data.find_sources([str(tmp_path / "one"), str(tmp_path / "many")])
+    assert [folder for _, folder in found] == [
+        str(tmp_path / "one"), str(tmp_path / "many" / "x" / "dev"), str(tmp_path / "many" / "y")]
+    assert len({name for name, _ in found}) == 3
+    with pytest.raises(data.DataError, match="neither female/ nor male/"):
+        data.find_sources([str(tmp_path / "many" / "empty")])

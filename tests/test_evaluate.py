@@ -87,3 +87,29 @@ def test_bad_arguments_exit_2_with_one_line(trained, tmp_path, capsys):
     assert run(["--data_path", folder, "--model_path", str(junk)]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a loadable Keras model" in err and err.count("\n") == 0
+
+
+def test_several_folders_are_reported_per_source_and_pooled(trained, tmp_path, capsys):
+    make_image_folder(str(tmp_path / "sets" / "first" / "dev"), per_class=3, seed=5)
+    make_image_folder(str(tmp_path / "sets" / "first" / "train"), per_class=3, seed=6)
+    make_image_folder(str(tmp_path / "sets" / "second"), per_class=2, seed=7)
+    out = tmp_path / "eval"
+    # A folder of sources, and the same sources named one by one, give the same table.
+    for data_paths in ([str(tmp_path / "sets")],
+                       [str(tmp_path / "sets" / "first" / "dev"),
+                        str(tmp_path / "sets" / "second")]):
+        assert run(["--data_path", *data_paths, "--model_path", trained["model"],
+                    "--output_dir", str(out), "--no_copy"]) == 0
+        results = json.load(open(out / "metrics.json"))
+        assert results["images"] == 10
+        rows = results["sources"]["rows"]
+        assert [r["images"] for r in rows] == [6, 4]
+        assert [r["female"][1] for r in rows] == [3, 2]
+        assert "first" in rows[0]["group"] and "second" in rows[1]["group"]
+        with open(out / "predictions.csv") as f:
+            predicted = {r["path"]: r["predicted"] for r in csv.DictReader(f)}
+        for r in rows:  # each row counts its own images at the model's threshold
+            mine = [p for p in predicted if r["group"].split("/")[0] in p]
+            correct = sum(predicted[p] == ("female" if "female" in p else "male") for p in mine)
+            assert correct == r["female"][0] + r["male"][0]
+    assert "by source" in capsys.readouterr().out

@@ -48,3 +48,31 @@ def test_evaluation_report_counts_per_class():
     assert r["per_class_accuracy"] == {"female": (2, 3), "male": (1, 2)}
     assert r["confusion_matrix"] == [[2, 1], [1, 1]]
     assert "female" in r["report_text"] and "0.6667" in r["report_text"]
+
+
+def test_one_threshold_for_every_source_serves_the_worst_source():
+    # Source a is large and wants a low threshold; source b is small and needs a high one.
+    # Pooled, a dominates; the worst-source rule picks a threshold that serves b as well.
+    y_a = np.array([0] * 40 + [1] * 40)
+    s_a = np.concatenate([np.linspace(0.05, 0.25, 40), np.linspace(0.35, 0.95, 40)])
+    y_b = np.array([0] * 5 + [1] * 5)
+    s_b = np.array([0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95])
+    y, scores = np.concatenate([y_a, y_b]), np.concatenate([s_a, s_b])
+    groups = np.array(["a"] * 80 + ["b"] * 10)
+    pooled_t, _ = metrics.best_threshold(y, scores)
+    t, worst = metrics.best_threshold(y, scores, groups=groups)
+    f1_at = lambda yy, ss, th: metrics.macro_f1_curve(yy, ss, [th])[0]  # noqa: E731
+    assert worst == pytest.approx(min(f1_at(y_a, s_a, t), f1_at(y_b, s_b, t)))
+    # No threshold separates both; the pooled choice serves a alone, the rule meets b halfway.
+    assert min(f1_at(y_a, s_a, pooled_t), f1_at(y_b, s_b, pooled_t)) < worst - 0.1
+    assert 0.25 < pooled_t <= 0.35 < t
+
+
+def test_group_table_counts_each_group_at_the_threshold():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    scores = np.array([0.1, 0.7, 0.8, 0.9, 0.2, 0.3])
+    rows = metrics.group_table(["x", "x", "x", "x", "y", "y"], y, scores, 0.5)
+    assert [r["group"] for r in rows] == ["x", "y"]
+    assert rows[0]["female"] == (1, 2) and rows[0]["male"] == (2, 2)
+    assert rows[1]["female"] == (1, 1) and rows[1]["male"] == (0, 1)
+    assert rows[0]["images"] == 4
