@@ -181,7 +181,10 @@ def save_picture(image_path, out_path, size=224, seed=0):
     import data
     from outputs import save_figure
 
-    image = data.load_image(image_path, size).astype(np.float32)
+    from PIL import ImageOps
+    photo, _ = data.open_rgb(image_path, size)
+    # A centred square a little above the middle, where a portrait's face is, not a squeeze.
+    image = np.asarray(ImageOps.fit(photo, (size, size), centering=(0.5, 0.35)), np.float32)
     batch = np.repeat(image[None], len(KINDS) + 1, axis=0)
     kinds = np.arange(-1, len(KINDS))
     out = keras.ops.convert_to_numpy(degrade(batch, kinds, [seed, 0])).astype(np.uint8)

@@ -15,6 +15,7 @@ import losses  # noqa: F401  (registers the focal loss so compiled models reload
 from outputs import atomic_path, write_json
 
 BACKBONE_NAME = "mobilenetv2"
+HEAD_NAME = "head"
 KERAS_IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
@@ -65,7 +66,7 @@ def build_classifier_head(dense_units=128, dropout=0.3):
         keras.layers.Dense(dense_units, activation="relu", name="head_dense"),
         keras.layers.Dropout(dropout, name="head_dropout"),
         keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="p_male"),
-    ], name="head")
+    ], name=HEAD_NAME)
 
 
 def build_model(image_size=224, weights="imagenet", trainable_layers=None, dense_units=128,
@@ -92,6 +93,16 @@ def build_model(image_size=224, weights="imagenet", trainable_layers=None, dense
     if init_model is not None:
         copy_weights(load_model(init_model), model, init_model)
     return model
+
+
+def backbone_of(model):
+    """The MobileNetV2 inside a classifier built by `build_model`."""
+    return model.get_layer(BACKBONE_NAME)
+
+
+def head_of(model):
+    """The classifier head (pooling, dense, dropout, P(male)) of a model built here."""
+    return model.get_layer(HEAD_NAME)
 
 
 def copy_weights(source, target, source_path):
@@ -123,7 +134,7 @@ def top_on_feature_maps(model, layer=FEATURE_MAP_LAYER):
     cut = backbone.get_layer(layer).output
     top = keras.Model(cut, backbone.output)
     inputs = keras.Input(tuple(cut.shape[1:]))
-    return keras.Model(inputs, model.get_layer("head")(top(inputs, training=False)))
+    return keras.Model(inputs, head_of(model)(top(inputs, training=False)))
 
 
 def set_trainable_layers(backbone, trainable_layers):

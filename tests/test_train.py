@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import data
+import stages
 import train_model
+from callbacks import EpochCheckpoint, TrainingState
 from conftest import IMAGE_SIZE, ROOT, TINY_TRAINING
 from model import ModelError, build_backbone
 
@@ -40,7 +42,7 @@ def test_logged_validation_scores_are_what_keras_evaluate_gives(trained):
     # would: Keras' evaluate of the saved (only) epoch's model on the same batches agrees.
     import keras
     args = train_model.parse_args(TINY_TRAINING + ["--data_path", trained["data"]])
-    _, (val_paths, val_labels), _ = train_model.split_data(args)
+    val_paths, val_labels, _ = train_model.split_data(args).val
     val_ds = data.make_train_dataset(val_paths, val_labels, data.ImageReader(IMAGE_SIZE), 8,
                                      oversample=0, augment=False, shuffle=False)
     loss, accuracy = keras.models.load_model(trained["model"]).evaluate(val_ds, verbose=0)
@@ -171,7 +173,7 @@ def test_patience_counters_survive_a_resume(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
     before = plateau()
-    checkpoint = train_model.EpochCheckpoint(str(tmp_path), monitor="val_loss", plateau=before)
+    checkpoint = EpochCheckpoint(str(tmp_path), TrainingState(monitor="val_loss"), before)
     checkpoint.set_model(model)
     for epoch, val_loss in enumerate([0.5, 0.4, 0.45, 0.47]):
         logs = {"loss": 1.0, "val_loss": val_loss}
@@ -186,8 +188,7 @@ def test_patience_counters_survive_a_resume(tmp_path):
     assert state["best_epoch"] == 2
 
     after = plateau()
-    resumed = train_model.EpochCheckpoint(str(tmp_path), state["history"], "val_loss", after,
-                                          state["counters"])
+    resumed = EpochCheckpoint(str(tmp_path), TrainingState.load(tmp_path / "state.json"), after)
     for callback in [*after.values(), resumed]:
         callback.set_model(model)
         callback.on_train_begin()
@@ -233,13 +234,13 @@ def test_validation_folder_is_used_when_present(tmp_path):
     make_image_folder(str(tmp_path / "train"), per_class=4, seed=1)
     make_image_folder(str(tmp_path / "dev"), per_class=3, seed=2)
     args = train_model.parse_args(["--data_path", str(tmp_path)])
-    (tr_paths, tr_y), (va_paths, va_y), how = train_model.split_data(args)
+    (tr_paths, tr_y, _), (va_paths, va_y, _), how, _ = train_model.split_data(args)
     assert len(tr_paths) == 8 and len(va_paths) == 6 and "dev" in how
 
 
 def test_stratified_split_keeps_both_classes(image_folder):
     args = train_model.parse_args(["--data_path", image_folder, "--val_split", "0.25"])
-    (_, tr_y), (_, va_y), how = train_model.split_data(args)
+    (_, tr_y, _), (_, va_y, _), how, _ = train_model.split_data(args)
     assert list(np.bincount(va_y)) == [3, 3] and list(np.bincount(tr_y)) == [9, 9]
     assert "stratified" in how
 
@@ -304,7 +305,7 @@ def test_top_block_fine_tune_trains_the_top_blocks_and_starts_the_fine_tune(
     args = train_model.parse_args(TINY_TRAINING + [
         "--data_path", image_folder, "--weights", backbone_weights, "--feature_epochs", "2",
         "--feature_learning_rate", "1e-2", "--cache_dir", str(tmp_path / "cache")])
-    train, val, _ = train_model.split_data(args)
+    train, val, _, _ = train_model.split_data(args)
     model = model_lib.build_model(IMAGE_SIZE, backbone_weights)
     backbone = model.get_layer("mobilenetv2")
     names = [layer.name for layer in backbone.layers]
@@ -312,8 +313,7 @@ def test_top_block_fine_tune_trains_the_top_blocks_and_starts_the_fine_tune(
     below = [w for layer in backbone.layers[:cut + 1] for w in layer.weights]
     above = [w for layer in backbone.layers[cut + 1:] for w in layer.weights]
     before = {id(w): np.array(w) for w in below + above}
-    score, history = train_model.fine_tune_top_blocks(model, train, val, args,
-                                                      str(tmp_path / "ckpt"))
+    score, history = stages.fine_tune_top_blocks(model, train, val, args, str(tmp_path / "ckpt"))
     assert all(np.array_equal(before[id(w)], np.array(w)) for w in below)
     assert any(not np.array_equal(before[id(w)], np.array(w)) for w in above)
     assert len(history["val_macro_f1"]) == 2 and score == min(history["val_loss"])
@@ -333,8 +333,8 @@ def test_an_epoch_must_beat_the_top_block_stage_to_be_kept(tmp_path):
     for monitor, baseline, best in (("val_loss", 0.3, 0), ("val_loss", 0.45, 2),
                                     ("val_loss", None, 2), ("val_macro_f1", 0.95, 0),
                                     ("val_macro_f1", 0.85, 2), ("val_loss", 0.4, 0)):
-        checkpoint = train_model.EpochCheckpoint(str(tmp_path), history, monitor,
-                                                 baseline=baseline)
+        checkpoint = EpochCheckpoint(str(tmp_path), TrainingState(history=history, monitor=monitor,
+                                                                  baseline=baseline))
         assert checkpoint.best_epoch() == best, (monitor, baseline)
 
 

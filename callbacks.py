@@ -1,0 +1,178 @@
+"""What happens at the end of every training epoch: validation scores, history, checkpoints.
+
+Three Keras callbacks and the small state a checkpoint keeps, so an interrupted run resumes
+from its last finished epoch and stops where an uninterrupted one would.
+
+Why not Keras' own `ModelCheckpoint` and `BackupAndRestore`: neither writes atomically (a run
+killed during a save leaves a broken file where the last good one was), and neither keeps the
+patience counters of EarlyStopping and ReduceLROnPlateau, so a resumed run would wait its full
+patience again.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+import keras
+
+import metrics
+from outputs import atomic_path, write_json
+
+# What --monitor may watch, and whether lower or higher is better. Keras guesses the direction
+# from the name and would guess wrong for macro-F1, so it is always passed explicitly.
+MONITOR_MODES = {"val_loss": "min", "val_macro_f1": "max"}
+
+
+def is_better(value, than, monitor):
+    return value < than if MONITOR_MODES[monitor] == "min" else value > than
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """What a checkpoint folder's `state.json` holds about the run so far."""
+    epochs_done: int = 0
+    history: dict = dataclasses.field(default_factory=dict)
+    monitor: str = "val_loss"
+    best_epoch: int | None = None
+    # The --monitor score of the top-block stage's weights; an end-to-end epoch must beat it.
+    baseline: float | None = None
+    counters: dict = dataclasses.field(default_factory=dict)
+    feature_stage: dict | None = None
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            saved = json.load(f)
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
+
+
+def load_checkpoint(folder):
+    """Return (model, TrainingState) from a checkpoint folder, or (None, None) when there is
+    none."""
+    state_file = os.path.join(folder, "state.json")
+    if not os.path.exists(state_file):
+        return None, None
+    return (keras.models.load_model(os.path.join(folder, "last.keras")),
+            TrainingState.load(state_file))
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """Adds each epoch's validation scores to its logs, from one pass over the validation data.
+
+    `val_loss` and `val_accuracy` are what fit's own validation would log (the compiled loss,
+    and accuracy at 0.5); `val_macro_f1` is the macro-F1 at its best threshold (with several
+    validation sources: the worst source's macro-F1 at the one threshold that serves them all),
+    which is what the model is judged by. Computing all three from one set of predictions
+    replaces fit(validation_data=...), which would run the model over the same images a second
+    time every epoch. Must come before the callbacks that read the logs.
+    """
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = scores  # model -> (labels, P(male), source) of the validation images
+
+    def on_epoch_end(self, epoch, logs=None):
+        y, scores, sources = self.scores(self.model)
+        if logs is None or not len(y):
+            return
+        loss = self.model.loss(y[:, None].astype(np.float32), scores[:, None])
+        logs["val_loss"] = float(keras.ops.convert_to_numpy(loss))
+        logs["val_accuracy"] = float(np.mean((scores > 0.5) == (y == 1)))
+        logs["val_macro_f1"] = metrics.best_threshold(y, scores, groups=sources)[1]
+
+
+class HistoryRecorder(keras.callbacks.Callback):
+    """Appends every epoch's logs and wall time to `history` and writes it to `path` as JSON,
+    so a long stage's scores can be read while it runs and survive a kill."""
+
+    def __init__(self, path, history=None):
+        super().__init__()
+        self.path = path
+        self.history = history if history is not None else {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record(logs)
+        write_json(self.path, self.saved())
+
+    def record(self, logs):
+        logs = {**(logs or {}), "epoch_seconds": time.time() - self.epoch_start}
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+
+    def saved(self):
+        return {"history": self.history}
+
+
+class EpochCheckpoint(HistoryRecorder):
+    """After every epoch, atomically save the full training state to `folder`.
+
+    `last.keras` holds the model with its optimizer (learning rate included), `best.weights.h5`
+    the weights of the epoch with the best `monitor` score so far, and `state.json` a
+    `TrainingState`: the epoch count, the history (with each epoch's wall time) and the patience
+    counters of the `plateau` callbacks (EarlyStopping, ReduceLROnPlateau). So a resumed run draws
+    complete curves, restores the true best weights, stops or cuts the learning rate at the epoch
+    an uninterrupted run would, and can say how long the whole training took. List it after the
+    `plateau` callbacks, so that it saves their counters after they have seen the epoch and
+    restores them after fit resets them.
+
+    `state.baseline` is the `monitor` score of the weights the run started from when they were
+    trained on cached feature maps (--feature_epochs); their `best.weights.h5` stays the best
+    until an epoch beats that score.
+    """
+
+    COUNTERS = ("wait", "best", "cooldown_counter")
+
+    def __init__(self, folder, state=None, plateau=None):
+        self.folder = folder
+        self.state = state or TrainingState()
+        super().__init__(os.path.join(folder, "state.json"), self.state.history)
+        self.plateau = plateau or {}
+        os.makedirs(folder, exist_ok=True)
+
+    @property
+    def monitor(self):
+        return self.state.monitor
+
+    def best_epoch(self):
+        """1-based epoch with the best `monitor` score in the history, 0 when none beats the
+        baseline, or None before the first epoch."""
+        values = self.history.get(self.monitor, [])
+        if not values:
+            return None
+        lower = MONITOR_MODES[self.monitor] == "min"
+        best = int(np.argmin(values) if lower else np.argmax(values))
+        baseline = self.state.baseline
+        if baseline is not None and not is_better(values[best], baseline, self.monitor):
+            return 0
+        # Epochs of an older run that did not log this score are missing from the front.
+        return best + 1 + len(self.history["loss"]) - len(values)
+
+    def on_train_begin(self, logs=None):
+        for name, callback in self.plateau.items():
+            for attr, value in self.state.counters.get(name, {}).items():
+                setattr(callback, attr, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state.counters = {
+            name: {attr: None if getattr(cb, attr) is None else float(getattr(cb, attr))
+                   for attr in self.COUNTERS if hasattr(cb, attr)}
+            for name, cb in self.plateau.items()}
+        self.state.epochs_done = epoch + 1
+        self.record(logs)
+        self.state.best_epoch = self.best_epoch()
+        if self.state.best_epoch == len(self.history["loss"]):
+            with atomic_path(os.path.join(self.folder, "best.weights.h5")) as tmp:
+                self.model.save_weights(tmp)
+        with atomic_path(os.path.join(self.folder, "last.keras")) as tmp:
+            self.model.save(tmp)
+        write_json(self.path, self.saved())
+
+    def saved(self):
+        return dataclasses.asdict(self.state)
