@@ -141,6 +141,50 @@ def input_size(model):
 
 
 # ---------------------------------------------------------------------------
+# Layer access: the layer names of a built classifier are known here only
+
+def _layer(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise ModelError(f"no layer '{name}': expected a classifier built by train_model.py "
+                         f"(Input -> scaling -> '{BACKBONE_NAME}' -> 'head'); this model has "
+                         f"{[layer.name for layer in model.layers]}") from None
+
+
+def backbone_of(model):
+    """The MobileNetV2 backbone of a classifier built by `build_model`; ModelError if none."""
+    return _layer(model, BACKBONE_NAME)
+
+
+def head_of(model):
+    """The head (pooling, dense, P(male)) of a classifier built by `build_model`; ModelError if
+    none."""
+    return _layer(model, "head")
+
+
+def split_at_backbone(model):
+    """(model from the raw-pixel input to the backbone's feature map, the head on top of it).
+
+    For Grad-CAM, which needs the feature map as an output. Works on models built by
+    `build_model` (Input -> scaling -> backbone -> head); ModelError for any other.
+    """
+    backbone_of(model)
+    head = head_of(model)
+    inputs = keras.Input(model.input_shape[1:])
+    x = inputs
+    # Re-apply, in order, every layer between the input and the head (the scaling and the
+    # backbone), sharing their weights, so the feature map comes out as a model output.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if layer is head:
+            break
+        x = layer(x)
+    return keras.Model(inputs, x, name="features"), head
+
+
+# ---------------------------------------------------------------------------
 # Saving and loading
 
 def sidecar_path(model_path):
