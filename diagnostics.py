@@ -1,11 +1,11 @@
-"""Why the model errs: ROC and precision-recall curves, calibration, Grad-CAM and a contact sheet.
+"""Why the model errs: the numbers behind the ROC, precision-recall and reliability figures,
+Grad-CAM, and the contact sheet of the most confident mistakes.
 
-The curve and calibration functions are pure functions on arrays (male is the positive class,
-the score is P(male), a sample is predicted male when its score is >= the threshold). The plot
-functions write PNGs atomically at a fixed size, so the same call always gives the same pixels.
+The number functions are pure functions on arrays (male is the positive class, the score is
+P(male), a sample is predicted male when its score is >= the threshold); their results go in
+metrics.json. The figures themselves are drawn by plots.py.
 """
 
-import math
 import os
 
 import numpy as np
@@ -13,15 +13,12 @@ from sklearn.metrics import (average_precision_score, precision_recall_curve, ro
                              roc_curve)
 
 import data
+import model as model_lib
+import plots
 from data import CLASS_NAMES
-from model import BACKBONE_NAME, ModelError
-from outputs import save_figure
+from model import ModelError
 
-HEAD_NAME = "head"
-CURVE_FIGSIZE, CURVE_DPI = (5.0, 5.0), 110  # ROC, PR and reliability PNGs are 550 x 550
-# Contact sheet geometry, in inches at SHEET_DPI: each tile holds the image and a 3-line caption.
-SHEET_TILE_W, SHEET_TILE_H, SHEET_HEADER, SHEET_DPI = 2.0, 2.5, 0.5, 100
-SHEET_COLUMNS, SHEET_MAX_IMAGES = 8, 48
+SHEET_MAX_IMAGES = 48  # mistakes shown on the contact sheet, 6 rows of plots.SHEET_COLUMNS
 
 
 # ---------------------------------------------------------------------------
@@ -101,72 +98,7 @@ def curve_metrics(y_true, scores, threshold, n_bins=10):
 
 
 # ---------------------------------------------------------------------------
-# Plots
-
-def _figure(figsize, dpi):
-    # A bare Figure needs no pyplot state or backend choice, and is freed with its last reference.
-    from matplotlib.figure import Figure
-    return Figure(figsize=figsize, dpi=dpi)
-
-
-def plot_roc(y_true, scores, threshold, path):
-    """ROC curve with the operating point at `threshold` marked."""
-    fpr, tpr, auc = roc_points(y_true, scores)
-    point = operating_point(y_true, scores, threshold)
-    fig = _figure(CURVE_FIGSIZE, CURVE_DPI)
-    ax = fig.add_subplot()
-    ax.plot(fpr, tpr, lw=2, label=f"ROC (AUC {auc:.4f})")
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
-    ax.plot(point["fpr"], point["tpr"], "o", c="red", ms=8,
-            label=f"threshold {threshold:.2f}: TPR {point['tpr']:.3f}, FPR {point['fpr']:.3f}")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (female called male)",
-           ylabel="true positive rate (male recall)", title="ROC curve, male as positive")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=CURVE_DPI)
-
-
-def plot_precision_recall(y_true, scores, threshold, path):
-    """Precision-recall curve of the male class with the operating point at `threshold` marked."""
-    precision, recall, ap = precision_recall_points(y_true, scores)
-    point = operating_point(y_true, scores, threshold)
-    fig = _figure(CURVE_FIGSIZE, CURVE_DPI)
-    ax = fig.add_subplot()
-    ax.plot(recall, precision, lw=2, drawstyle="steps-post", label=f"AP {ap:.4f}")
-    ax.axhline(np.mean(y_true), ls="--", c="grey", lw=1, label="chance (male share)")
-    if point["precision"] is not None:
-        ax.plot(point["recall"], point["precision"], "o", c="red", ms=8,
-                label=f"threshold {threshold:.2f}: P {point['precision']:.3f}, "
-                      f"R {point['recall']:.3f}")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (male)", ylabel="precision (male)",
-           title="Precision-recall curve, male as positive")
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=CURVE_DPI)
-
-
-def plot_reliability(y_true, scores, path, n_bins=10):
-    """Reliability diagram: male share against mean P(male) per bin, with the counts below."""
-    bins = reliability_bins(y_true, scores, n_bins)
-    ece = expected_calibration_error(y_true, scores, n_bins)
-    fig = _figure(CURVE_FIGSIZE, CURVE_DPI)
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    centres = [(b["low"] + b["high"]) / 2 for b in bins]
-    width = 1.0 / n_bins
-    filled = [b for b in bins if b["count"]]
-    top.bar([(b["low"] + b["high"]) / 2 for b in filled], [b["fraction_male"] for b in filled],
-            width=width * 0.9, color="tab:blue", alpha=0.8, label="male share")
-    top.plot([b["mean_p_male"] for b in filled], [b["fraction_male"] for b in filled], "o-",
-             c="black", ms=4, label="at the bin's mean P(male)")
-    top.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
-    top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="share of male images",
-            title=f"Reliability diagram (ECE {ece:.4f})")
-    top.legend(loc="best", fontsize=8)
-    bottom.bar(centres, [b["count"] for b in bins], width=width * 0.9, color="grey")
-    bottom.set(xlabel="predicted P(male)", ylabel="images")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=CURVE_DPI)
-
+# The curve figures, with their numbers
 
 def save_curves(y_true, scores, threshold, out_dir):
     """Write roc_curve.png, precision_recall_curve.png and reliability_diagram.png into `out_dir`.
@@ -176,46 +108,23 @@ def save_curves(y_true, scores, threshold, out_dir):
     """
     results = curve_metrics(y_true, scores, threshold)
     results["files"], results["skipped"] = [], []
-    plots = [("roc_curve.png", plot_roc), ("precision_recall_curve.png", plot_precision_recall)]
-    for name, plot in plots:
+    point = results["operating_point"]
+    for name, figure in (("roc_curve.png", plots.roc_figure),
+                         ("precision_recall_curve.png", plots.precision_recall_figure)):
         if both_classes(y_true):
-            plot(y_true, scores, threshold, os.path.join(out_dir, name))
+            plots.save(figure(y_true, scores, point), os.path.join(out_dir, name))
             results["files"].append(name)
         else:
             results["skipped"].append(name)
-    plot_reliability(y_true, scores, os.path.join(out_dir, "reliability_diagram.png"))
+    calibration = results["calibration"]
+    plots.save(plots.reliability_figure(calibration["bins"], calibration["ece"]),
+               os.path.join(out_dir, "reliability_diagram.png"))
     results["files"].append("reliability_diagram.png")
     return results
 
 
 # ---------------------------------------------------------------------------
 # Grad-CAM
-
-def split_at_backbone(model):
-    """(model from the raw-pixel input to the backbone's feature map, the head on top of it).
-
-    Works on models built by model.build_model: Input -> Rescaling -> backbone -> head.
-    """
-    try:
-        model.get_layer(BACKBONE_NAME)
-        head = model.get_layer(HEAD_NAME)
-    except ValueError:
-        raise ModelError(f"Grad-CAM needs a model from train_model.py (layers '{BACKBONE_NAME}' "
-                         f"and '{HEAD_NAME}'); this one has "
-                         f"{[layer.name for layer in model.layers]}") from None
-    import keras
-    inputs = keras.Input(model.input_shape[1:])
-    x = inputs
-    # Re-apply, in order, every layer between the input and the head (the scaling and the
-    # backbone), sharing their weights, so the feature map comes out as a model output.
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if layer is head:
-            break
-        x = layer(x)
-    return keras.Model(inputs, x, name="features"), head
-
 
 def _logit(head, features):
     """The head's output before its final sigmoid: its gradient does not vanish when P is 0 or 1."""
@@ -243,7 +152,10 @@ def gradcam(model, images, threshold=0.5, batch_size=32, classes=None):
     """
     import tensorflow as tf
 
-    features_model, head = split_at_backbone(model)
+    try:
+        features_model, head = model_lib.split_at_backbone(model)
+    except ModelError as err:
+        raise ModelError(f"Grad-CAM needs a model from train_model.py: {err}") from None
     images = np.asarray(images, dtype=np.float32)
     maps, probs = [], []
     for start in range(0, len(images), batch_size):
@@ -285,48 +197,6 @@ def most_confident_mistakes(y_true, scores, threshold, limit=SHEET_MAX_IMAGES):
     return order[:limit], max(0, len(order) - limit)
 
 
-def sheet_layout(n_images, columns=SHEET_COLUMNS):
-    """(rows, columns, width px, height px) of a contact sheet of `n_images` tiles.
-
-    At least 4 columns wide (when `columns` allows), so the title fits above a short sheet.
-    """
-    cols = max(1, min(columns, max(n_images, 4)))
-    rows = max(1, math.ceil(n_images / cols))
-    width = int(round(cols * SHEET_TILE_W * SHEET_DPI))
-    height = int(round((rows * SHEET_TILE_H + SHEET_HEADER) * SHEET_DPI))
-    return rows, cols, width, height
-
-
-def draw_contact_sheet(images, captions, path, title, maps=None, columns=SHEET_COLUMNS):
-    """A grid of images with a caption above each (and a heat map over each when `maps` is given).
-
-    The heat map is drawn more opaque where it is hotter, so cold regions show the plain image.
-    """
-    from matplotlib import colormaps
-
-    rows, cols, width, height = sheet_layout(len(images), columns)
-    fig_w, fig_h = width / SHEET_DPI, height / SHEET_DPI
-    fig = _figure((fig_w, fig_h), SHEET_DPI)
-    fig.suptitle(title, fontsize=9, y=1 - SHEET_HEADER / 2 / fig_h, va="center")
-    caption_h, pad = 0.45, 0.05  # inches: room for three lines of 7-point text; tile margin
-    side = min(SHEET_TILE_W - 2 * pad, SHEET_TILE_H - caption_h - 2 * pad)
-    for i, (image, caption) in enumerate(zip(images, captions)):
-        row, col = divmod(i, cols)
-        left = col * SHEET_TILE_W + (SHEET_TILE_W - side) / 2
-        top = SHEET_HEADER + row * SHEET_TILE_H + caption_h
-        ax = fig.add_axes([left / fig_w, 1 - (top + side) / fig_h, side / fig_w, side / fig_h])
-        ax.imshow(image)
-        if maps is not None:
-            overlay = colormaps["jet"](np.clip(maps[i], 0, 1))
-            overlay[..., 3] = 0.6 * np.clip(maps[i], 0, 1)
-            ax.imshow(overlay, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
-        ax.set_title(caption, fontsize=7, color="darkred", pad=3)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    save_figure(fig, path, dpi=SHEET_DPI)
-    return width, height
-
-
 def misclassified_sheet(model, paths, y_true, scores, threshold, path,
                         limit=SHEET_MAX_IMAGES, batch_size=32):
     """Draw the most confident mistakes among `paths`, with Grad-CAM heat maps, into `path`.
@@ -340,8 +210,7 @@ def misclassified_sheet(model, paths, y_true, scores, threshold, path,
               "note": ""}
     if len(chosen) == 0:
         return result
-    size = int(model.input_shape[1])
-    reader = data.ImageReader(size)
+    reader = data.ImageReader(model_lib.input_size(model))
     images = np.stack([reader(paths[i])[0] for i in chosen])
     try:
         predicted = (np.asarray(scores)[chosen] >= threshold).astype(int)
@@ -363,5 +232,5 @@ def misclassified_sheet(model, paths, y_true, scores, threshold, path,
              + (f"; {left_out} more not shown" if left_out else "")
              + ("\nno heat maps: the model is not one from train_model.py" if maps is None
                 else "\nheat map: Grad-CAM for the predicted class (red: drove the decision)"))
-    draw_contact_sheet(images, captions, path, title, maps)
+    plots.save(plots.contact_sheet_figure(images, captions, title, maps), path)
     return result

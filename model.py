@@ -95,16 +95,6 @@ def build_model(image_size=224, weights="imagenet", trainable_layers=None, dense
     return model
 
 
-def backbone_of(model):
-    """The MobileNetV2 inside a classifier built by `build_model`."""
-    return model.get_layer(BACKBONE_NAME)
-
-
-def head_of(model):
-    """The classifier head (pooling, dense, dropout, P(male)) of a model built here."""
-    return model.get_layer(HEAD_NAME)
-
-
 def copy_weights(source, target, source_path):
     """Set every weight of `target` from `source`, a model of the same layers at any input size."""
     pairs = list(zip(source.weights, target.weights))
@@ -130,7 +120,7 @@ def top_on_feature_maps(model, layer=FEATURE_MAP_LAYER):
     It is built from the layers of `model` above `layer` (the same objects, so training it
     trains `model`), with batch norm in inference mode as in `build_model`.
     """
-    backbone = model.get_layer(BACKBONE_NAME)
+    backbone = backbone_of(model)
     cut = backbone.get_layer(layer).output
     top = keras.Model(cut, backbone.output)
     inputs = keras.Input(tuple(cut.shape[1:]))
@@ -149,6 +139,50 @@ def set_trainable_layers(backbone, trainable_layers):
 def input_size(model):
     """The square input size a model expects."""
     return int(model.input_shape[1])
+
+
+# ---------------------------------------------------------------------------
+# Layer access: the layer names of a built classifier are known here only
+
+def _layer(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise ModelError(f"no layer '{name}': expected a classifier built by train_model.py "
+                         f"(Input -> scaling -> '{BACKBONE_NAME}' -> '{HEAD_NAME}'); this model "
+                         f"has {[layer.name for layer in model.layers]}") from None
+
+
+def backbone_of(model):
+    """The MobileNetV2 backbone of a classifier built by `build_model`; ModelError if none."""
+    return _layer(model, BACKBONE_NAME)
+
+
+def head_of(model):
+    """The head (pooling, dense, P(male)) of a classifier built by `build_model`; ModelError if
+    none."""
+    return _layer(model, HEAD_NAME)
+
+
+def split_at_backbone(model):
+    """(model from the raw-pixel input to the backbone's feature map, the head on top of it).
+
+    For Grad-CAM, which needs the feature map as an output. Works on models built by
+    `build_model` (Input -> scaling -> backbone -> head); ModelError for any other.
+    """
+    backbone_of(model)
+    head = head_of(model)
+    inputs = keras.Input(model.input_shape[1:])
+    x = inputs
+    # Re-apply, in order, every layer between the input and the head (the scaling and the
+    # backbone), sharing their weights, so the feature map comes out as a model output.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if layer is head:
+            break
+        x = layer(x)
+    return keras.Model(inputs, x, name="features"), head
 
 
 # ---------------------------------------------------------------------------

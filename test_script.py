@@ -23,10 +23,10 @@ import data  # noqa: E402
 import diagnostics  # noqa: E402
 import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
+import plots  # noqa: E402
 from data import CLASS_NAMES, DataError  # noqa: E402
 from model import ModelError  # noqa: E402
-from outputs import (atomic_path, make_writable_dir, save_figure, write_json,  # noqa: E402
-                     write_text)
+from outputs import atomic_path, make_writable_dir, write_json, write_text  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -93,23 +93,6 @@ def copy_misclassified(path, true_name, pred_name, p_male, out_root):
 
 # ---------------------------------------------------------------------------
 # Outputs
-
-def plot_confusion_matrix(matrix, threshold, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(5, 4.2))
-    sns.heatmap(np.asarray(matrix), annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax,
-                xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, annot_kws={"size": 14})
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix (threshold {threshold:.2f})")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-
 
 def write_predictions(path, rows):
     buf = io.StringIO()
@@ -217,8 +200,8 @@ def evaluate(args):
     # ROC, precision-recall and reliability PNGs; their numbers (AUC, AP, ECE) go in metrics.json.
     results["curves"] = diagnostics.save_curves(labels, scores, model_threshold, out)
     write_json(os.path.join(out, "metrics.json"), results)
-    plot_confusion_matrix(at_model["confusion_matrix"], model_threshold,
-                          os.path.join(out, "confusion_matrix.png"))
+    plots.save(plots.confusion_matrix_figure(at_model["confusion_matrix"], model_threshold),
+               os.path.join(out, "confusion_matrix.png"))
     wrong = np.flatnonzero(predicted != labels)
     if not args.no_copy:
         for i in wrong:

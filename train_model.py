@@ -21,13 +21,14 @@ import numpy as np  # noqa: E402
 import data  # noqa: E402
 import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
+import plots  # noqa: E402
 import stages  # noqa: E402
 from callbacks import (MONITOR_MODES, EpochCheckpoint, TrainingState,  # noqa: E402
                        ValidationMetrics, load_checkpoint)
 from data import CLASS_NAMES, DataError  # noqa: E402
 from losses import BinaryFocalLoss  # noqa: E402
 from model import ModelError  # noqa: E402
-from outputs import atomic_path, save_figure, write_text  # noqa: E402
+from outputs import atomic_path, write_text  # noqa: E402
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -250,30 +251,6 @@ def validation_scores(model, val_ds, val, reader, verbose=0):
 # ---------------------------------------------------------------------------
 # Outputs
 
-def plot_history(history, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    for ax, key, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Focal loss"),
-                           (axes[2], "macro_f1", "Macro-F1 at the best threshold")):
-        for prefix, label in (("", "train"), ("val_", "validation")):
-            values = history.get(prefix + key, [])
-            if values:
-                # A run resumed from an older checkpoint may lack the first epochs of a key.
-                ax.plot(epochs[len(epochs) - len(values):], values, marker="o", label=label)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-
-
 def save_architecture(model, stem_dir):
     """model_architecture.png when pydot and graphviz are installed, else a text summary."""
     png = os.path.join(stem_dir, "model_architecture.png")
@@ -449,7 +426,7 @@ def finish(model, checkpoint, validation, split, reader, args, start):
     }
     model_lib.save_model(model, args.output, sidecar)
     out_dir = os.path.dirname(os.path.abspath(args.output))
-    plot_history(history, os.path.join(out_dir, "training_curves.png"))
+    plots.save(plots.training_curves_figure(history), os.path.join(out_dir, "training_curves.png"))
     architecture = save_architecture(model, out_dir)
 
     print(f"\nvalidation at threshold {threshold:.2f} (tuned for macro-F1):")

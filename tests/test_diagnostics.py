@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 import diagnostics
+import plots
 import test_script
 from model import ModelError
 
@@ -65,7 +66,7 @@ def test_curve_pngs_have_the_fixed_size_and_one_class_skips_roc(tmp_path):
     results = diagnostics.save_curves(y, scores, 0.5, str(tmp_path))
     assert results["files"] == ["roc_curve.png", "precision_recall_curve.png",
                                 "reliability_diagram.png"]
-    size = tuple(int(v * diagnostics.CURVE_DPI) for v in diagnostics.CURVE_FIGSIZE)
+    size = tuple(int(v * plots.CURVE_DPI) for v in plots.CURVE_FIGSIZE)
     for name in results["files"]:
         with Image.open(tmp_path / name) as img:
             assert img.format == "PNG" and img.size == size
@@ -82,9 +83,10 @@ def test_contact_sheet_size_follows_its_layout(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (11, 32, 32, 3), dtype=np.uint8)
     maps = rng.uniform(0, 1, (11, 32, 32))
-    size = diagnostics.draw_contact_sheet(images, [f"img {i}" for i in range(11)],
-                                          str(tmp_path / "sheet.png"), "title", maps)
-    rows, cols, width, height = diagnostics.sheet_layout(11)
+    fig = plots.contact_sheet_figure(images, [f"img {i}" for i in range(11)], "title", maps)
+    plots.save(fig, str(tmp_path / "sheet.png"))
+    size = tuple(int(round(v)) for v in fig.get_size_inches() * fig.dpi)
+    rows, cols, width, height = plots.sheet_layout(11)
     assert (rows, cols) == (2, 8) and size == (width, height)
     with Image.open(tmp_path / "sheet.png") as img:
         assert img.size == (width, height)
@@ -136,7 +138,7 @@ def test_misclassified_sheet_shows_the_most_confident_and_says_how_many_left_out
     sheet = diagnostics.misclassified_sheet(model, paths, labels, scores, 0.0, path, limit=5)
     assert (sheet["shown"], sheet["left_out"], sheet["heat_maps"]) == (5, 7, True)
     with Image.open(path) as img:
-        assert img.size == diagnostics.sheet_layout(5)[2:]
+        assert img.size == plots.sheet_layout(5)[2:]
     assert os.listdir(tmp_path / "misclassified") == ["contact_sheet.png"]  # no temporary left
 
 
@@ -144,7 +146,7 @@ def test_test_script_saves_curves_numbers_and_contact_sheet(trained, tmp_path, c
     out = tmp_path / "eval"
     assert test_script.main(["--data_path", trained["data"], "--model_path", trained["model"],
                              "--output_dir", str(out), "--threshold", "0", "--verbose", "0"]) == 0
-    size = tuple(int(v * diagnostics.CURVE_DPI) for v in diagnostics.CURVE_FIGSIZE)
+    size = tuple(int(v * plots.CURVE_DPI) for v in plots.CURVE_FIGSIZE)
     for name in ("roc_curve.png", "precision_recall_curve.png", "reliability_diagram.png"):
         with Image.open(out / name) as img:
             assert img.size == size
@@ -154,5 +156,5 @@ def test_test_script_saves_curves_numbers_and_contact_sheet(trained, tmp_path, c
     assert sum(b["count"] for b in curves["calibration"]["bins"]) == 24
     assert curves["operating_point"]["tpr"] == 1.0 and curves["operating_point"]["fpr"] == 1.0
     with Image.open(out / "misclassified" / "contact_sheet.png") as img:
-        assert img.size == diagnostics.sheet_layout(12)[2:]
+        assert img.size == plots.sheet_layout(12)[2:]
     assert "contact sheet of the 12 most confident mistakes" in capsys.readouterr().out

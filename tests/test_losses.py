@@ -52,3 +52,23 @@ def test_focal_loss_round_trips_through_keras_serialization():
     again = keras.saving.deserialize_keras_object(config)
     assert isinstance(again, BinaryFocalLoss)
     assert (again.alpha, again.gamma) == (0.3, 2.5)
+
+
+def test_focal_loss_refuses_to_drop_alpha():
+    with pytest.raises(ValueError, match="class balancing"):
+        BinaryFocalLoss(0.25, 2.0, apply_class_balancing=False)
+
+
+def test_shipped_model_reloads_compiled_with_its_focal_loss():
+    # model_balanced.h5 was saved by the hand-written loss this class replaced; its training
+    # config names "facegender>BinaryFocalLoss" with only name, reduction, alpha and gamma.
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "model_balanced.h5")
+    model = keras.models.load_model(path)  # compile=True: the loss must deserialize
+    loss = model.loss
+    assert isinstance(loss, BinaryFocalLoss)
+    assert (loss.alpha, loss.gamma, loss.apply_class_balancing) == (0.5, 1.5, True)
+    y, p = np.array([[1.0], [0.0]]), np.array([[0.9], [0.2]])
+    expected = np.mean([focal_by_hand(1, 0.9, 0.5, 1.5), focal_by_hand(0, 0.2, 0.5, 1.5)])
+    assert float(loss(y, p)) == pytest.approx(expected, rel=1e-5)

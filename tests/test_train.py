@@ -307,7 +307,7 @@ def test_top_block_fine_tune_trains_the_top_blocks_and_starts_the_fine_tune(
         "--feature_learning_rate", "1e-2", "--cache_dir", str(tmp_path / "cache")])
     train, val, _, _ = train_model.split_data(args)
     model = model_lib.build_model(IMAGE_SIZE, backbone_weights)
-    backbone = model.get_layer("mobilenetv2")
+    backbone = model_lib.backbone_of(model)
     names = [layer.name for layer in backbone.layers]
     cut = names.index(model_lib.FEATURE_MAP_LAYER)
     below = [w for layer in backbone.layers[:cut + 1] for w in layer.weights]
