@@ -123,9 +123,11 @@ def convert(model, model_path=None, cache_dir=None):
                 return ov.Core().read_model(xml)
             except Exception:
                 pass  # a damaged cache entry: convert again and overwrite it
+    # The input's shape, batch left open: a Sequential model has no signature to trace by.
+    shape = ov.PartialShape([-1] + [-1 if d is None else int(d) for d in model.input_shape[1:]])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras warns about the input's name while tracing
-        converted = ov.convert_model(model)
+        converted = ov.convert_model(model, input=[shape])
     if xml is not None:
         try:
             os.makedirs(os.path.dirname(xml), exist_ok=True)
@@ -178,7 +180,9 @@ def make_runner(model, backend="auto", precision="f32", model_path=None, cache_d
     try:
         compiled, precision = compile_openvino(convert(model, model_path, cache_dir), precision)
     except Exception as err:
-        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+        # A traced error's first line only introduces it ("... error: in user code:").
+        text = lines[0] + (f" ... {lines[-1]}" if lines[0].endswith(":") else "")
         print(f"note: OpenVINO could not convert the model ({type(err).__name__}: {text}); "
               "running it with Keras", file=sys.stderr)
         return KerasRunner(model)
