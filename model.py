@@ -140,6 +140,23 @@ def input_size(model):
     return int(model.input_shape[1])
 
 
+# Layer names are this module's business; other modules reach the parts through these.
+
+def backbone_of(model):
+    """The MobileNetV2 backbone inside a classifier from `build_model`."""
+    return model.get_layer(BACKBONE_NAME)
+
+
+def scaling_of(model):
+    """The layer that maps raw pixels 0..255 to MobileNetV2's -1..1, inside a classifier."""
+    return model.get_layer("mobilenet_scaling")
+
+
+def head_of(model):
+    """The head (pooling, dense layers, P(male)) on top of the backbone, inside a classifier."""
+    return model.get_layer("head")
+
+
 # ---------------------------------------------------------------------------
 # Saving and loading
 
