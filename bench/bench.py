@@ -50,9 +50,19 @@ def timed(fn, repeat=1):
     return best
 
 
+def timed_rounds(fns, rounds=3):
+    """{name: best wall time} of each of `fns`, run in turns round after round, so that a
+    change in the machine's other load hits every contender alike."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], timed(fn))
+    return best
+
+
 def row(name, value, unit, ratio=None):
     ratio_text = f"{ratio:8.2f}" if ratio is not None else ""
-    print(f"  {name:<58} {value:10.1f} {unit:<9} {ratio_text}")
+    print(f"  {name:<66} {value:10.1f} {unit:<9} {ratio_text}")
 
 
 # ---------------------------------------------------------------------------
@@ -85,24 +95,23 @@ def bench_eval(model, model_path, folder, batch_size, limit):
                                                                      batch_size)))
 
     print(f"\n[eval] {len(paths)} images from {folder} at {size}x{size}, batch {batch_size}; "
-          "ratios against Keras predict on tensors in memory")
-    alone = len(paths) / timed(lambda: model.predict(images, batch_size=batch_size, verbose=0),
-                               2)
-    row("keras predict, tensors in memory", alone, "images/s", 1.0)
-    results = {"keras alone": alone}
+          "ratios against Keras predict on tensors in memory (best of 3 rounds, in turns)")
+    contenders = {"keras predict, tensors in memory":
+                  lambda: model.predict(images, batch_size=batch_size, verbose=0)}
     for name, runner in runners.items():
         end_to_end(runner)  # warm up: file cache, first-call setup
         if name != "keras":
-            speed = len(paths) / timed(lambda: in_memory(runner), 2)
-            row(f"{name}, tensors in memory", speed, "images/s", speed / alone)
-        e2e = len(paths) / timed(lambda: end_to_end(runner), 2)
-        row(f"{name}, end to end (test_script path: list, decode, score)", e2e,
-            "images/s", e2e / alone)
-        results[name] = e2e
-    decode = len(paths) / timed(lambda: [None for _ in inference.decoded_batches(
-        paths, size, batch_size)], 2)
-    row("decode and resize alone (the input pipeline's ceiling)", decode, "images/s",
-        decode / alone)
+            contenders[f"{name}, tensors in memory"] = lambda r=runner: in_memory(r)
+        contenders[f"{name}, end to end (test_script path: list, decode, score)"] = (
+            lambda r=runner: end_to_end(r))
+    contenders["decode and resize alone (the input pipeline's ceiling)"] = lambda: [
+        None for _ in inference.decoded_batches(paths, size, batch_size)]
+    seconds = timed_rounds(contenders)
+    alone = len(paths) / seconds["keras predict, tensors in memory"]
+    results = {}
+    for name, took in seconds.items():
+        row(name, len(paths) / took, "images/s", len(paths) / took / alone)
+        results[name] = len(paths) / took
     return results
 
 
