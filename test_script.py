@@ -45,8 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--backend", choices=inference.BACKENDS, default="auto",
                    help="what runs the model: auto is OpenVINO when installed, else Keras")
     p.add_argument("--precision", choices=inference.PRECISIONS, default="f32",
-                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; scores "
-                        "move by up to a few hundredths (bench/bench.py measures label changes)")
+                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; it moves "
+                        "scores (bench/bench.py measures how much, and how many labels change)")
     p.add_argument("--group_by", choices=["suffix", "folder"], default=None,
                    help="also report per group: 'suffix' is the file-name part after the last "
                         "underscore (e.g. _blurred), 'folder' the sub-folder inside the class")
