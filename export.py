@@ -60,11 +60,24 @@ def to_tflite(model, kind, calibration_paths=None, count=200):
     return converter.convert()
 
 
+def tflite_interpreter_class():
+    """LiteRT's interpreter (the `ai-edge-litert` package) when installed, else TensorFlow's.
+
+    `tf.lite.Interpreter` is deprecated in favour of LiteRT and will leave TensorFlow; both run
+    the same .tflite files with the same kernels.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return tf.lite.Interpreter
+    return Interpreter
+
+
 class TFLiteModel:
     """Runs a .tflite classifier on batches of raw RGB 0..255 images; returns P(male)."""
 
     def __init__(self, path, num_threads=None):
-        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+        self.interpreter = tflite_interpreter_class()(model_path=path, num_threads=num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = None

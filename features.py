@@ -5,19 +5,31 @@ computing them once (and keeping them on disk, keyed by the images and the backb
 turns training what sits above them from a 20-images-a-second job into a matter of seconds or
 minutes. Each image is kept twice, as is and mirrored, the one augmentation that a cached
 feature can carry.
+
+Feature maps of 75k images take gigabytes, so they are never held in memory at once: each batch
+is written straight into a memory-mapped `.npy` as it comes out of the backbone, and the arrays
+handed back are read-only memory maps of the cache. A cache entry is a folder,
+`features-<key>/`, built under a temporary name and renamed into place only once complete, so a
+run killed midway leaves nothing that a later run would load.
 """
 
 import hashlib
 import json
 import os
+import re
+import shutil
+import socket
+import tempfile
 
 import numpy as np
-import tensorflow as tf
 
 import keras
 
-import data
-from outputs import atomic_path
+import inference
+import model as model_lib
+
+VIEWS_FILE = "views.npy"  # (2, images, *feature shape): as is, then mirrored
+READABLE_FILE = "readable.npy"  # one flag per image: False for a file that did not decode
 
 
 def cache_key(paths, backbone, image_size, layer=None):
@@ -35,53 +47,106 @@ def cache_key(paths, backbone, image_size, layer=None):
     return h.hexdigest()[:24]
 
 
-def pooled_features(model, paths, cache_dir, batch_size=32, verbose=1):
+def pooled_features(model, paths, cache_dir, batch_size=32, verbose=1, backend="auto"):
     """(features, mirrored_features, readable) for `paths`, from the cache when it has them.
 
-    `model` is the full classifier; its scaling layer and backbone are run (in inference mode)
-    and the feature map is averaged to one vector per image. `readable` marks the images that
-    decoded.
+    `model` is the full classifier; its scaling layer and backbone are run (in inference mode,
+    on `backend`, see inference.py) and the feature map is averaged to one vector per image.
+    `readable` marks the images that decoded. The features are read-only memory maps.
     """
-    backbone = model.get_layer("mobilenetv2")
-    pool = keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()])
-    return _cached(model, pool, None, paths, cache_dir, batch_size, verbose)
+    pool = keras.Sequential([model_lib.backbone_of(model), keras.layers.GlobalAveragePooling2D()])
+    return _cached(model, pool, None, paths, cache_dir, batch_size, verbose, "float32", backend)
 
 
-def feature_maps(model, layer, paths, cache_dir, batch_size=32, verbose=1):
+def feature_maps(model, layer, paths, cache_dir, batch_size=32, verbose=1, backend="auto"):
     """Like `pooled_features`, but the backbone's feature maps at `layer`, kept as float16.
 
     Everything below `layer` is frozen while the blocks above it are fine-tuned on these maps,
     so each image passes through the costly lower blocks once instead of once per epoch.
     float16 halves the memory and disk the maps take; the blocks above compute in float32.
     """
-    backbone = model.get_layer("mobilenetv2")
+    backbone = model_lib.backbone_of(model)
     bottom = keras.Model(backbone.input, backbone.get_layer(layer).output)
-    return _cached(model, bottom, layer, paths, cache_dir, batch_size, verbose, "float16")
+    return _cached(model, bottom, layer, paths, cache_dir, batch_size, verbose, "float16",
+                   backend)
 
 
-def _cached(model, extract, layer, paths, cache_dir, batch_size, verbose, dtype="float32"):
-    backbone = model.get_layer("mobilenetv2")
-    image_size = int(model.input_shape[1])
-    key = cache_key(paths, backbone, image_size, layer)
-    path = os.path.join(cache_dir, f"features-{key}.npz")
-    if os.path.exists(path):
-        with np.load(path) as cached:
-            return cached["plain"], cached["mirrored"], cached["readable"]
-
-    # One model, two inputs (the image and its mirror), so each file is decoded once.
-    scaled = keras.Sequential([model.get_layer("mobilenet_scaling"), extract])
-    image = keras.Input((image_size, image_size, 3))
-    mirror = keras.Input((image_size, image_size, 3))
-    extractor = keras.Model([image, mirror], [scaled(image), scaled(mirror)])
-    reader = data.ImageReader(image_size)
-    images = data.make_eval_dataset(paths, reader, batch_size)
-    # A 1-tuple: Keras reads a 2-tuple from a dataset as (inputs, labels).
-    plain, mirrored = extractor.predict(images.map(lambda x: ((x, tf.reverse(x, axis=[2])),)),
-                                        verbose=verbose)
-    plain, mirrored = plain.astype(dtype), mirrored.astype(dtype)
-    readable = np.array([p not in reader.skipped for p in paths])
+def _cached(model, extract, layer, paths, cache_dir, batch_size, verbose, dtype, backend):
+    image_size = model_lib.input_size(model)
+    key = cache_key(paths, model_lib.backbone_of(model), image_size, layer)
+    entry = os.path.join(cache_dir, f"features-{key}")
+    cached = load_entry(entry)
+    if cached is not None:
+        return cached
     os.makedirs(cache_dir, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, plain=plain, mirrored=mirrored, readable=readable)
-    return plain, mirrored, readable
+    remove_abandoned(cache_dir)
+    inputs = keras.Input((image_size, image_size, 3))
+    extractor = keras.Model(inputs, extract(model_lib.scaling_of(model)(inputs)))
+    runner = inference.make_runner(extractor, backend)
+    tmp = tempfile.mkdtemp(prefix=f".partial-{os.getpid()}@{socket.gethostname()}@",
+                           suffix=f"-features-{key}", dir=cache_dir)
+    try:
+        write_views(runner, paths, image_size, batch_size, verbose, dtype,
+                    tuple(extractor.output_shape[1:]), tmp)
+        try:
+            os.rename(tmp, entry)  # the entry appears whole, or not at all
+        except OSError:
+            if load_entry(entry) is None:  # not another run that finished the same entry first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_entry(entry)
+
+
+def write_views(runner, paths, image_size, batch_size, verbose, dtype, shape, folder):
+    """Extract both views of every image into `folder`, batch by batch, through `runner`.
+
+    Each batch goes to the backend together with its mirror image (one call, twice the batch),
+    and its outputs go straight into the memory-mapped file: memory holds a few batches, never
+    the whole array.
+    """
+    views = np.lib.format.open_memmap(os.path.join(folder, VIEWS_FILE), mode="w+", dtype=dtype,
+                                      shape=(2, len(paths)) + shape)
+    readable = np.zeros(len(paths), dtype=bool)
+    for start, output, ok in inference.run_paths(runner, paths, image_size, batch_size, verbose,
+                                                 prepare=with_mirror):
+        n = len(ok)
+        views[0, start:start + n] = output[:n]
+        views[1, start:start + n] = output[n:]
+        readable[start:start + n] = ok
+    views.flush()
+    del views
+    np.save(os.path.join(folder, READABLE_FILE), readable)
+
+
+def with_mirror(images):
+    """The batch followed by its mirror images (NHWC: width is axis 2)."""
+    return np.concatenate([images, images[:, :, ::-1]])
+
+
+def load_entry(entry):
+    """(plain, mirrored, readable) from a complete cache entry, or None when there is none."""
+    if not os.path.isdir(entry):
+        return None
+    try:
+        views = np.load(os.path.join(entry, VIEWS_FILE), mmap_mode="r")
+        readable = np.load(os.path.join(entry, READABLE_FILE))
+    except (OSError, ValueError):
+        shutil.rmtree(entry, ignore_errors=True)  # damaged by hand: build it again
+        return None
+    return views[0], views[1], readable
+
+
+def remove_abandoned(cache_dir):
+    """Delete partial entries left by killed runs on this machine (their process is gone).
+
+    A process's liveness is read from /proc; where there is none, partial entries are kept.
+    """
+    host = socket.gethostname()
+    if not os.path.isdir("/proc"):
+        return
+    for item in os.scandir(cache_dir):
+        found = re.match(r"\.partial-(\d+)@(.*)@.*-features-", item.name)
+        if (found and found.group(2) == host and item.is_dir()
+                and not os.path.exists(f"/proc/{found.group(1)}")):
+            shutil.rmtree(item.path, ignore_errors=True)

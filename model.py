@@ -16,6 +16,7 @@ from outputs import atomic_path, write_json
 
 BACKBONE_NAME = "mobilenetv2"
 HEAD_NAME = "head"
+SCALING_NAME = "mobilenet_scaling"
 KERAS_IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
@@ -86,7 +87,7 @@ def build_model(image_size=224, weights="imagenet", trainable_layers=None, dense
     backbone = build_backbone(image_size, "none" if init_model is not None else weights)
     set_trainable_layers(backbone, trainable_layers)
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="mobilenet_scaling")(inputs)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=SCALING_NAME)(inputs)
     x = backbone(x, training=False if pretrained else None)
     outputs = build_classifier_head(dense_units, dropout)(x)
     model = keras.Model(inputs, outputs, name="facegender")
@@ -156,6 +157,11 @@ def _layer(model, name):
 def backbone_of(model):
     """The MobileNetV2 backbone of a classifier built by `build_model`; ModelError if none."""
     return _layer(model, BACKBONE_NAME)
+
+
+def scaling_of(model):
+    """The layer that maps raw pixels 0..255 to MobileNetV2's -1..1, inside a classifier."""
+    return _layer(model, SCALING_NAME)
 
 
 def head_of(model):

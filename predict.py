@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import data  # noqa: E402
+import inference  # noqa: E402
 import model as model_lib  # noqa: E402
 from data import CLASS_NAMES, DataError  # noqa: E402
 from model import ModelError  # noqa: E402
@@ -46,6 +47,11 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=None,
                    help="decision threshold on P(male) (default: the sidecar's, else 0.5)")
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--backend", choices=inference.BACKENDS, default="auto",
+                   help="what runs the model: auto is OpenVINO when installed, else Keras")
+    p.add_argument("--precision", choices=inference.PRECISIONS, default="f32",
+                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; it moves "
+                        "scores (bench/bench.py measures how much, and how many labels change)")
     p.add_argument("--detect_faces", action="store_true",
                    help="crop each detected face out of the photos first (one row per face)")
     p.add_argument("--min_face_size", type=int, default=40,
@@ -54,7 +60,7 @@ def parse_args(argv=None):
                    help="allow a model file that carries code (Lambda layers): only for files "
                         "you trust")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                   help="Keras progress output")
+                   help="progress output: 0 none, 1 a bar, 2 a line every tenth")
     args = p.parse_args(argv)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         p.error("--threshold must be between 0 and 1")
@@ -103,7 +109,11 @@ _DETECTOR = None
 
 
 def load_face_detector():
-    """OpenCV's frontal-face Haar cascade from the opencv-python-headless wheel (loaded once)."""
+    """OpenCV's frontal-face Haar cascade from the opencv-python-headless wheel (loaded once).
+
+    Any failure to build it is a ModelError naming the cause: it concerns every photo, so it
+    must stop the run once rather than be mistaken, photo by photo, for unreadable files.
+    """
     global _DETECTOR
     if _DETECTOR is None:
         try:
@@ -111,8 +121,13 @@ def load_face_detector():
         except ImportError as err:
             raise ModelError(f"--detect_faces needs OpenCV ({err}); "
                              "pip install opencv-python-headless") from None
-        path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
-        detector = cv2.CascadeClassifier(path)
+        try:
+            path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
+            detector = cv2.CascadeClassifier(path)
+        except Exception as err:  # e.g. OpenCV 5 has no CascadeClassifier
+            raise ModelError(f"--detect_faces: OpenCV {getattr(cv2, '__version__', '?')} cannot "
+                             f"build its Haar face detector ({type(err).__name__}: {err}); "
+                             "pip install 'opencv-python-headless>=4.8,<5'") from None
         if detector.empty():
             raise ModelError(f"{path}: OpenCV could not load its face detector; "
                              "reinstall opencv-python-headless")
@@ -145,9 +160,9 @@ def crop_box(box, width, height, margin=FACE_MARGIN):
     return left, top, left + side, top + side
 
 
-def face_crops(path, image_size, min_face_size, detector=None):
-    """[(box in original pixels, (size, size, 3) uint8 crop)] for each face found in `path`."""
-    photo, scale = load_photo(path)
+def face_crops(photo, scale, image_size, min_face_size, detector):
+    """[(box in original pixels, (size, size, 3) uint8 crop)] for each face found in `photo`,
+    a photo from `load_photo` and its scale."""
     min_size = max(1, round(min_face_size / scale))
     crops = []
     for box in detect_faces(photo, min_size, detector):
@@ -165,25 +180,30 @@ def label_of(p_male, threshold):
     return CLASS_NAMES[int(p_male >= threshold)]
 
 
-def predict_crops(model, files, args, threshold):
+def predict_crops(runner, image_size, files, args, threshold):
     """Rows for the faces the model is shown as given: one per readable file; and the skipped."""
-    reader = data.ImageReader(model_lib.input_size(model))
-    scores = model.predict(data.make_eval_dataset(files, reader, args.batch_size),
-                           verbose=args.verbose)[:, 0]
+    scores, unreadable = inference.score_paths(runner, files, image_size, args.batch_size,
+                                               args.verbose)
     rows = [(path, f"{p:.6f}", label_of(p, threshold), f"{threshold:.6g}")
-            for path, p in zip(files, scores) if path not in reader.skipped]
-    return rows, reader.skipped, []
+            for path, p in zip(files, scores) if not np.isnan(p)]
+    return rows, unreadable, []
 
 
-def predict_faces(model, files, args, threshold, detector=None):
-    """Rows for every detected face: one per face; and the skipped files and faceless photos."""
-    image_size = model_lib.input_size(model)
+def predict_faces(runner, image_size, files, args, threshold, detector=None):
+    """Rows for every detected face: one per face; and the skipped files and faceless photos.
+
+    Only decoding a photo may fail per file (it is then skipped); the detector is built before
+    the first photo, and an error inside it stops the run with its cause.
+    """
+    detector = detector or load_face_detector()
     rows, skipped, no_face, pending = [], {}, [], []
 
     def flush():
         if pending:
             batch = np.stack([crop for _, _, _, crop in pending]).astype("float32")
-            scores = model.predict(batch, batch_size=args.batch_size, verbose=0)[:, 0]
+            chunks = ((i, batch[i:i + args.batch_size])
+                      for i in range(0, len(batch), args.batch_size))
+            scores = np.concatenate([out for _, out in runner.map(chunks)]).reshape(-1)
             for (path, k, box, _), p in zip(pending, scores):
                 rows.append((path, k, *box, f"{p:.6f}", label_of(p, threshold),
                              f"{threshold:.6g}"))
@@ -191,13 +211,18 @@ def predict_faces(model, files, args, threshold, detector=None):
 
     for n, path in enumerate(files, 1):
         try:
-            faces = face_crops(path, image_size, args.min_face_size, detector)
-        except (ModelError, MemoryError):
+            photo, scale = load_photo(path)
+        except MemoryError:
             raise
         except Exception as err:  # any decoder error means: skip this file, keep the run going
             skipped[path] = f"{type(err).__name__}: {err}"
             print(f"warning: skipping unreadable image {path} ({err})", file=sys.stderr)
             continue
+        try:
+            faces = face_crops(photo, scale, image_size, args.min_face_size, detector)
+        except Exception as err:
+            raise ModelError(f"the face detector failed on {path} ({type(err).__name__}: "
+                             f"{err}); check the OpenCV install") from None
         if not faces:
             no_face.append(path)
         pending += [(path, k, box, crop) for k, (box, crop) in enumerate(faces)]
@@ -223,14 +248,18 @@ def run(args, detector=None):
     model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
     threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
     size = model_lib.input_size(model)
+    if args.detect_faces:  # a broken detector stops the run here, before any work
+        detector = detector or load_face_detector()
+    runner = inference.make_runner(model, args.backend, args.precision, args.model_path)
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
-    print(f"predicting {len(files)} {what} at {size}x{size}, threshold {threshold:.2f} ({source})")
+    print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
+          f"{threshold:.2f} ({source})")
 
     if args.detect_faces:
-        rows, skipped, no_face = predict_faces(model, files, args, threshold, detector)
+        rows, skipped, no_face = predict_faces(runner, size, files, args, threshold, detector)
         header = ["path", "face", "x", "y", "w", "h", "p_male", "label", "threshold"]
     else:
-        rows, skipped, no_face = predict_crops(model, files, args, threshold)
+        rows, skipped, no_face = predict_crops(runner, size, files, args, threshold)
         header = ["path", "p_male", "label", "threshold"]
     if len(skipped) == len(files):
         raise DataError(f"{', '.join(args.paths)}: none of the images could be read")

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 import data  # noqa: E402
 import diagnostics  # noqa: E402
+import inference  # noqa: E402
 import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
 import plots  # noqa: E402
@@ -44,6 +45,11 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=None,
                    help="decision threshold on P(male) (default: the sidecar's, else 0.5)")
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--backend", choices=inference.BACKENDS, default="auto",
+                   help="what runs the model: auto is OpenVINO when installed, else Keras")
+    p.add_argument("--precision", choices=inference.PRECISIONS, default="f32",
+                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; it moves "
+                        "scores (bench/bench.py measures how much, and how many labels change)")
     p.add_argument("--group_by", choices=["suffix", "folder"], default=None,
                    help="also report per group: 'suffix' is the file-name part after the last "
                         "underscore (e.g. _blurred), 'folder' the sub-folder inside the class")
@@ -52,7 +58,7 @@ def parse_args(argv=None):
                    help="allow a model file that carries code (Lambda layers): only for files "
                         "you trust")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                   help="Keras progress output")
+                   help="progress output: 0 none, 1 a bar, 2 a line every tenth")
     args = p.parse_args(argv)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         p.error("--threshold must be between 0 and 1")
@@ -143,13 +149,13 @@ def evaluate(args):
     model_threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
 
     image_size = model_lib.input_size(model)
+    runner = inference.make_runner(model, args.backend, args.precision, args.model_path)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
-          f"{np.sum(labels == 1)} male) at {image_size}x{image_size}"
-          + (f" from {len(sources)} sources" if len(sources) > 1 else ""))
-    reader = data.ImageReader(image_size)
-    scores = model.predict(data.make_eval_dataset(paths, reader, args.batch_size),
-                           verbose=args.verbose)[:, 0]
-    keep = np.array([p not in reader.skipped for p in paths], dtype=bool)
+          f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
+          + (f", from {len(sources)} sources" if len(sources) > 1 else ""))
+    scores, unreadable = inference.score_paths(runner, paths, image_size, args.batch_size,
+                                               args.verbose)
+    keep = ~np.isnan(scores)  # an unreadable file has no score
     paths = [p for p, k in zip(paths, keep) if k]
     source_of = [s for s, k in zip(source_of, keep) if k]
     class_roots = [c for c, k in zip(class_roots, keep) if k]
@@ -176,7 +182,8 @@ def evaluate(args):
         "model_threshold": {**at_model, "source": source},
         "best_threshold": at_best,
         "sweep": [{"threshold": float(t), "macro_f1": float(f)} for t, f in zip(thresholds, curve)],
-        "unreadable_images": reader.skipped,
+        "backend": runner.name,
+        "unreadable_images": unreadable,
     }
     if len(sources) > 1:
         rows = metrics.group_table(source_of, labels, scores, model_threshold)
@@ -216,9 +223,9 @@ def evaluate(args):
         print(f"contact sheet of the {sheet['shown']} most confident mistakes"
               + (f" ({sheet['left_out']} left out)" if sheet["left_out"] else "")
               + f": {sheet['path']}" + (f"; {sheet['note']}" if sheet["note"] else ""))
-    if reader.skipped:
-        print(f"skipped {len(reader.skipped)} unreadable image(s):")
-        for p, why in reader.skipped.items():
+    if unreadable:
+        print(f"skipped {len(unreadable)} unreadable image(s):")
+        for p, why in unreadable.items():
             print(f"  {p}: {why}")
     print(f"wrote confusion_matrix.png, {', '.join(results['curves']['files'])}, metrics.json, "
           f"predictions.csv in {os.path.abspath(out)}")

@@ -3,12 +3,16 @@
     python bench/bench.py [--model_path model_balanced.h5] [--data_path ../shared/data/facecom]
 
 Absolute times drift on shared machines; the ratios, measured side by side, hold. Sections:
-  eval      end-to-end evaluation (list, decode, resize, predict) against the model alone on
-            tensors already in memory: is the input pipeline ever the bottleneck?
+  eval      end-to-end evaluation (list, decode, resize, predict: the test_script path) on
+            each backend (Keras, OpenVINO float32 and bfloat16) against Keras alone on tensors
+            already in memory: is the input pipeline ever the bottleneck?
   pipeline  our tf.data pipeline with augmentation layers against the legacy
             ImageDataGenerator with the same augmentations, alone and inside `fit`
-  export    the Keras model against its TFLite exports: size, one-image latency, batch
-            throughput, and agreement of labels on the dev images
+  export    the Keras model against OpenVINO (float32, bfloat16) and its TFLite exports:
+            size, one-image latency, batch throughput, largest score change and agreement of
+            labels on the dev images
+  features  the feature-caching pass (both views through the lower blocks, into the cache)
+            on Keras against OpenVINO, on the same images
   quality   wall time from ImageNet weights to dev macro-F1 levels (0.85 ... 0.92), reference
             recipe against the fast one (trains both, an hour or more on a CPU, so it runs
             only when named: --sections quality)
@@ -30,6 +34,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import data  # noqa: E402
+import inference  # noqa: E402
 import model as model_lib  # noqa: E402
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,32 +50,69 @@ def timed(fn, repeat=1):
     return best
 
 
+def timed_rounds(fns, rounds=3):
+    """{name: best wall time} of each of `fns`, run in turns round after round, so that a
+    change in the machine's other load hits every contender alike."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], timed(fn))
+    return best
+
+
 def row(name, value, unit, ratio=None):
     ratio_text = f"{ratio:8.2f}" if ratio is not None else ""
-    print(f"  {name:<58} {value:10.1f} {unit:<9} {ratio_text}")
+    print(f"  {name:<66} {value:10.1f} {unit:<9} {ratio_text}")
 
 
 # ---------------------------------------------------------------------------
 
-def bench_eval(model, folder, batch_size):
-    """Images/s of the test_script path against the model alone on in-memory tensors."""
+def openvino_runners(model, model_path):
+    """{name: runner} for OpenVINO float32 and bfloat16, or {} where OpenVINO is missing."""
+    if not inference.openvino_available():
+        print("  (OpenVINO is not installed: its rows are left out)")
+        return {}
+    return {f"openvino {precision}": inference.make_runner(model, "openvino", precision,
+                                                           model_path)
+            for precision in inference.PRECISIONS}
+
+
+def bench_eval(model, model_path, folder, batch_size, limit):
+    """Images/s of the test_script path on each backend against Keras alone on tensors."""
     size = model_lib.input_size(model)
-    paths = data.list_labeled_images(folder)[0]
+    paths = data.list_labeled_images(folder)[0][:limit]
     images = np.stack([data.load_image(p, size) for p in paths]).astype(np.float32)
     model.predict(images[:batch_size], verbose=0)  # trace once, outside the timing
+    runners = {"keras": inference.make_runner(model, "keras"),
+               **openvino_runners(model, model_path)}
 
-    def end_to_end():
-        found = data.list_labeled_images(folder)[0]
-        model.predict(data.make_eval_dataset(found, data.ImageReader(size), batch_size),
-                      verbose=0)
+    def end_to_end(runner):
+        found = data.list_labeled_images(folder)[0][:limit]
+        inference.score_paths(runner, found, size, batch_size, verbose=0)
 
-    alone = len(paths) / timed(lambda: model.predict(images, batch_size=batch_size, verbose=0), 2)
-    e2e = len(paths) / timed(end_to_end, 2)
-    print(f"\n[eval] {len(paths)} images at {size}x{size}, batch {batch_size}")
-    row("model alone, tensors in memory", alone, "images/s", 1.0)
-    row("end to end: list, decode, resize, predict (test_script path)", e2e, "images/s",
-        e2e / alone)
-    return {"ratio": e2e / alone}
+    def in_memory(runner):
+        list(runner.map((i, images[i:i + batch_size]) for i in range(0, len(images),
+                                                                     batch_size)))
+
+    print(f"\n[eval] {len(paths)} images from {folder} at {size}x{size}, batch {batch_size}; "
+          "ratios against Keras predict on tensors in memory (best of 3 rounds, in turns)")
+    contenders = {"keras predict, tensors in memory":
+                  lambda: model.predict(images, batch_size=batch_size, verbose=0)}
+    for name, runner in runners.items():
+        end_to_end(runner)  # warm up: file cache, first-call setup
+        if name != "keras":
+            contenders[f"{name}, tensors in memory"] = lambda r=runner: in_memory(r)
+        contenders[f"{name}, end to end (test_script path: list, decode, score)"] = (
+            lambda r=runner: end_to_end(r))
+    contenders["decode and resize alone (the input pipeline's ceiling)"] = lambda: [
+        None for _ in inference.decoded_batches(paths, size, batch_size)]
+    seconds = timed_rounds(contenders)
+    alone = len(paths) / seconds["keras predict, tensors in memory"]
+    results = {}
+    for name, took in seconds.items():
+        row(name, len(paths) / took, "images/s", len(paths) / took / alone)
+        results[name] = len(paths) / took
+    return results
 
 
 def legacy_generator(train_dir, size, batch_size):
@@ -198,10 +240,12 @@ def print_quality_table(curves, levels, recipes):
 
 
 def bench_export(model_path, model, agreement_sets, calibration_dir, threshold):
-    """Size, latency, throughput and label agreement of each TFLite export against Keras.
+    """Size, latency, throughput and label agreement of each backend and TFLite export against
+    Keras.
 
     int8 is calibrated on training images; agreement is counted on each of `agreement_sets`
-    ({name: image paths}), images the calibration never saw.
+    ({name: image paths}), images the calibration never saw. max |dP| is the largest change of
+    a score against Keras over all of them.
     """
     import export
     size = model_lib.input_size(model)
@@ -211,28 +255,66 @@ def bench_export(model_path, model, agreement_sets, calibration_dir, threshold):
     with tempfile.TemporaryDirectory() as tmp:
         written = export.export(model_path, tmp, ("float16", "int8"), calibration_dir, 200)
         runners = {"keras": (model_path, lambda x: model.predict_on_batch(x)[:, 0])}
+        for name, runner in openvino_runners(model, model_path).items():
+            runners[runner.name] = (None, lambda x, r=runner: r.predict(x)[:, 0])
         for kind, path in written.items():
             runners[f"tflite {kind}"] = (path, export.TFLiteModel(path).predict)
-        keras_labels = {}
+        keras_scores = {}
         print(f"\n[export] at {size}x{size}, threshold {threshold:.2f}; int8 calibrated on "
-              f"200 images from {calibration_dir}")
-        print(f"  {'model':<14} {'MB':>6} {'1 image ms':>11} {'batch 32 img/s':>15}   "
-              + "   ".join(f"same label as keras, {name} ({len(x)})" for name, x in sets.items()))
+              f"200 images from {calibration_dir}; OpenVINO converted in memory (no file)")
+        headers = [f"same label as keras, {name} ({len(x)})" for name, x in sets.items()]
+        print(f"  {'model':<14} {'MB':>6} {'1 image ms':>11} {'batch 32 img/s':>15} "
+              f"{'max |dP|':>9}   " + "   ".join(headers))
         for name, (path, run) in runners.items():
             run(images[:1])
             run(images[:32])
             latency = np.median([timed(lambda: run(images[i:i + 1])) for i in range(30)]) * 1e3
             throughput = 32 * 4 / timed(lambda: [run(images[i:i + 32]) for i in (0, 32, 64, 96)])
-            agreement = []
+            agreement, change = [], 0.0
             for set_name, x in sets.items():
                 scores = np.concatenate([run(x[i:i + 32]) for i in range(0, len(x), 32)])
-                labels = scores >= threshold
-                keras_labels.setdefault(set_name, labels)
-                agreement.append(np.mean(labels == keras_labels[set_name]))
-            print(f"  {name:<14} {os.path.getsize(path) / 1e6:6.1f} {latency:11.1f} "
-                  f"{throughput:15.1f}   " + "   ".join(
-                      f"{a:{len(f'same label as keras, {n} ({len(sets[n])})')}.2%}"
-                      for a, n in zip(agreement, sets)))
+                reference = keras_scores.setdefault(set_name, scores)
+                change = max(change, float(np.max(np.abs(scores - reference))))
+                agreement.append(np.mean((scores >= threshold) == (reference >= threshold)))
+            megabytes = f"{os.path.getsize(path) / 1e6:6.1f}" if path else f"{'-':>6}"
+            print(f"  {name:<14} {megabytes} {latency:11.1f} {throughput:15.1f} {change:9.2g}   "
+                  + "   ".join(f"{a:{len(h)}.2%}" for a, h in zip(agreement, headers)))
+
+
+def bench_features(model, folder, batch_size, limit):
+    """Seconds for the feature-caching pass of the fast recipe's top-block stage (feature maps
+    at FEATURE_MAP_LAYER, both views, written to the cache) on each backend, same images."""
+    import features
+    paths = data.list_labeled_images(folder)[0][:limit]
+    layer = model_lib.FEATURE_MAP_LAYER
+    backends = ["keras"] + (["openvino"] if inference.openvino_available() else [])
+    print(f"\n[features] caching feature maps at {layer} (both views) of {len(paths)} images "
+          f"from {folder}, batch {batch_size}, into an empty cache")
+    maps, seconds = {}, {}
+    for backend in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            plain, mirrored, _ = features.feature_maps(model, layer, paths, tmp, batch_size, 0,
+                                                       backend)
+            seconds[backend] = time.perf_counter() - start
+            maps[backend] = np.asarray(plain, np.float32)
+        row(f"{backend}, whole pass", len(paths) / seconds[backend], "images/s",
+            seconds["keras"] / seconds[backend])
+    if "openvino" in maps:
+        # The extractor is built in memory, so each pass converts it: a fixed cost, which a
+        # pass over 75k images does not notice. Timed alone, the same way features.py does it.
+        backbone = model_lib.backbone_of(model)
+        inputs = keras.Input(model.input_shape[1:])
+        extractor = keras.Model(inputs, keras.Model(backbone.input, backbone.get_layer(
+            layer).output)(model_lib.scaling_of(model)(inputs)))
+        convert = timed(lambda: inference.make_runner(extractor, "openvino"))
+        rate = len(paths) / (seconds["openvino"] - convert)
+        row(f"openvino, without its {convert:.1f} s conversion", rate, "images/s",
+            rate * seconds["keras"] / len(paths))
+    if "openvino" in maps:
+        print(f"  largest difference of a feature-map value, openvino against keras (float16 "
+              f"cache): {np.max(np.abs(maps['openvino'] - maps['keras'])):.2g} "
+              f"(values up to {np.max(np.abs(maps['keras'])):.2g})")
 
 
 def main(argv=None):
@@ -240,8 +322,8 @@ def main(argv=None):
     p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"))
     p.add_argument("--data_path", default=os.path.join(HERE, "..", "shared", "data", "facecom"),
                    help="a folder with train/ and dev/, each holding female/ and male/")
-    p.add_argument("--sections", nargs="+", default=["eval", "pipeline", "export"],
-                   choices=["eval", "pipeline", "export", "quality"],
+    p.add_argument("--sections", nargs="+", default=["eval", "pipeline", "export", "features"],
+                   choices=["eval", "pipeline", "export", "features", "quality"],
                    help="quality trains from scratch (an hour or more on a CPU), so it runs "
                         "only when named")
     p.add_argument("--weights", default=os.path.join(HERE, "..", "shared", "weights",
@@ -259,6 +341,9 @@ def main(argv=None):
                    help="more validation folders to count export agreement on")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--pipeline_steps", type=int, default=20)
+    p.add_argument("--limit", type=int, default=256,
+                   help="images timed in the eval and features sections (agreement in export "
+                        "counts every dev image)")
     args = p.parse_args(argv)
 
     model = model_lib.load_model(args.model_path)
@@ -268,7 +353,7 @@ def main(argv=None):
     print(f"machine: {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
           f"Keras {keras.__version__}; model {args.model_path}")
     if "eval" in args.sections:
-        bench_eval(model, dev, args.batch_size)
+        bench_eval(model, args.model_path, dev, args.batch_size, args.limit)
     if "pipeline" in args.sections:
         bench_pipeline(os.path.join(args.data_path, "train"), model_lib.input_size(model),
                        args.batch_size, args.pipeline_steps)
@@ -280,6 +365,8 @@ def main(argv=None):
                                + " dev"] = data.list_labeled_images(folder)[0]
         bench_export(args.model_path, model, agreement_sets,
                      os.path.join(args.data_path, "train"), threshold)
+    if "features" in args.sections:
+        bench_features(model, os.path.join(args.data_path, "train"), args.batch_size, args.limit)
     if "quality" in args.sections:
         bench_quality(args.data_path, args.weights, args.levels, args.budget_minutes,
                       args.recipes)

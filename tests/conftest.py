@@ -55,6 +55,18 @@ def tree_hashes(root):
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def converted_model_cache(tmp_path_factory):
+    """Models converted for OpenVINO are cached in a temporary folder, not the user's cache."""
+    old = os.environ.get("FACEGENDER_CACHE")
+    os.environ["FACEGENDER_CACHE"] = str(tmp_path_factory.mktemp("model_cache"))
+    yield os.environ["FACEGENDER_CACHE"]
+    if old is None:
+        del os.environ["FACEGENDER_CACHE"]
+    else:
+        os.environ["FACEGENDER_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     return make_image_folder(str(tmp_path_factory.mktemp("faces")))

@@ -3,6 +3,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
 import data
 import export
@@ -64,3 +65,12 @@ def test_int8_export_agrees_with_a_model_it_can_represent(image_folder, tmp_path
 def test_int8_without_calibration_images_is_a_clear_error(trained, tmp_path, capsys):
     assert export.main(["--model_path", trained["model"], "--output_dir", str(tmp_path)]) == 2
     assert "--calibration_path" in capsys.readouterr().err
+
+
+def test_tflite_runs_on_litert_when_installed_and_on_tensorflow_without(monkeypatch):
+    import sys
+    import tensorflow as tf
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    assert export.tflite_interpreter_class() is litert.Interpreter
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    assert export.tflite_interpreter_class() is tf.lite.Interpreter

@@ -2,9 +2,12 @@ import os
 
 import keras
 import numpy as np
+import pytest
+from PIL import Image
 
 import data
 import features
+import model as model_lib
 import train_model
 from conftest import IMAGE_SIZE, TINY_TRAINING
 
@@ -17,8 +20,8 @@ def test_pooled_features_match_the_backbone_and_come_back_from_the_cache(trained
     assert plain.shape == (10, 1280) and mirrored.shape == (10, 1280) and readable.all()
 
     images = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
-    pooled = keras.Sequential([model.get_layer("mobilenet_scaling"),
-                               model.get_layer("mobilenetv2"),
+    pooled = keras.Sequential([model_lib.scaling_of(model),
+                               model_lib.backbone_of(model),
                                keras.layers.GlobalAveragePooling2D()])
     np.testing.assert_allclose(plain, pooled(images), atol=1e-4)
     np.testing.assert_allclose(mirrored, pooled(images[:, :, ::-1]), atol=1e-4)
@@ -33,7 +36,7 @@ def test_pooled_features_match_the_backbone_and_come_back_from_the_cache(trained
 
 def test_cache_key_changes_with_the_images_and_the_weights(trained, tmp_path):
     model = keras.models.load_model(trained["model"], compile=False)
-    backbone = model.get_layer("mobilenetv2")
+    backbone = model_lib.backbone_of(model)
     path = tmp_path / "a.jpg"
     path.write_bytes(b"one")
     key = features.cache_key([str(path)], backbone, 64)
@@ -73,7 +76,7 @@ def test_feature_maps_match_the_lower_blocks_and_come_back_from_the_cache(traine
     paths = paths[:3] + paths[-3:]
     layer = model_lib.FEATURE_MAP_LAYER
     plain, mirrored, readable = features.feature_maps(model, layer, paths, str(tmp_path), 4, 0)
-    backbone = model.get_layer("mobilenetv2")
+    backbone = model_lib.backbone_of(model)
     bottom = keras.Model(backbone.input, backbone.get_layer(layer).output)
     images = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
     expected = np.asarray(bottom(images / 127.5 - 1.0))
@@ -88,3 +91,107 @@ def test_feature_maps_match_the_lower_blocks_and_come_back_from_the_cache(traine
     again = features.feature_maps(model, layer, paths, str(tmp_path), 4, 0)
     np.testing.assert_array_equal(again[0], plain)
     assert len(os.listdir(tmp_path)) == 2
+
+
+# ---------------------------------------------------------------------------
+# The streaming cache: bounded memory, and no half-written entry is ever loaded
+
+def tiny_classifier(size=16, channels=32):
+    """A stand-in for build_model's structure (scaling, backbone with a named inner layer,
+    head), small enough to run thousands of images in seconds."""
+    import model as model_lib
+    keras.utils.set_random_seed(0)
+    inner = keras.Input((size, size, 3))
+    maps = keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
+                               name=model_lib.FEATURE_MAP_LAYER)(inner)
+    backbone = keras.Model(inner, maps, name=model_lib.BACKBONE_NAME)
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=model_lib.SCALING_NAME)(inputs)
+    head = keras.Sequential([keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(1, activation="sigmoid")], name=model_lib.HEAD_NAME)
+    return keras.Model(inputs, head(backbone(x)))
+
+
+def tiny_images(folder, count, size=16):
+    rng = np.random.default_rng(0)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = os.path.join(folder, f"{i:05d}.png")
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def expected_maps(model, paths, size=16):
+    import model as model_lib
+    backbone = model.get_layer(model_lib.BACKBONE_NAME)
+    images = np.stack([data.load_image(p, size) for p in paths]).astype("float32")
+    return (np.asarray(backbone(images / 127.5 - 1.0)),
+            np.asarray(backbone(images[:, :, ::-1] / 127.5 - 1.0)))
+
+
+def test_an_interrupted_extraction_leaves_nothing_that_is_reused(tmp_path, monkeypatch):
+    import inference
+    import model as model_lib
+    model = tiny_classifier()
+    paths = tiny_images(str(tmp_path / "images"), 40)
+    cache = tmp_path / "cache"
+    layer = model_lib.FEATURE_MAP_LAYER
+    real_map = inference.KerasRunner.map
+
+    def dies_after_two_batches(self, items):
+        for n, item in enumerate(real_map(self, items)):
+            if n == 2:
+                raise KeyboardInterrupt  # as a Ctrl-C midway would
+            yield item
+
+    monkeypatch.setattr(inference.KerasRunner, "map", dies_after_two_batches)
+    with pytest.raises(KeyboardInterrupt):
+        features.feature_maps(model, layer, paths, str(cache), 8, 0, backend="keras")
+    assert os.listdir(cache) == []  # no entry, and the partial one is cleaned up
+    monkeypatch.setattr(inference.KerasRunner, "map", real_map)
+
+    # A run killed outright (no cleanup) leaves a partial folder under a dead process's id, and
+    # a damaged entry (its readable flags lost) has the right name: neither is loaded.
+    key = features.cache_key(paths, model.get_layer(model_lib.BACKBONE_NAME), 16, layer)
+    import socket
+    abandoned = cache / f".partial-99999999@{socket.gethostname()}@x-features-{key}"
+    abandoned.mkdir()
+    np.save(abandoned / features.VIEWS_FILE, np.zeros((2, 40, 16, 16, 32), np.float16))
+    damaged = cache / f"features-{key}"
+    damaged.mkdir()
+    np.save(damaged / features.VIEWS_FILE, np.zeros((2, 40, 16, 16, 32), np.float16))
+
+    plain, mirrored, readable = features.feature_maps(model, layer, paths, str(cache), 8, 0,
+                                                      backend="keras")
+    assert os.listdir(cache) == [f"features-{key}"]
+    want_plain, want_mirrored = expected_maps(model, paths)
+    assert np.abs(want_plain).max() > 0.1  # the comparison is not vacuous
+    np.testing.assert_allclose(plain, want_plain, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(mirrored, want_mirrored, rtol=2e-3, atol=2e-3)
+    assert readable.all()
+
+
+def test_feature_maps_stream_to_disk_with_bounded_memory(tmp_path):
+    import tracemalloc
+    import model as model_lib
+    model = tiny_classifier()
+    paths = tiny_images(str(tmp_path / "images"), 3000)
+    full_bytes = 2 * len(paths) * 16 * 16 * 32 * 2  # two views, float16
+    tracemalloc.start()
+    try:
+        plain, mirrored, readable = features.feature_maps(
+            model, model_lib.FEATURE_MAP_LAYER, paths, str(tmp_path / "cache"), 64, 0,
+            backend="keras")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(plain, np.memmap) and isinstance(mirrored, np.memmap)
+    assert not plain.flags.writeable and plain.shape == (3000, 16, 16, 32) and readable.all()
+    # Holding the arrays (or the float32 outputs before a cast) would take full_bytes or more.
+    assert peak < full_bytes / 5, f"peak {peak / 1e6:.1f} MB for {full_bytes / 1e6:.1f} MB"
+    sample = [0, 1234, 2999]
+    want_plain, want_mirrored = expected_maps(model, [paths[i] for i in sample])
+    np.testing.assert_allclose(plain[sample], want_plain, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(mirrored[sample], want_mirrored, rtol=2e-3, atol=2e-3)

@@ -197,3 +197,38 @@ def test_faces_are_found_upright_in_an_exif_rotated_photo(tmp_path):
     assert len(boxes) == 2
     for (x, y, w, h), (cx, cy) in zip(boxes, [(80, 100), (230, 100)]):
         assert x < cx < x + w and y < cy < y + h
+
+
+def test_a_detector_that_cannot_be_built_is_one_error_not_unreadable_photos(trained, tmp_path,
+                                                                            monkeypatch, capsys):
+    # OpenCV 5 has no CascadeClassifier: every photo is fine, the detector is not.
+    import cv2
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    monkeypatch.setattr(predict, "_DETECTOR", None)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("one.png", "two.png", "three.png"):
+        group_photo(photos / name)
+    out = tmp_path / "faces.csv"
+    assert run([str(photos), "--model_path", trained["model"], "--output", str(out),
+                "--detect_faces"]) == 2
+    printed = capsys.readouterr()
+    err = printed.err.strip()
+    assert err.count("\n") == 0 and err.startswith("error:")
+    assert "CascadeClassifier" in err and "face detector" in err
+    assert "unreadable" not in printed.err + printed.out and not out.exists()
+
+
+def test_a_detector_that_fails_on_a_photo_stops_the_run_with_its_cause(trained, tmp_path,
+                                                                      capsys):
+    class Broken:
+        def detectMultiScale(self, *args, **kwargs):
+            raise RuntimeError("cascade exploded")
+
+    group_photo(tmp_path / "one.png")
+    args = predict.parse_args([str(tmp_path / "one.png"), "--model_path", trained["model"],
+                               "--detect_faces", "--output", str(tmp_path / "f.csv"),
+                               "--verbose", "0"])
+    with pytest.raises(predict.ModelError, match="face detector failed.*cascade exploded"):
+        predict.run(args, detector=Broken())
+    assert "unreadable" not in capsys.readouterr().err

@@ -1,0 +1,286 @@
+"""Running a model over image files: the one road from paths to scores, on OpenVINO or Keras.
+
+Every script scores images through `score_paths` (and the feature cache through `run_paths`):
+files are decoded by a few threads while the model works on the batch before, unreadable files
+are reported by name and returned beside the scores, never through a side channel.
+
+The backend is OpenVINO when it is installed (the Keras model is converted in memory, and the
+converted model is kept on disk, keyed by the model file, so the next start skips the
+conversion), Keras otherwise. On a CPU OpenVINO runs this MobileNetV2 faster than Keras in
+float32, with the same scores to about 1e-5; its bfloat16 mode is faster again, on CPUs that
+have it, but moves scores by up to about a tenth, so it is only used when asked for
+(`precision='bf16'`). bench/bench.py measures both speeds and how often labels change.
+"""
+
+import collections
+import concurrent.futures
+import hashlib
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+import data
+from model import ModelError
+
+BACKENDS = ("auto", "keras", "openvino")
+PRECISIONS = ("f32", "bf16")
+PREFETCH_BATCHES = 3  # decoded batches waiting ahead of the model: keeps it fed, bounds memory
+
+
+# ---------------------------------------------------------------------------
+# Backends: each maps an iterable of (tag, float32 batch) to (tag, output) in the same order
+
+class KerasRunner:
+    """Runs a Keras model batch by batch; TensorFlow releases the GIL, so decoding overlaps."""
+
+    name = "keras"
+
+    def __init__(self, model):
+        self.model = model
+
+    def map(self, items):
+        for tag, batch in items:
+            yield tag, np.asarray(self.model.predict_on_batch(batch))
+
+    def predict(self, batch):
+        """The model's output for one batch, at once."""
+        return next(self.map([(None, np.asarray(batch, np.float32))]))[1]
+
+
+class OpenVINORunner:
+    """Runs a compiled OpenVINO model with an async queue: one batch per core in flight."""
+
+    def __init__(self, compiled, precision):
+        import openvino as ov
+        self.name = f"openvino {precision}"
+        jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.queue = ov.AsyncInferQueue(compiled, jobs)
+
+    def map(self, items):
+        self.queue.wait_all()  # nothing left over from an earlier, abandoned map
+        done, tags, submitted, returned = {}, collections.deque(), 0, 0
+
+        def finished(request, k):  # runs on an OpenVINO thread; the output buffer is reused
+            done[k] = request.get_output_tensor(0).data.copy()
+
+        self.queue.set_callback(finished)
+        for tag, batch in items:
+            self.queue.start_async({0: batch}, submitted)  # waits while every request is busy
+            tags.append(tag)
+            submitted += 1
+            while returned in done:
+                yield tags.popleft(), done.pop(returned)
+                returned += 1
+        self.queue.wait_all()
+        while returned < submitted:
+            yield tags.popleft(), done.pop(returned)
+            returned += 1
+
+    def predict(self, batch):
+        return next(self.map([(None, np.asarray(batch, np.float32))]))[1]
+
+
+def openvino_available():
+    """True when OpenVINO imports."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_cache_dir():
+    """Where converted models are kept: $FACEGENDER_CACHE, else ~/.cache/facegender."""
+    return os.environ.get("FACEGENDER_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "facegender")
+
+
+def model_file_key(model_path):
+    """A digest of the model file (path, size, modification time) and the OpenVINO version."""
+    import openvino as ov
+    st = os.stat(model_path)
+    text = json.dumps([os.path.abspath(model_path), st.st_size, st.st_mtime_ns, ov.__version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def convert(model, model_path=None, cache_dir=None):
+    """The Keras model as an OpenVINO model, read from the cache when `model_path` is in it.
+
+    Conversion traces the model (seconds); reading the saved IR back takes a tenth of one. The
+    IR is written under temporary names and renamed into place, weights first, so a killed run
+    never leaves a half-written pair. A cache that cannot be written is only a missed speed-up.
+    """
+    import openvino as ov
+    xml = None
+    if model_path is not None:
+        folder = os.path.join(cache_dir or default_cache_dir(), "openvino")
+        xml = os.path.join(folder, f"{model_file_key(model_path)}.xml")
+        if os.path.exists(xml):
+            try:
+                return ov.Core().read_model(xml)
+            except Exception:
+                pass  # a damaged cache entry: convert again and overwrite it
+    # The input's shape, batch left open: a Sequential model has no signature to trace by.
+    shape = ov.PartialShape([-1] + [-1 if d is None else int(d) for d in model.input_shape[1:]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns about the input's name while tracing
+        converted = ov.convert_model(model, input=[shape])
+    if xml is not None:
+        tmp = os.path.join(os.path.dirname(xml), f".partial-{os.getpid()}-{os.path.basename(xml)}")
+        try:
+            os.makedirs(os.path.dirname(xml), exist_ok=True)
+            # float16 weights (the default) would move scores by up to 1e-2: keep float32.
+            ov.save_model(converted, tmp, compress_to_fp16=False)
+            os.replace(tmp[:-4] + ".bin", xml[:-4] + ".bin")
+            os.replace(tmp, xml)
+        except Exception:  # a full disk or a read-only cache: run without caching
+            for leftover in (tmp, tmp[:-4] + ".bin"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+    return converted
+
+
+def compile_openvino(converted, precision="f32"):
+    """Compile for the CPU: throughput mode (a stream per core) and the requested precision.
+
+    Threads are not pinned to cores: on a machine shared with other work, pinned threads wait
+    for their core while another is free (measured: half the speed next to a training run).
+    """
+    import openvino as ov
+    core = ov.Core()
+    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        print("note: this CPU has no bfloat16 support; running OpenVINO in float32",
+              file=sys.stderr)
+        precision = "f32"
+    config = {"PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False,
+              "INFERENCE_PRECISION_HINT": "f32" if precision == "f32" else "bf16"}
+    return core.compile_model(converted, "CPU", config), precision
+
+
+def make_runner(model, backend="auto", precision="f32", model_path=None, cache_dir=None):
+    """A runner for `model` on `backend` ('auto': OpenVINO if it imports, else Keras).
+
+    `model_path` (the file `model` was loaded from) lets the converted model be cached. A model
+    OpenVINO cannot convert runs on Keras, with one line saying so.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    use_openvino = backend == "openvino" or (backend == "auto" and openvino_available())
+    if backend == "openvino" and not openvino_available():
+        raise ModelError("--backend openvino: OpenVINO is not installed; pip install openvino, "
+                         "or pass --backend keras")
+    if precision != "f32" and not use_openvino:
+        raise ModelError(f"--precision {precision} needs the OpenVINO backend, which is "
+                         "not installed here (pip install openvino); Keras runs float32 only")
+    if not use_openvino:
+        return KerasRunner(model)
+    try:
+        compiled, precision = compile_openvino(convert(model, model_path, cache_dir), precision)
+    except Exception as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+        # A traced error's first line only introduces it ("... error: in user code:").
+        text = lines[0] + (f" ... {lines[-1]}" if lines[0].endswith(":") else "")
+        print(f"note: OpenVINO could not convert the model ({type(err).__name__}: {text}); "
+              "running it with Keras", file=sys.stderr)
+        return KerasRunner(model)
+    return OpenVINORunner(compiled, precision)
+
+
+# ---------------------------------------------------------------------------
+# Decoding ahead of the model
+
+def decoded_batches(paths, image_size, batch_size, reader=None, workers=None):
+    """Yield (start, uint8 images, readable flags) for consecutive batches of `paths`.
+
+    A pool of threads decodes (Pillow releases the GIL while it decodes and resizes) at most
+    PREFETCH_BATCHES batches ahead, so memory stays bounded on any number of files. An
+    unreadable file gives a black image, flagged unreadable, and its reason in `reader.skipped`.
+    """
+    reader = reader or data.ImageReader(image_size)
+    workers = workers or max(2, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque()
+        starts = iter(range(0, len(paths), batch_size))
+        for start in starts:
+            pending.append((start, [pool.submit(reader, p) for p in
+                                    paths[start:start + batch_size]]))
+            if len(pending) < PREFETCH_BATCHES:
+                continue
+            yield _collect(*pending.popleft())
+        while pending:
+            yield _collect(*pending.popleft())
+
+
+def _collect(start, futures):
+    results = [f.result() for f in futures]
+    return (start, np.stack([image for image, _ in results]),
+            np.array([ok for _, ok in results], dtype=bool))
+
+
+def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None):
+    """Yield (start, output, readable flags) for consecutive batches of `paths`, in order.
+
+    `prepare` maps a float32 batch to what the model is given (e.g. the batch and its mirror).
+    Readable flags come with each batch; when the generator is exhausted, its return value
+    (StopIteration.value) is the {path: reason} of every unreadable file.
+    """
+    reader = data.ImageReader(image_size)
+    flags = {}
+
+    def feed():
+        for start, images, readable in decoded_batches(paths, image_size, batch_size, reader):
+            flags[start] = readable
+            batch = images.astype(np.float32)
+            yield start, batch if prepare is None else prepare(batch)
+
+    progress = Progress(len(paths), verbose)
+    for start, output in runner.map(feed()):
+        readable = flags.pop(start)
+        progress.update(len(readable))
+        yield start, output, readable
+    return reader.skipped
+
+
+def score_paths(runner, paths, image_size, batch_size=32, verbose=1):
+    """(P(male) for each of `paths`, {unreadable path: reason}).
+
+    Scores of unreadable files are NaN, so nothing downstream can mistake them for a score (a
+    model that outputs NaN for a readable image is an error, not an unreadable file).
+    """
+    scores = np.full(len(paths), np.nan, np.float32)
+    batches = run_paths(runner, paths, image_size, batch_size, verbose)
+    while True:
+        try:
+            start, output, readable = next(batches)
+        except StopIteration as end:
+            return scores, dict(end.value)
+        out = np.asarray(output, np.float32).reshape(len(readable), -1)[:, 0]
+        bad = readable & ~np.isfinite(out)
+        if bad.any():
+            raise ModelError(f"the model gives {out[bad][0]} for {paths[start + np.argmax(bad)]}; "
+                             "its weights are broken, retrain or pass another --model_path")
+        scores[start:start + len(readable)] = np.where(readable, out, np.nan)
+
+
+class Progress:
+    """A Keras progress bar (verbose 1), a line every tenth of the way (verbose 2), or nothing."""
+
+    def __init__(self, total, verbose):
+        self.total, self.verbose, self.seen, self.next_line = total, verbose, 0, 0
+        self.bar = None
+        if verbose == 1 and total:
+            import keras
+            self.bar = keras.utils.Progbar(total, unit_name="image")
+
+    def update(self, n):
+        self.seen += n
+        if self.bar is not None:
+            self.bar.update(self.seen)
+        elif self.verbose == 2 and (self.seen >= self.next_line or self.seen == self.total):
+            print(f"  {self.seen}/{self.total} images", flush=True)
+            self.next_line = self.seen + max(1, self.total // 10)

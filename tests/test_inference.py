@@ -1,0 +1,135 @@
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import data
+import inference
+import model as model_lib
+import predict
+from conftest import IMAGE_SIZE, face_like_image
+
+
+def small_model(size=32):
+    """A small convolutional net whose scores spread widely: converts in a second."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((size, size, 3)),
+        keras.layers.Rescaling(1 / 127.5, offset=-1.0),
+        keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(1, activation="sigmoid",
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=10.0)),
+    ])
+
+
+def test_openvino_and_keras_give_the_same_scores(trained, tmp_path):
+    model = model_lib.load_model(trained["model"])
+    paths, _ = data.list_labeled_images(trained["data"])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    paths = paths[:7] + [str(broken)] + paths[7:]  # batches of 5: the broken file mid-batch
+    results = {}
+    for backend in ("keras", "openvino"):
+        runner = inference.make_runner(model, backend, model_path=trained["model"])
+        assert runner.name == ("keras" if backend == "keras" else "openvino f32")
+        results[backend] = inference.score_paths(runner, paths, IMAGE_SIZE, 5, 0)
+    (keras_scores, keras_bad), (ov_scores, ov_bad) = results["keras"], results["openvino"]
+    assert list(keras_bad) == list(ov_bad) == [str(broken)]
+    assert np.isnan(keras_scores[7]) and np.isnan(ov_scores[7])
+    good = ~np.isnan(keras_scores)
+    assert good.sum() == len(paths) - 1
+    assert np.ptp(keras_scores[good]) > 1e-3  # the comparison is not vacuous
+    # float32 on both sides; only the order of the sums differs.
+    np.testing.assert_allclose(ov_scores[good], keras_scores[good], rtol=0, atol=1e-5)
+    # And the scores are the model's own on the decoded images.
+    images = np.stack([data.load_image(p, IMAGE_SIZE) for p in np.asarray(paths)[good]])
+    np.testing.assert_allclose(keras_scores[good], model.predict(
+        images.astype("float32"), verbose=0)[:, 0], rtol=0, atol=1e-5)
+
+
+def test_the_converted_model_is_cached_by_model_file(tmp_path, monkeypatch):
+    import openvino as ov
+    model = small_model()
+    path = str(tmp_path / "small.h5")
+    model_lib.save_model(model, path)
+    cache = tmp_path / "cache"
+    first = inference.make_runner(model, "openvino", model_path=path, cache_dir=str(cache))
+    assert len(os.listdir(cache / "openvino")) == 2  # the .xml and its .bin, nothing partial
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again although cached")
+
+    monkeypatch.setattr(ov, "convert_model", no_conversion)
+    again = inference.make_runner(model, "openvino", model_path=path, cache_dir=str(cache))
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    assert np.ptp(expected) > 1e-2
+    np.testing.assert_allclose(again.predict(images), expected, atol=1e-5)
+    np.testing.assert_allclose(first.predict(images), expected, atol=1e-5)
+
+
+def test_a_model_openvino_cannot_convert_runs_on_keras_with_one_line(trained, tmp_path,
+                                                                     monkeypatch, capsys):
+    import openvino as ov
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Cannot convert operation FancyOp\nlong traceback text")
+
+    monkeypatch.setattr(ov, "convert_model", fail)
+    model = small_model()
+    runner = inference.make_runner(model, "openvino")
+    assert isinstance(runner, inference.KerasRunner)
+    err = capsys.readouterr().err.strip()
+    assert "could not convert" in err and "FancyOp" in err and err.count("\n") == 0
+    # End to end, on a model file never cached: the run goes on and gives its scores.
+    out = tmp_path / "p.csv"
+    monkeypatch.setenv("FACEGENDER_CACHE", str(tmp_path / "empty_cache"))
+    assert predict.main([trained["data"], "--model_path", trained["model"], "--output", str(out),
+                         "--verbose", "0"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.count("could not convert") == 1 and "on keras" in printed.out
+    assert len(out.read_text().splitlines()) == 25
+
+
+def test_keras_backend_works_without_openvino(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails
+    assert not inference.openvino_available()
+    rng = np.random.default_rng(0)
+    face_like_image(1, rng).save(tmp_path / "a.png")
+    for backend in ("keras", "auto"):
+        out = tmp_path / f"{backend}.csv"
+        assert predict.main([str(tmp_path / "a.png"), "--model_path", trained["model"],
+                             "--output", str(out), "--backend", backend, "--verbose", "0"]) == 0
+        assert "on keras" in capsys.readouterr().out and out.exists()
+    for flags, message in ((["--backend", "openvino"], "OpenVINO is not installed"),
+                           (["--precision", "bf16"], "needs the OpenVINO backend")):
+        assert predict.main([str(tmp_path / "a.png"), "--model_path", trained["model"],
+                             "--output", str(tmp_path / "x.csv"), "--verbose", "0"] + flags) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_bf16_is_only_used_when_asked_for():
+    model = small_model()
+    assert inference.make_runner(model, "openvino").name == "openvino f32"
+    assert inference.make_runner(model, "openvino", "bf16").name in ("openvino bf16",
+                                                                     "openvino f32")
+    with pytest.raises(ValueError):
+        inference.make_runner(model, "onnx")
+
+
+def test_decoded_batches_keep_the_file_order(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(23):
+        path = tmp_path / f"{i:02d}.png"
+        face_like_image(i % 2, rng, size=20).save(path)
+        paths.append(str(path))
+    batches = list(inference.decoded_batches(paths, 16, 5))
+    assert [start for start, _, _ in batches] == [0, 5, 10, 15, 20]
+    images = np.concatenate([b for _, b, _ in batches])
+    np.testing.assert_array_equal(images, np.stack([data.load_image(p, 16) for p in paths]))
