@@ -174,28 +174,18 @@ class RandomDegradation(keras.layers.Layer):
 
 def save_picture(image_path, out_path, size=224, seed=0):
     """One face as it is and under each kind of degradation, side by side, to `out_path`."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from PIL import ImageOps
 
     import data
-    from outputs import save_figure
+    import plots
 
-    from PIL import ImageOps
     photo, _ = data.open_rgb(image_path, size)
     # A centred square a little above the middle, where a portrait's face is, not a squeeze.
     image = np.asarray(ImageOps.fit(photo, (size, size), centering=(0.5, 0.35)), np.float32)
     batch = np.repeat(image[None], len(KINDS) + 1, axis=0)
     kinds = np.arange(-1, len(KINDS))
     out = keras.ops.convert_to_numpy(degrade(batch, kinds, [seed, 0])).astype(np.uint8)
-    fig, axes = plt.subplots(1, len(out), figsize=(2 * len(out), 2.4))
-    for ax, picture, title in zip(axes, out, ("original",) + KINDS):
-        ax.imshow(picture)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.tight_layout()
-    save_figure(fig, out_path, dpi=100)
-    plt.close(fig)
+    plots.save(plots.image_row_figure(out, ("original",) + KINDS), out_path)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,21 @@ def save(fig, path):
 
 
 # ---------------------------------------------------------------------------
+# Pictures
+
+def image_row_figure(images, titles):
+    """Images (uint8 RGB) side by side, each under its title: e.g. one face under each
+    degradation."""
+    fig = Figure(figsize=(2.0 * len(images), 2.4), dpi=100)
+    for ax, image, title in zip(np.atleast_1d(fig.subplots(1, len(images))), images, titles):
+        ax.imshow(image)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------
 # Training
 
 def training_curves_figure(history):
