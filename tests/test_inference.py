@@ -42,8 +42,9 @@ def test_openvino_and_keras_give_the_same_scores(trained, tmp_path):
     good = ~np.isnan(keras_scores)
     assert good.sum() == len(paths) - 1
     assert np.ptp(keras_scores[good]) > 1e-3  # the comparison is not vacuous
-    # float32 on both sides; only the order of the sums differs.
-    np.testing.assert_allclose(ov_scores[good], keras_scores[good], rtol=0, atol=1e-5)
+    # float32 on both sides; only the order of the sums differs, which moves a score by a few
+    # 1e-5 at most here (1.9e-5 seen under load); a bf16 run moves them by 1e-3 to 1e-1.
+    np.testing.assert_allclose(ov_scores[good], keras_scores[good], rtol=0, atol=5e-5)
     # And the scores are the model's own on the decoded images.
     images = np.stack([data.load_image(p, IMAGE_SIZE) for p in np.asarray(paths)[good]])
     np.testing.assert_allclose(keras_scores[good], model.predict(
