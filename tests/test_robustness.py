@@ -197,7 +197,9 @@ def test_a_run_killed_during_a_save_leaves_the_old_model(trained, tmp_path):
 
 
 def test_resume_after_a_kill_finishes_the_same_number_of_epochs(image_folder, backbone_weights,
-                                                               tmp_path):
+                                                               tmp_path, capsys):
+    # Also the plain resume: it continues from the last finished epoch, and the epochs run
+    # before the kill keep their place in the history and the time count.
     output = str(tmp_path / "m.h5")
     cmd = [sys.executable, os.path.join(ROOT, "train_model.py")] + TINY_TRAINING + [
         "--data_path", image_folder, "--weights", backbone_weights, "--epochs", "3",
@@ -215,9 +217,17 @@ def test_resume_after_a_kill_finishes_the_same_number_of_epochs(image_folder, ba
     assert 1 <= done < 3, "the run should have been killed after its first epoch"
     assert not os.path.exists(output)
     assert train_model.main(cmd[2:] + ["--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming from" in printed and f"after epoch {done}" in printed
     sidecar = json.load(open(tmp_path / "m.json"))
     assert sidecar["epochs_run"] == 3
-    assert len(json.load(open(state))["history"]["loss"]) == 3
+    resumed = json.load(open(state))
+    assert resumed["epochs_done"] == 3
+    assert len(resumed["history"]["loss"]) == 3
+    # The time of the epochs run before the kill is kept and counted.
+    assert len(resumed["history"]["epoch_seconds"]) == 3
+    assert sidecar["epoch_seconds_all_runs"] == pytest.approx(
+        sum(resumed["history"]["epoch_seconds"]), abs=0.1)
 
 
 def test_evaluation_streams_thousands_of_images_in_bounded_memory(trained, tmp_path):

@@ -116,28 +116,6 @@ def test_shipped_file_has_no_optimizer_state(trained):
     assert sum(sizes) <= 4
 
 
-def test_resume_continues_from_the_last_finished_epoch(trained, tmp_path, capsys):
-    # The fixture's run finished epoch 1 of 1; resuming with --epochs 2 trains exactly one more.
-    import shutil
-    out = tmp_path / "resumed"
-    shutil.copytree(trained["dir"], out)
-    code = train_model.main(TINY_TRAINING + [
-        "--data_path", trained["data"], "--weights", trained["weights"], "--epochs", "2",
-        "--output", str(out / "model_balanced.h5"), "--resume"])
-    assert code == 0
-    assert "resuming from" in capsys.readouterr().out
-    with open(out / "model_balanced.json") as f:
-        sidecar = json.load(f)
-    assert sidecar["epochs_run"] == 2
-    with open(out / "model_balanced_checkpoints" / "state.json") as f:
-        state = json.load(f)
-    assert state["epochs_done"] == 2
-    # The time of the epoch run before the resume is kept and counted.
-    assert len(state["history"]["epoch_seconds"]) == 2
-    assert sidecar["epoch_seconds_all_runs"] == pytest.approx(
-        sum(state["history"]["epoch_seconds"]), abs=0.1)
-
-
 def test_monitor_macro_f1_keeps_the_epoch_with_the_best_macro_f1(trained, tmp_path, capsys):
     # Resume the fixture's one-epoch run for two more epochs, now picking by macro-F1: the saved
     # model must be the epoch whose logged macro-F1 is the highest, and score exactly that.
