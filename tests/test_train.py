@@ -56,18 +56,21 @@ RELOAD = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
 import keras, data, losses
-{load}
 x = np.stack([data.load_image(p, {size}) for p in {paths!r}]).astype("float32")
-np.save({out!r}, model.predict(x, verbose=0)[:, 0])
+for name, load in {loads!r}.items():
+    exec(load)  # sets `model`
+    np.save({out!r} + name + ".npy", model.predict(x, verbose=0)[:, 0])
 """
 
 
-def predict_in_fresh_process(tmp_path, load, paths, name):
-    out = str(tmp_path / f"{name}.npy")
-    code = RELOAD.format(root=ROOT, load=load, size=IMAGE_SIZE, paths=paths, out=out)
+def predict_in_fresh_process(tmp_path, loads, paths):
+    """{name: P(male) of `paths`} for each {name: code that loads `model`}, all in one new
+    Python process (in graph mode, as the tools run), in the order given."""
+    out = str(tmp_path / "p_")
+    code = RELOAD.format(root=ROOT, loads=loads, size=IMAGE_SIZE, paths=paths, out=out)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    return np.load(out)
+    return {name: np.load(out + name + ".npy") for name in loads}
 
 
 def test_training_from_scratch_with_weights_none_writes_a_loadable_model(image_folder, tmp_path):
@@ -87,21 +90,21 @@ def test_saved_model_reloads_in_a_fresh_process_and_predicts_the_same(trained, t
     paths = paths[:4] + paths[-4:]
     h5 = trained["model"]
     ckpt = os.path.join(trained["dir"], "model_balanced_checkpoints", "last.keras")
-    inference = predict_in_fresh_process(
-        tmp_path, f"model = keras.models.load_model({h5!r}, compile=False)", paths, "a")
-    compiled = predict_in_fresh_process(
-        tmp_path, f"model = keras.models.load_model({h5!r}); assert model.loss is not None",
-        paths, "b")
-    with_custom = predict_in_fresh_process(
-        tmp_path, f"model = keras.models.load_model({h5!r}, "
-                  "custom_objects={'BinaryFocalLoss': losses.BinaryFocalLoss})", paths, "c")
-    checkpoint = predict_in_fresh_process(
-        tmp_path, f"model = keras.models.load_model({ckpt!r})", paths, "d")
+    # One fresh process does the four loads; the custom_objects one comes after the plain
+    # compiled one, so the latter cannot lean on it.
+    got = predict_in_fresh_process(tmp_path, {
+        "inference": f"model = keras.models.load_model({h5!r}, compile=False)",
+        "compiled": f"model = keras.models.load_model({h5!r}); assert model.loss is not None",
+        "with_custom": f"model = keras.models.load_model({h5!r}, "
+                       "custom_objects={'BinaryFocalLoss': losses.BinaryFocalLoss})",
+        "checkpoint": f"model = keras.models.load_model({ckpt!r})",
+    }, paths)
+    inference = got["inference"]
     # The predictions differ between images, so comparing them is not vacuous.
     assert np.ptp(inference) > 1e-4
-    np.testing.assert_allclose(inference, compiled, atol=1e-6)
-    np.testing.assert_allclose(inference, with_custom, atol=1e-6)
-    np.testing.assert_allclose(inference, checkpoint, atol=1e-5)
+    np.testing.assert_allclose(inference, got["compiled"], atol=1e-6)
+    np.testing.assert_allclose(inference, got["with_custom"], atol=1e-6)
+    np.testing.assert_allclose(inference, got["checkpoint"], atol=1e-5)
 
 
 def test_shipped_file_has_no_optimizer_state(trained):
