@@ -1,7 +1,9 @@
 """Shared fixtures: tiny synthetic image folders and one tiny model trained once per session.
 
 Graph tracing costs 15-20 s per new model, so the suite trains a single small model and every
-test that needs one shares it.
+test that needs one shares it, and in-process tests run TensorFlow functions eagerly (see
+below). Graph mode stays covered by the tests that train or predict in a subprocess, which
+does not inherit the setting.
 """
 
 import hashlib
@@ -15,6 +17,14 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+# Tracing a tiny MobileNetV2's train or predict step into a graph costs 15-20 s, several times
+# what running a few steps eagerly costs; every new model (and every model reloaded from a
+# file) pays it again. Eager execution computes the same numbers. tf.data pipelines are traced
+# regardless (this switch does not reach them).
+tf.config.run_functions_eagerly(True)
 
 IMAGE_SIZE = 64  # what the tiny model is trained at
 
