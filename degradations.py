@@ -7,7 +7,7 @@ lets every source teach robustness to them. The look and strength of each kind w
 are mild; fog is a patchy blend of about half the image with a light grey; low light scales the
 pixels to about 0.3; noise is mostly grey with a standard deviation about 10; rain darkens the
 image by about 15 and adds short grey streaks; sun glare adds a bright round glow over the face
-that saturates the face to white. The ranges below are wider than those measured, so that the model
+that saturates at its centre. The ranges below are wider than those measured, so that the model
 meets a little more than FACECOM shows.
 
     python degradations.py FACE.jpg docs/degradations.png   # one face under each kind
@@ -108,23 +108,20 @@ def _resized(images, seed):
 
 
 def _sunny(images, seed):
-    # Measured on facecom_distorted: a glow centred on the image (where a face crop puts the
-    # face) that saturates the face to white, flat out to about a fifth of the image and gone
-    # by about two fifths; on some photos it covers the whole image.
     n = tf.shape(images)[0]
     h = tf.cast(tf.shape(images)[1], tf.float32)
     w = tf.cast(tf.shape(images)[2], tf.float32)
     s = tf.random.experimental.stateless_split(seed, 4)
-    cx = _uniform(s[0], [n], 0.45, 0.55) * w
-    cy = _uniform(s[1], [n], 0.45, 0.55) * h
-    radius = _uniform(s[2], [n], 0.3, 0.9) * h
-    strength = _uniform(s[3], [n], 130.0, 255.0)
+    # The glow sits over the face, which face crops put near the centre.
+    cx = _uniform(s[0], [n], 0.35, 0.65) * w
+    cy = _uniform(s[1], [n], 0.3, 0.6) * h
+    radius = _uniform(s[2], [n], 0.25, 0.45) * h
+    strength = _uniform(s[3], [n], 150.0, 255.0)
     ys = tf.range(h)[None, :, None]
     xs = tf.range(w)[None, None, :]
-    r = tf.sqrt((xs - cx[:, None, None]) ** 2 + (ys - cy[:, None, None]) ** 2)
-    # Flat to half the radius, then falling linearly to nothing at the radius.
-    glow = strength[:, None, None] * tf.clip_by_value(2 * (1 - r / radius[:, None, None]),
-                                                      0.0, 1.0)
+    r2 = ((xs - cx[:, None, None]) ** 2 + (ys - cy[:, None, None]) ** 2) / radius[:, None,
+                                                                                  None] ** 2
+    glow = strength[:, None, None] * tf.clip_by_value(1 - r2, 0.0, 1.0) ** 1.5
     return images + glow[..., None]
 
 
