@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+import inference  # noqa: E402
 import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
 import plots  # noqa: E402
@@ -240,11 +241,14 @@ def epoch_steps(args, labels, sources, batch_size):
     return max(1, -(-images // batch_size))
 
 
-def validation_scores(model, val_ds, val, reader, verbose=0):
-    """(labels, P(male), sources) for the validation images `val` that decoded (unreadable
-    ones drop out)."""
-    scores = model.predict(val_ds, verbose=verbose)[:, 0]
-    keep = np.array([p not in reader.skipped for p in val.paths], dtype=bool)
+def validation_scores(model, val, batch_size, unreadable, verbose=0):
+    """(labels, P(male), sources) for the validation images `val` that decoded; the ones that
+    did not are added to `unreadable` ({path: reason}). Decoding them again each epoch costs
+    about a second per thousand images, far less than the model's pass over them."""
+    scores, bad = inference.score_paths(inference.KerasRunner(model), val.paths,
+                                        model_lib.input_size(model), batch_size, verbose)
+    unreadable.update(bad)
+    keep = ~np.isnan(scores)
     return np.asarray(val.labels)[keep], scores[keep], np.asarray(val.sources)[keep]
 
 
@@ -296,10 +300,9 @@ def train(args):
     checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_checkpoints"
     with strategy.scope():
         model, state = build_or_resume(args, split, checkpoint_dir)
-    reader = data.ImageReader(model_lib.input_size(model))
-    val_ds = data.make_train_dataset(*split.val[:2], reader, batch_size, oversample=0,
-                                     augment=False, shuffle=False, cache=True)
-    scores = functools.partial(validation_scores, val_ds=val_ds, val=split.val, reader=reader)
+    reader = data.ImageReader(model_lib.input_size(model))  # training images
+    scores = functools.partial(validation_scores, val=split.val, batch_size=batch_size,
+                               unreadable=reader.skipped)
     checkpoint = fine_tune(model, state, split.train, reader, batch_size, scores,
                            checkpoint_dir, args)
     finish(model, checkpoint, scores(model, verbose=args.verbose), split, reader, args, start)
