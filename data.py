@@ -236,18 +236,6 @@ def first_readable(paths, image_size=32):
     return None
 
 
-def make_eval_dataset(paths, reader, batch_size=32):
-    """Batches of float32 images in 0..255, in file order.
-
-    An unreadable file yields a black image (and is listed in `reader.skipped`) so the output stays
-    aligned with `paths` and the length is known up front for the progress bar.
-    """
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str))
-    ds = ds.map(lambda p: tf.cast(reader.tf_decode(p)[0], tf.float32),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 # ---------------------------------------------------------------------------
 # Training extras: oversampling and augmentation
 
@@ -371,15 +359,14 @@ def weighted_examples(paths, labels, oversample, seed, shuffle, class_weights):
 
 
 def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, augment=True,
-                       seed=0, shuffle=True, cache=False, class_weights=None, sources=None,
+                       seed=0, shuffle=True, class_weights=None, sources=None,
                        source_weights=None, degrade=0.0):
     """Shuffled, oversampled, augmented batches of (image, label, sample weight).
 
     Images are float32 in 0..255. The sample weight carries the class weights (`class_weights`
     maps class index to weight) and is 0 for an unreadable file, which is listed in
     `reader.skipped` and so drops out of the loss and the metrics while the dataset keeps a
-    known length. With `cache`, decoded images stay in memory after the first pass (worth it for
-    validation data, read every epoch).
+    known length.
 
     With `source_weights`, `sources` gives each image's source index and each source is
     oversampled and shuffled on its own; every image is then drawn from source k with
@@ -401,10 +388,7 @@ def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, aug
         image, ok = reader.tf_decode(path)
         return image, label, weight * tf.cast(ok, tf.float32)
 
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-    ds = ds.batch(batch_size)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     augmentation = make_augmentation(seed, degrade) if augment else None
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code; spares a noisy warning

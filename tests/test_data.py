@@ -99,8 +99,10 @@ def test_reader_reports_an_undecodable_file_by_name_and_keeps_going(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("this is not a jpeg")
     reader = data.ImageReader(16)
-    batches = list(data.make_eval_dataset([str(good), str(bad)], reader, batch_size=2))
-    assert batches[0].shape == (2, 16, 16, 3)
+    image, ok = reader(str(good))
+    assert image.shape == (16, 16, 3) and ok
+    image, ok = reader(str(bad))
+    assert image.shape == (16, 16, 3) and not ok and not image.any()
     assert list(reader.skipped) == [str(bad)]
     # In training the bad file gets zero weight, so it never reaches the loss.
     ds = data.make_train_dataset([str(good), str(bad)], [0, 1], reader, batch_size=2,
