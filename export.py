@@ -17,10 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import cli  # noqa: E402
 import data  # noqa: E402
 import model as model_lib  # noqa: E402
 from data import DataError  # noqa: E402
-from model import ModelError  # noqa: E402
 from outputs import atomic_path, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,13 +135,8 @@ def main(argv=None):
                    help="folder of face images (searched recursively) for int8 calibration")
     p.add_argument("--calibration_images", type=int, default=200)
     args = p.parse_args(argv)
-    try:
-        export(args.model_path, args.output_dir, args.formats, args.calibration_path,
-               args.calibration_images)
-    except (DataError, ModelError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.exit_code(export, args.model_path, args.output_dir, args.formats,
+                         args.calibration_path, args.calibration_images)
 
 
 if __name__ == "__main__":

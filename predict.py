@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import cli  # noqa: E402
 import data  # noqa: E402
 import inference  # noqa: E402
 import model as model_lib  # noqa: E402
@@ -26,7 +27,6 @@ from data import CLASS_NAMES, DataError  # noqa: E402
 from model import ModelError  # noqa: E402
 from outputs import write_text  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # Photos are decoded at most this large for detection: the cascade is slow on 20-megapixel
 # photos, and a face crop is shrunk to the model's input size anyway.
@@ -41,31 +41,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
-    p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"),
-                   help="saved model (its JSON sidecar beside it gives the threshold)")
     p.add_argument("--output", default="predictions.csv", help="CSV file to write")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="decision threshold on P(male) (default: the sidecar's, else 0.5)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--backend", choices=inference.BACKENDS, default="auto",
-                   help="what runs the model: auto is OpenVINO when installed, else Keras")
-    p.add_argument("--precision", choices=inference.PRECISIONS, default="f32",
-                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; it moves "
-                        "scores (bench/bench.py measures how much, and how many labels change)")
     p.add_argument("--detect_faces", action="store_true",
                    help="crop each detected face out of the photos first (one row per face)")
     p.add_argument("--min_face_size", type=int, default=40,
                    help="with --detect_faces: smallest face side, in pixels of the photo")
-    p.add_argument("--unsafe", action="store_true",
-                   help="allow a model file that carries code (Lambda layers): only for files "
-                        "you trust")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                   help="progress output: 0 none, 1 a bar, 2 a line every tenth")
+    cli.add_model_arguments(p)
     args = p.parse_args(argv)
-    if args.threshold is not None and not 0 <= args.threshold <= 1:
-        p.error("--threshold must be between 0 and 1")
-    if args.batch_size < 1:
-        p.error("--batch_size must be at least 1")
+    cli.check_model_arguments(p, args)
     if args.min_face_size < 1:
         p.error("--min_face_size must be at least 1")
     return args
@@ -287,16 +270,7 @@ def run(args, detector=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        run(args)
-    except (DataError, ModelError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {err.filename or ''}: {err.strerror}; check the path and its permissions",
-              file=sys.stderr)
-        return 2
-    return 0
+    return cli.exit_code(run, args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+import cli  # noqa: E402
 import data  # noqa: E402
 import diagnostics  # noqa: E402
 import inference  # noqa: E402
@@ -26,10 +27,8 @@ import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
 import plots  # noqa: E402
 from data import CLASS_NAMES, DataError  # noqa: E402
-from model import ModelError  # noqa: E402
 from outputs import atomic_path, make_writable_dir, write_json, write_text  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv=None):
@@ -39,31 +38,14 @@ def parse_args(argv=None):
                    help="folder(s) holding female/ and male/, or a folder of such folders (their "
                         "dev/ or val/ split where they have one); several are reported per "
                         "source as well as pooled")
-    p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"),
-                   help="saved model (its JSON sidecar beside it gives the threshold)")
     p.add_argument("--output_dir", default=".", help="where every output is written")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="decision threshold on P(male) (default: the sidecar's, else 0.5)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--backend", choices=inference.BACKENDS, default="auto",
-                   help="what runs the model: auto is OpenVINO when installed, else Keras")
-    p.add_argument("--precision", choices=inference.PRECISIONS, default="f32",
-                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; it moves "
-                        "scores (bench/bench.py measures how much, and how many labels change)")
     p.add_argument("--group_by", choices=["suffix", "folder"], default=None,
                    help="also report per group: 'suffix' is the file-name part after the last "
                         "underscore (e.g. _blurred), 'folder' the sub-folder inside the class")
     p.add_argument("--no_copy", action="store_true", help="do not copy misclassified images")
-    p.add_argument("--unsafe", action="store_true",
-                   help="allow a model file that carries code (Lambda layers): only for files "
-                        "you trust")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                   help="progress output: 0 none, 1 a bar, 2 a line every tenth")
+    cli.add_model_arguments(p)
     args = p.parse_args(argv)
-    if args.threshold is not None and not 0 <= args.threshold <= 1:
-        p.error("--threshold must be between 0 and 1")
-    if args.batch_size < 1:
-        p.error("--batch_size must be at least 1")
+    cli.check_model_arguments(p, args)
     return args
 
 
@@ -234,16 +216,7 @@ def evaluate(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        evaluate(args)
-    except (DataError, ModelError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {err.filename or ''}: {err.strerror}; check the path and its permissions",
-              file=sys.stderr)
-        return 2
-    return 0
+    return cli.exit_code(evaluate, args)
 
 
 if __name__ == "__main__":

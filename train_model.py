@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+import cli  # noqa: E402
 import data  # noqa: E402
 import inference  # noqa: E402
 import metrics  # noqa: E402
@@ -28,7 +29,6 @@ from callbacks import (MONITOR_MODES, EpochCheckpoint, TrainingState,  # noqa: E
                        ValidationMetrics, load_checkpoint)
 from data import CLASS_NAMES, DataError  # noqa: E402
 from losses import BinaryFocalLoss  # noqa: E402
-from model import ModelError  # noqa: E402
 from outputs import atomic_path, write_text  # noqa: E402
 
 import keras  # noqa: E402
@@ -447,12 +447,7 @@ def finish(model, checkpoint, validation, split, reader, args, start):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        train(args)
-    except (DataError, ModelError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.exit_code(train, args)
 
 
 if __name__ == "__main__":

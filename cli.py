@@ -1,0 +1,52 @@
+"""What the scripts share on the command line: the flags that load and run a saved model, and
+how every script ends (bad input is one line of error and exit code 2, never a traceback)."""
+
+import os
+import sys
+
+import inference
+from data import DataError
+from model import ModelError
+
+SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_balanced.h5")
+
+
+def add_model_arguments(p):
+    """--model_path, --threshold, --batch_size, --backend, --precision, --unsafe, --verbose."""
+    p.add_argument("--model_path", default=SHIPPED_MODEL,
+                   help="saved model (its JSON sidecar beside it gives the threshold)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="decision threshold on P(male) (default: the sidecar's, else 0.5)")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--backend", choices=inference.BACKENDS, default="auto",
+                   help="what runs the model: auto is OpenVINO when installed, else Keras")
+    p.add_argument("--precision", choices=inference.PRECISIONS, default="f32",
+                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; it moves "
+                        "scores (bench/bench.py measures how much, and how many labels change)")
+    p.add_argument("--unsafe", action="store_true",
+                   help="allow a model file that carries code (Lambda layers): only for files "
+                        "you trust")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="progress output: 0 none, 1 a bar, 2 a line every tenth")
+
+
+def check_model_arguments(p, args):
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        p.error("--threshold must be between 0 and 1")
+    if args.batch_size < 1:
+        p.error("--batch_size must be at least 1")
+
+
+def exit_code(work, *args):
+    """Call `work(*args)`; return 0, or 2 after one line on stderr for unusable data or model
+    (the message names the file and the fix) or a path the system refuses."""
+    try:
+        work(*args)
+    except (DataError, ModelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {err.filename or ''}: {err.strerror}; check the path and its permissions",
+              file=sys.stderr)
+        return 2
+    return 0
