@@ -71,9 +71,10 @@ class ValidationMetrics(keras.callbacks.Callback):
     time every epoch. Must come before the callbacks that read the logs.
     """
 
-    def __init__(self, scores):
+    def __init__(self, scores, names=None):
         super().__init__()
         self.scores = scores  # model -> (labels, P(male), source) of the validation images
+        self.names = names  # a name per source: with several, the worst one is printed
 
     def on_epoch_end(self, epoch, logs=None):
         y, scores, sources = self.scores(self.model)
@@ -82,7 +83,13 @@ class ValidationMetrics(keras.callbacks.Callback):
         loss = self.model.loss(y[:, None].astype(np.float32), scores[:, None])
         logs["val_loss"] = float(keras.ops.convert_to_numpy(loss))
         logs["val_accuracy"] = float(np.mean((scores > 0.5) == (y == 1)))
-        logs["val_macro_f1"] = metrics.best_threshold(y, scores, groups=sources)[1]
+        threshold, logs["val_macro_f1"] = metrics.best_threshold(y, scores, groups=sources)
+        if self.names and len(self.names) > 1:
+            # The logs hold numbers only, so which source held the score down is printed.
+            rows = metrics.group_table([self.names[s] for s in sources], y, scores, threshold)
+            worst = min(rows, key=lambda r: r["macro_f1"])
+            print(f"epoch {epoch + 1}: worst validation source {worst['group']}, macro-F1 "
+                  f"{worst['macro_f1']:.4f} at threshold {threshold:.2f}", flush=True)
 
 
 class HistoryRecorder(keras.callbacks.Callback):

@@ -304,7 +304,7 @@ def train(args):
     scores = functools.partial(validation_scores, val=split.val, batch_size=batch_size,
                                unreadable=reader.skipped)
     checkpoint = fine_tune(model, state, split.train, reader, batch_size, scores,
-                           checkpoint_dir, args)
+                           split.val_names, checkpoint_dir, args)
     finish(model, checkpoint, scores(model, verbose=args.verbose), split, reader, args, start)
 
 
@@ -358,7 +358,8 @@ def build_or_resume(args, split, checkpoint_dir):
     return model, state
 
 
-def fine_tune(model, state, train_set, reader, batch_size, scores, checkpoint_dir, args):
+def fine_tune(model, state, train_set, reader, batch_size, scores, val_names, checkpoint_dir,
+              args):
     """Fine-tune the whole network with augmentation, checkpointing every epoch; returns the
     checkpoint, whose history and best epoch span every run that led here."""
     train_ds = data.make_train_dataset(
@@ -382,7 +383,8 @@ def fine_tune(model, state, train_set, reader, batch_size, scores, checkpoint_di
         model.fit(train_ds, epochs=args.epochs, initial_epoch=state.epochs_done,
                   steps_per_epoch=epoch_steps(args, train_set.labels, train_set.sources,
                                               batch_size),
-                  callbacks=[ValidationMetrics(scores), *plateau.values(), checkpoint],
+                  callbacks=[ValidationMetrics(scores, val_names), *plateau.values(),
+                             checkpoint],
                   shuffle=False,  # the pipeline shuffles
                   verbose=args.verbose)
     best_file = os.path.join(checkpoint_dir, "best.weights.h5")

@@ -85,6 +85,9 @@ def bench_eval(model, model_path, folder, batch_size, limit):
     model.predict(images[:batch_size], verbose=0)  # trace once, outside the timing
     runners = {"keras": inference.make_runner(model, "keras"),
                **openvino_runners(model, model_path)}
+    if "openvino f32" in runners:  # what the requests of REQUEST_BATCH at a fixed shape gain
+        runners["openvino f32, whole batches"] = (
+            inference.make_runner(model, "openvino", "f32", model_path, request_batch=None))
 
     def end_to_end(runner):
         found = data.list_labeled_images(folder)[0][:limit]
@@ -102,7 +105,7 @@ def bench_eval(model, model_path, folder, batch_size, limit):
         end_to_end(runner)  # warm up: file cache, first-call setup
         if name != "keras":
             contenders[f"{name}, tensors in memory"] = lambda r=runner: in_memory(r)
-        contenders[f"{name}, end to end (test_script path: list, decode, score)"] = (
+        contenders[f"{name}, end to end (list, decode, score)"] = (
             lambda r=runner: end_to_end(r))
     contenders["decode and resize alone (the input pipeline's ceiling)"] = lambda: [
         None for _ in inference.decoded_batches(paths, size, batch_size)]

@@ -51,6 +51,22 @@ def test_openvino_and_keras_give_the_same_scores(trained, tmp_path):
         images.astype("float32"), verbose=0)[:, 0], rtol=0, atol=1e-5)
 
 
+def test_openvino_cuts_batches_into_fixed_size_requests_and_keeps_their_order():
+    model = small_model()
+    rng = np.random.default_rng(0)
+    batches = [rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32") for n in (10, 3, 6, 1)]
+    expected = [model.predict(b, verbose=0) for b in batches]
+    assert np.ptp(np.concatenate(expected)) > 1e-3  # the comparison is not vacuous
+    for request_batch in (3, None):  # 10 = 3+3+3+1 at a fixed shape and an open one; whole
+        runner = inference.make_runner(model, "openvino", request_batch=request_batch)
+        assert len(runner.queues) == (2 if request_batch else 1)
+        out = list(runner.map((k, b) for k, b in enumerate(batches)))
+        assert [tag for tag, _ in out] == [0, 1, 2, 3]
+        for (_, got), want in zip(out, expected):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=0, atol=5e-5)
+
+
 def test_the_converted_model_is_cached_by_model_file(tmp_path, monkeypatch):
     import openvino as ov
     model = small_model()

@@ -4,13 +4,15 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
 import data
+import metrics
 import stages
 import train_model
-from callbacks import EpochCheckpoint, TrainingState
+from callbacks import EpochCheckpoint, TrainingState, ValidationMetrics
 from conftest import IMAGE_SIZE, ROOT, TINY_TRAINING
 from model import ModelError, build_backbone
 
@@ -335,3 +337,20 @@ def test_fast_recipe_stages_run_in_one_command(image_folder, backbone_weights, t
     assert len(sidecar["feature_stage"]["history"]["val_loss"]) == 1
     assert state["baseline"] == pytest.approx(sidecar["feature_stage"]["history"]["val_loss"][0])
     assert sidecar["best_epoch"] in (0, 1) and sidecar["best_epoch"] == state["best_epoch"]
+
+
+def test_validation_metrics_log_the_worst_source_and_print_its_name(capsys):
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(loss=keras.losses.BinaryCrossentropy())
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.8, 0.9, 0.1, 0.7, 0.6, 0.9], np.float32)  # "b" is harder
+    sources = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    callback = ValidationMetrics(lambda m: (y, scores, sources), names=["a", "b"])
+    callback.set_model(model)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    threshold, worst = metrics.best_threshold(y, scores, groups=sources)
+    assert logs["val_macro_f1"] == worst < 1.0
+    assert logs["val_accuracy"] == np.mean((scores > 0.5) == (y == 1))
+    assert (f"epoch 1: worst validation source b, macro-F1 {worst:.4f} at threshold "
+            f"{threshold:.2f}") in capsys.readouterr().out
