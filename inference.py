@@ -122,11 +122,14 @@ def default_cache_dir():
 
 
 def model_file_key(model_path):
-    """A digest of the model file (path, size, modification time) and the OpenVINO version."""
+    """'<path digest>-<version digest>': the model file's path, then its size, modification
+    time and the OpenVINO version. Entries that share the first part are older conversions of
+    the same file, which a new one replaces."""
     import openvino as ov
     st = os.stat(model_path)
-    text = json.dumps([os.path.abspath(model_path), st.st_size, st.st_mtime_ns, ov.__version__])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    path = hashlib.sha256(os.path.abspath(model_path).encode()).hexdigest()[:16]
+    version = json.dumps([st.st_size, st.st_mtime_ns, ov.__version__])
+    return f"{path}-{hashlib.sha256(version.encode()).hexdigest()[:16]}"
 
 
 def convert(model, model_path=None, cache_dir=None):
@@ -159,11 +162,25 @@ def convert(model, model_path=None, cache_dir=None):
             ov.save_model(converted, tmp, compress_to_fp16=False)
             os.replace(tmp[:-4] + ".bin", xml[:-4] + ".bin")
             os.replace(tmp, xml)
+            remove_older_conversions(xml)
         except Exception:  # a full disk or a read-only cache: run without caching
             for leftover in (tmp, tmp[:-4] + ".bin"):
                 if os.path.exists(leftover):
                     os.remove(leftover)
     return converted
+
+
+def remove_older_conversions(xml):
+    """Delete the cache's other entries for the same model file (it was retrained or
+    replaced since), so the cache holds one conversion per model file."""
+    folder, name = os.path.split(xml)
+    path_part = name.split("-")[0]
+    for other in os.listdir(folder):
+        if other.startswith(path_part + "-") and not other.startswith(name[:-4] + "."):
+            try:
+                os.remove(os.path.join(folder, other))
+            except OSError:
+                pass  # another process removed it first
 
 
 def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):

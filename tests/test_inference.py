@@ -88,6 +88,24 @@ def test_the_converted_model_is_cached_by_model_file(tmp_path, monkeypatch):
     np.testing.assert_allclose(first.predict(images), expected, atol=1e-5)
 
 
+def test_a_changed_model_file_replaces_its_older_conversion(tmp_path):
+    model = small_model()
+    path, other = str(tmp_path / "small.h5"), str(tmp_path / "other.h5")
+    model_lib.save_model(model, path)
+    model_lib.save_model(model, other)
+    cache = tmp_path / "cache"
+    for p in (path, other):
+        inference.make_runner(model, "openvino", model_path=p, cache_dir=str(cache))
+    before = sorted(os.listdir(cache / "openvino"))
+    assert len(before) == 4
+    os.utime(path, ns=(0, 10**18))  # the file changed: a new key
+    inference.make_runner(model, "openvino", model_path=path, cache_dir=str(cache))
+    after = sorted(os.listdir(cache / "openvino"))
+    new_key = inference.model_file_key(path)
+    assert after == sorted([f"{new_key}.xml", f"{new_key}.bin",
+                            *[f for f in before if f.startswith(inference.model_file_key(other))]])
+
+
 def test_a_model_openvino_cannot_convert_runs_on_keras_with_one_line(trained, tmp_path,
                                                                      monkeypatch, capsys):
     import openvino as ov
