@@ -121,19 +121,26 @@ def default_cache_dir():
         os.path.expanduser("~"), ".cache", "facegender")
 
 
-def model_file_key(model_path):
-    """'<path digest>-<version digest>': the model file's path, then its size, modification
-    time and the OpenVINO version. Entries that share the first part are older conversions of
-    the same file, which a new one replaces."""
+def cache_name(family, *parts):
+    """'<family>-<digest of parts and the OpenVINO version>': the name of a cache entry. A new
+    entry replaces the entries of its family (older conversions of the same model)."""
     import openvino as ov
+    digest = hashlib.sha256(json.dumps([*parts, ov.__version__]).encode()).hexdigest()[:16]
+    return f"{family}-{digest}"
+
+
+def model_file_key(model_path):
+    """The cache name of a model file: its path is the family; its size and modification time
+    tell a retrained file from the one converted before."""
     st = os.stat(model_path)
-    path = hashlib.sha256(os.path.abspath(model_path).encode()).hexdigest()[:16]
-    version = json.dumps([st.st_size, st.st_mtime_ns, ov.__version__])
-    return f"{path}-{hashlib.sha256(version.encode()).hexdigest()[:16]}"
+    family = hashlib.sha256(os.path.abspath(model_path).encode()).hexdigest()[:16]
+    return cache_name(family, st.st_size, st.st_mtime_ns)
 
 
-def convert(model, model_path=None, cache_dir=None):
-    """The Keras model as an OpenVINO model, read from the cache when `model_path` is in it.
+def convert(model, model_path=None, cache_dir=None, key=None):
+    """The Keras model as an OpenVINO model, read from the cache when it is there: the cache
+    entry is named by `key` (see cache_name), else by `model_path` (the file `model` was
+    loaded from), else there is none.
 
     Conversion traces the model (seconds); reading the saved IR back takes a tenth of one. The
     IR is written under temporary names and renamed into place, weights first, so a killed run
@@ -141,9 +148,10 @@ def convert(model, model_path=None, cache_dir=None):
     """
     import openvino as ov
     xml = None
-    if model_path is not None:
+    key = key or (model_file_key(model_path) if model_path is not None else None)
+    if key is not None:
         folder = os.path.join(cache_dir or default_cache_dir(), "openvino")
-        xml = os.path.join(folder, f"{model_file_key(model_path)}.xml")
+        xml = os.path.join(folder, f"{key}.xml")
         if os.path.exists(xml):
             try:
                 return ov.Core().read_model(xml)
@@ -211,10 +219,11 @@ def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
 
 
 def make_runner(model, backend="auto", precision="f32", model_path=None, cache_dir=None,
-                request_batch=REQUEST_BATCH):
+                request_batch=REQUEST_BATCH, key=None):
     """A runner for `model` on `backend` ('auto': OpenVINO if it imports, else Keras).
 
-    `model_path` (the file `model` was loaded from) lets the converted model be cached. A model
+    `model_path` (the file `model` was loaded from), or a `key` naming the model's contents
+    (see cache_name), lets the converted model be cached. A model
     OpenVINO cannot convert runs on Keras, with one line saying so. `request_batch` None sends
     each batch to OpenVINO whole, at an open shape (what bench/bench.py compares against).
     """
@@ -232,7 +241,7 @@ def make_runner(model, backend="auto", precision="f32", model_path=None, cache_d
     if not use_openvino:
         return KerasRunner(model)
     try:
-        fixed, any_size, precision = compile_openvino(convert(model, model_path, cache_dir),
+        fixed, any_size, precision = compile_openvino(convert(model, model_path, cache_dir, key),
                                                       precision, request_batch)
     except Exception as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]

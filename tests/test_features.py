@@ -93,6 +93,30 @@ def test_feature_maps_match_the_lower_blocks_and_come_back_from_the_cache(traine
     assert len(os.listdir(tmp_path)) == 2
 
 
+def test_the_extractor_is_converted_once_for_the_training_and_validation_passes(
+        trained, tmp_path, monkeypatch):
+    import openvino as ov
+
+    import model as model_lib
+    monkeypatch.setenv("FACEGENDER_CACHE", str(tmp_path / "openvino_cache"))
+    model = keras.models.load_model(trained["model"], compile=False)
+    paths, _ = data.list_labeled_images(trained["data"])
+    layer = model_lib.FEATURE_MAP_LAYER
+    conversions = []
+    convert_model = ov.convert_model
+    monkeypatch.setattr(ov, "convert_model",
+                        lambda *a, **k: conversions.append(1) or convert_model(*a, **k))
+    train = features.feature_maps(model, layer, paths[:4], str(tmp_path), 4, 0, "openvino")
+    val = features.feature_maps(model, layer, paths[4:6], str(tmp_path), 4, 0, "openvino")
+    assert len(conversions) == 1 and len(train[0]) == 4 and len(val[0]) == 2
+    # Other weights are another model: converted anew, replacing the entry it no longer needs.
+    backbone = model_lib.backbone_of(model)
+    backbone.set_weights([w * 0.5 for w in backbone.get_weights()])
+    features.feature_maps(model, layer, paths[6:8], str(tmp_path), 4, 0, "openvino")
+    assert len(conversions) == 2
+    assert len(os.listdir(tmp_path / "openvino_cache" / "openvino")) == 2  # one .xml, one .bin
+
+
 # ---------------------------------------------------------------------------
 # The streaming cache: bounded memory, and no half-written entry is ever loaded
 
