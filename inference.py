@@ -14,7 +14,9 @@ have it, but moves scores by up to about a tenth, so it is only used when asked 
 
 import collections
 import concurrent.futures
+import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
@@ -159,7 +161,9 @@ def convert(model, model_path=None, cache_dir=None, key=None):
                 pass  # a damaged cache entry: convert again and overwrite it
     # The input's shape, batch left open: a Sequential model has no signature to trace by.
     shape = ov.PartialShape([-1] + [-1 if d is None else int(d) for d in model.input_shape[1:]])
-    with warnings.catch_warnings():
+    # OpenVINO prints its conversion settings when "--verbose" is anywhere in sys.argv, which
+    # is every run of our scripts given --verbose 0: keep that out of their output.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # Keras warns about the input's name while tracing
         converted = ov.convert_model(model, input=[shape])
     if xml is not None:

@@ -88,6 +88,14 @@ def test_the_converted_model_is_cached_by_model_file(tmp_path, monkeypatch):
     np.testing.assert_allclose(first.predict(images), expected, atol=1e-5)
 
 
+def test_conversion_prints_nothing_when_a_script_was_given_verbose(monkeypatch, capsys):
+    # OpenVINO reads sys.argv and prints its settings when it finds "--verbose" there.
+    monkeypatch.setattr(sys, "argv", ["test_script.py", "--verbose", "0"])
+    runner = inference.make_runner(small_model(), "openvino")
+    assert runner.name == "openvino f32"
+    assert capsys.readouterr().out == ""
+
+
 def test_a_changed_model_file_replaces_its_older_conversion(tmp_path):
     model = small_model()
     path, other = str(tmp_path / "small.h5"), str(tmp_path / "other.h5")
