@@ -199,9 +199,10 @@ def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
     """Compile for the CPU, in throughput mode (a stream per core) and the requested precision:
     (model at a fixed batch of `request_batch`, model for any batch size, precision used).
 
-    A fixed input shape runs faster than an open one (measured here: 15-25% more images/s),
-    and small requests beat large ones (each stream's activations stay in cache), so full
-    requests take the fixed model; the fixed model is None where the image size is open.
+    Requests of a few images to a model compiled at their fixed shape run about a fifth faster
+    than whole batches at an open shape (bench/bench.py's eval section shows both; a small
+    request's activations stay in cache), so full requests take the fixed model; the rest of a
+    batch takes the other. The fixed model is None where the image size is open.
     Threads are not pinned to cores: on a machine shared with other work, pinned threads wait
     for their core while another is free (measured: half the speed next to a training run).
     """
@@ -227,9 +228,9 @@ def make_runner(model, backend="auto", precision="f32", model_path=None, cache_d
     """A runner for `model` on `backend` ('auto': OpenVINO if it imports, else Keras).
 
     `model_path` (the file `model` was loaded from), or a `key` naming the model's contents
-    (see cache_name), lets the converted model be cached. A model
-    OpenVINO cannot convert runs on Keras, with one line saying so. `request_batch` None sends
-    each batch to OpenVINO whole, at an open shape (what bench/bench.py compares against).
+    (see cache_name), lets the converted model be cached. A model OpenVINO cannot convert runs
+    on Keras, with one line saying so. `request_batch` None sends each batch to OpenVINO whole,
+    at an open shape (what bench/bench.py compares against).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
