@@ -84,11 +84,8 @@ def _cached(model, extract, layer, paths, cache_dir, batch_size, verbose, dtype,
     extractor = keras.Model(inputs, extract(model_lib.scaling_of(model)(inputs)))
     # Named by the weights it runs, so the training and validation passes, and later runs
     # on the same model, convert it once.
-    name = None
-    if backend != "keras" and inference.openvino_available():
-        name = inference.cache_name(f"extractor{layer or ''}",
-                                    cache_key([], model_lib.backbone_of(model), image_size, layer))
-    runner = inference.make_runner(extractor, backend, key=name)
+    weights = cache_key([], model_lib.backbone_of(model), image_size, layer)
+    runner = inference.make_runner(extractor, backend, key=(f"extractor{layer or ''}", weights))
     tmp = tempfile.mkdtemp(prefix=f".partial-{os.getpid()}@{socket.gethostname()}@",
                            suffix=f"-features-{key}", dir=cache_dir)
     try:

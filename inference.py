@@ -141,8 +141,8 @@ def model_file_key(model_path):
 
 def convert(model, model_path=None, cache_dir=None, key=None):
     """The Keras model as an OpenVINO model, read from the cache when it is there: the cache
-    entry is named by `key` (see cache_name), else by `model_path` (the file `model` was
-    loaded from), else there is none.
+    entry is named by `key`, a (family, *parts) tuple for cache_name, else by `model_path`
+    (the file `model` was loaded from), else there is none.
 
     Conversion traces the model (seconds); reading the saved IR back takes a tenth of one. The
     IR is written under temporary names and renamed into place, weights first, so a killed run
@@ -150,10 +150,10 @@ def convert(model, model_path=None, cache_dir=None, key=None):
     """
     import openvino as ov
     xml = None
-    key = key or (model_file_key(model_path) if model_path is not None else None)
-    if key is not None:
+    name = cache_name(*key) if key else (model_file_key(model_path) if model_path else None)
+    if name is not None:
         folder = os.path.join(cache_dir or default_cache_dir(), "openvino")
-        xml = os.path.join(folder, f"{key}.xml")
+        xml = os.path.join(folder, f"{name}.xml")
         if os.path.exists(xml):
             try:
                 return ov.Core().read_model(xml)
@@ -228,7 +228,7 @@ def make_runner(model, backend="auto", precision="f32", model_path=None, cache_d
     """A runner for `model` on `backend` ('auto': OpenVINO if it imports, else Keras).
 
     `model_path` (the file `model` was loaded from), or a `key` naming the model's contents
-    (see cache_name), lets the converted model be cached. A model OpenVINO cannot convert runs
+    (a (family, *parts) tuple, see cache_name), lets the converted model be cached. A model OpenVINO cannot convert runs
     on Keras, with one line saying so. `request_batch` None sends each batch to OpenVINO whole,
     at an open shape (what bench/bench.py compares against).
     """
