@@ -228,9 +228,9 @@ def make_runner(model, backend="auto", precision="f32", model_path=None, cache_d
     """A runner for `model` on `backend` ('auto': OpenVINO if it imports, else Keras).
 
     `model_path` (the file `model` was loaded from), or a `key` naming the model's contents
-    (a (family, *parts) tuple, see cache_name), lets the converted model be cached. A model OpenVINO cannot convert runs
-    on Keras, with one line saying so. `request_batch` None sends each batch to OpenVINO whole,
-    at an open shape (what bench/bench.py compares against).
+    (a (family, *parts) tuple, see cache_name), lets the converted model be cached. A model
+    OpenVINO cannot convert runs on Keras, with one line saying so. `request_batch` None sends
+    each batch to OpenVINO whole, at an open shape (what bench/bench.py compares against).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
