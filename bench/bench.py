@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -297,27 +298,21 @@ def bench_features(model, folder, batch_size, limit):
     print(f"\n[features] caching feature maps at {layer} (both views) of {len(paths)} images "
           f"from {folder}, batch {batch_size}, into an empty cache")
     maps, seconds = {}, {}
-    old_cache = os.environ.get("FACEGENDER_CACHE")
-    with tempfile.TemporaryDirectory() as converted:
-        os.environ["FACEGENDER_CACHE"] = converted  # no conversion left by an earlier run
-        try:
-            for name in passes:
-                with tempfile.TemporaryDirectory() as tmp:
-                    start = time.perf_counter()
-                    plain, _, _ = features.feature_maps(model, layer, paths, tmp, batch_size, 0,
-                                                        name.split()[0])
-                    seconds[name] = time.perf_counter() - start
-                    maps[name] = np.asarray(plain, np.float32)
-                label = {"keras": "keras, whole pass",
-                         "openvino": "openvino, whole pass, converting the extractor",
-                         "openvino cached": "openvino, whole pass, its conversion cached"}[name]
-                row(label, len(paths) / seconds[name], "images/s",
-                    seconds["keras"] / seconds[name])
-        finally:
-            if old_cache is None:
-                del os.environ["FACEGENDER_CACHE"]
-            else:
-                os.environ["FACEGENDER_CACHE"] = old_cache
+    labels = {"keras": "keras, whole pass",
+              "openvino": "openvino, whole pass, converting the extractor",
+              "openvino cached": "openvino, whole pass, its conversion cached"}
+    # An empty conversion cache: nothing converted by an earlier run is read back.
+    with tempfile.TemporaryDirectory() as converted, \
+            mock.patch.dict(os.environ, {"FACEGENDER_CACHE": converted}):
+        for name in passes:
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                plain, _, _ = features.feature_maps(model, layer, paths, tmp, batch_size, 0,
+                                                    name.split()[0])
+                seconds[name] = time.perf_counter() - start
+                maps[name] = np.asarray(plain, np.float32)
+            row(labels[name], len(paths) / seconds[name], "images/s",
+                seconds["keras"] / seconds[name])
     if "openvino" in maps:
         print(f"  largest difference of a feature-map value, openvino against keras (float16 "
               f"cache): {np.max(np.abs(maps['openvino'] - maps['keras'])):.2g} "
