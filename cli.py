@@ -21,8 +21,9 @@ def add_model_arguments(p):
     p.add_argument("--backend", choices=inference.BACKENDS, default="auto",
                    help="what runs the model: auto is OpenVINO when installed, else Keras")
     p.add_argument("--precision", choices=inference.PRECISIONS, default="f32",
-                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; it moves "
-                        "scores (bench/bench.py measures how much, and how many labels change)")
+                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; scores "
+                        "near the threshold are computed again in float32, the others move "
+                        "slightly (bench/bench.py measures how much, and how many labels change)")
     p.add_argument("--unsafe", action="store_true",
                    help="allow a model file that carries code (Lambda layers): only for files "
                         "you trust")

@@ -54,8 +54,8 @@ def pooled_features(model, paths, cache_dir, batch_size=32, verbose=1, backend="
     on `backend`, see inference.py) and the feature map is averaged to one vector per image.
     `readable` marks the images that decoded. The features are read-only memory maps.
     """
-    pool = keras.Sequential([model_lib.backbone_of(model), keras.layers.GlobalAveragePooling2D()])
-    return _cached(model, pool, None, paths, cache_dir, batch_size, verbose, "float32", backend)
+    return _cached(model, model_lib.FEATURE_MAP_LAYER, POOLED, paths, cache_dir, batch_size,
+                   verbose, "float32", backend)
 
 
 def feature_maps(model, layer, paths, cache_dir, batch_size=32, verbose=1, backend="auto"):
@@ -65,32 +65,44 @@ def feature_maps(model, layer, paths, cache_dir, batch_size=32, verbose=1, backe
     so each image passes through the costly lower blocks once instead of once per epoch.
     float16 halves the memory and disk the maps take; the blocks above compute in float32.
     """
+    return _cached(model, layer, MAPS, paths, cache_dir, batch_size, verbose, "float16", backend)
+
+
+MAPS, POOLED = 0, 1  # the outputs of `extractor`
+
+
+def extractor(model, layer):
+    """The model's scaling and backbone, as one model of two outputs: the feature maps at
+    `layer` and the pooled features. Each cache runs the one output it keeps; both come from
+    this one model so that OpenVINO converts it once for both (inference.make_runner)."""
     backbone = model_lib.backbone_of(model)
-    bottom = keras.Model(backbone.input, backbone.get_layer(layer).output)
-    return _cached(model, bottom, layer, paths, cache_dir, batch_size, verbose, "float16",
-                   backend)
+    both = keras.Model(backbone.input, [backbone.get_layer(layer).output, backbone.output])
+    inputs = keras.Input((model_lib.input_size(model),) * 2 + (3,))
+    maps, top = both(model_lib.scaling_of(model)(inputs))
+    return keras.Model(inputs, [maps, keras.layers.GlobalAveragePooling2D()(top)])
 
 
-def _cached(model, extract, layer, paths, cache_dir, batch_size, verbose, dtype, backend):
+def _cached(model, layer, output, paths, cache_dir, batch_size, verbose, dtype, backend):
     image_size = model_lib.input_size(model)
-    key = cache_key(paths, model_lib.backbone_of(model), image_size, layer)
+    backbone = model_lib.backbone_of(model)
+    key = cache_key(paths, backbone, image_size, layer if output == MAPS else None)
     entry = os.path.join(cache_dir, f"features-{key}")
     cached = load_entry(entry)
     if cached is not None:
         return cached
     os.makedirs(cache_dir, exist_ok=True)
     remove_abandoned(cache_dir)
-    inputs = keras.Input((image_size, image_size, 3))
-    extractor = keras.Model(inputs, extract(model_lib.scaling_of(model)(inputs)))
-    # Named by the weights it runs, so the training and validation passes, and later runs
-    # on the same model, convert it once.
-    weights = cache_key([], model_lib.backbone_of(model), image_size, layer)
-    runner = inference.make_runner(extractor, backend, key=(f"extractor{layer or ''}", weights))
+    both = extractor(model, layer)
+    # Named by the weights it runs, so the training and validation passes of both caches,
+    # and later runs on the same model, convert it once.
+    weights = cache_key([], backbone, image_size, layer)
+    runner = inference.make_runner(both, backend, key=(f"extractor{layer}", weights),
+                                   output=output)
     tmp = tempfile.mkdtemp(prefix=f".partial-{os.getpid()}@{socket.gethostname()}@",
                            suffix=f"-features-{key}", dir=cache_dir)
     try:
         write_views(runner, paths, image_size, batch_size, verbose, dtype,
-                    tuple(extractor.output_shape[1:]), tmp)
+                    tuple(both.outputs[output].shape[1:]), tmp)
         try:
             os.rename(tmp, entry)  # the entry appears whole, or not at all
         except OSError:

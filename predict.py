@@ -233,7 +233,8 @@ def run(args, detector=None):
     size = model_lib.input_size(model)
     if args.detect_faces:  # a broken detector stops the run here, before any work
         detector = detector or load_face_detector()
-    runner = inference.make_runner(model, args.backend, args.precision, args.model_path)
+    runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
+                                   threshold=threshold)
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
     print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
           f"{threshold:.2f} ({source})")

@@ -11,8 +11,9 @@ Absolute times drift on shared machines; the ratios, measured side by side, hold
   export    the Keras model against OpenVINO (float32, bfloat16) and its TFLite exports:
             size, one-image latency, batch throughput, largest score change and agreement of
             labels on the dev images
-  features  the feature-caching pass (both views through the lower blocks, into the cache)
-            on Keras against OpenVINO, on the same images
+  features  the fast recipe's feature caching (pooled features, then feature maps, of the
+            training and validation images, both views, into the cache) on Keras against
+            OpenVINO, on the same images
   quality   wall time from ImageNet weights to dev macro-F1 levels (0.85 ... 0.92), reference
             recipe against the fast one (trains both, an hour or more on a CPU, so it runs
             only when named: --sections quality)
@@ -63,29 +64,33 @@ def timed_rounds(fns, rounds=3):
 
 def row(name, value, unit, ratio=None):
     ratio_text = f"{ratio:8.2f}" if ratio is not None else ""
-    print(f"  {name:<66} {value:10.1f} {unit:<9} {ratio_text}")
+    print(f"  {name:<72} {value:10.1f} {unit:<9} {ratio_text}")
 
 
 # ---------------------------------------------------------------------------
 
-def openvino_runners(model, model_path):
-    """{name: runner} for OpenVINO float32 and bfloat16, or {} where OpenVINO is missing."""
+def openvino_runners(model, model_path, threshold):
+    """{name: runner} for OpenVINO float32, bfloat16 throughout, and bfloat16 with the scores
+    near `threshold` scored again in float32 (what --precision bf16 runs); or {} where
+    OpenVINO is missing."""
     if not inference.openvino_available():
         print("  (OpenVINO is not installed: its rows are left out)")
         return {}
-    return {f"openvino {precision}": inference.make_runner(model, "openvino", precision,
-                                                           model_path)
-            for precision in inference.PRECISIONS}
+    return {"openvino f32": inference.make_runner(model, "openvino", "f32", model_path),
+            "openvino bf16 throughout": inference.make_runner(model, "openvino", "bf16",
+                                                              model_path),
+            "openvino bf16, f32 near the threshold": inference.make_runner(
+                model, "openvino", "bf16", model_path, threshold=threshold)}
 
 
-def bench_eval(model, model_path, folder, batch_size, limit):
+def bench_eval(model, model_path, folder, batch_size, limit, threshold):
     """Images/s of the test_script path on each backend against Keras alone on tensors."""
     size = model_lib.input_size(model)
     paths = data.list_labeled_images(folder)[0][:limit]
     images = np.stack([data.load_image(p, size) for p in paths]).astype(np.float32)
     model.predict(images[:batch_size], verbose=0)  # trace once, outside the timing
     runners = {"keras": inference.make_runner(model, "keras"),
-               **openvino_runners(model, model_path)}
+               **openvino_runners(model, model_path, threshold)}
     if "openvino f32" in runners:  # what the requests of REQUEST_BATCH at a fixed shape gain
         runners["openvino f32, whole batches"] = (
             inference.make_runner(model, "openvino", "f32", model_path, request_batch=None))
@@ -259,15 +264,16 @@ def bench_export(model_path, model, agreement_sets, calibration_dir, threshold):
     with tempfile.TemporaryDirectory() as tmp:
         written = export.export(model_path, tmp, ("float16", "int8"), calibration_dir, 200)
         runners = {"keras": (model_path, lambda x: model.predict_on_batch(x)[:, 0])}
-        for name, runner in openvino_runners(model, model_path).items():
-            runners[runner.name] = (None, lambda x, r=runner: r.predict(x)[:, 0])
+        for name, runner in openvino_runners(model, model_path, threshold).items():
+            runners[name] = (None, lambda x, r=runner: r.predict(x)[:, 0])
         for kind, path in written.items():
             runners[f"tflite {kind}"] = (path, export.TFLiteModel(path).predict)
         keras_scores = {}
         print(f"\n[export] at {size}x{size}, threshold {threshold:.2f}; int8 calibrated on "
               f"200 images from {calibration_dir}; OpenVINO converted in memory (no file)")
         headers = [f"same label as keras, {name} ({len(x)})" for name, x in sets.items()]
-        print(f"  {'model':<14} {'MB':>6} {'1 image ms':>11} {'batch 32 img/s':>15} "
+        width = max(map(len, runners))
+        print(f"  {'model':<{width}} {'MB':>6} {'1 image ms':>11} {'batch 32 img/s':>15} "
               f"{'max |dP|':>9}   " + "   ".join(headers))
         for name, (path, run) in runners.items():
             run(images[:1])
@@ -281,37 +287,47 @@ def bench_export(model_path, model, agreement_sets, calibration_dir, threshold):
                 change = max(change, float(np.max(np.abs(scores - reference))))
                 agreement.append(np.mean((scores >= threshold) == (reference >= threshold)))
             megabytes = f"{os.path.getsize(path) / 1e6:6.1f}" if path else f"{'-':>6}"
-            print(f"  {name:<14} {megabytes} {latency:11.1f} {throughput:15.1f} {change:9.2g}   "
+            print(f"  {name:<{width}} {megabytes} {latency:11.1f} {throughput:15.1f} "
+                  f"{change:9.2g}   "
                   + "   ".join(f"{a:{len(h)}.2%}" for a, h in zip(agreement, headers)))
 
 
-def bench_features(model, folder, batch_size, limit):
-    """Seconds for the feature-caching pass of the fast recipe's top-block stage (feature maps
-    at FEATURE_MAP_LAYER, both views, written to an empty cache) on each backend, same images.
-    OpenVINO runs twice: converting the extractor (the first pass of a run), and reading the
-    conversion back from its cache (the validation pass after it, or any later run)."""
+def bench_features(model, data_path, batch_size, limit):
+    """Seconds for the feature caching of the fast recipe (train_model.py --recipe fast): the
+    head warm-up's pooled features, then the top-block stage's feature maps at
+    FEATURE_MAP_LAYER, each of the training and then the validation images, both views, into an
+    empty cache; on each backend, same images. OpenVINO runs twice: converting the extractor
+    that both caches share (a first run on these weights), and reading its conversion back
+    from the cache (any later run)."""
     import features
-    paths = data.list_labeled_images(folder)[0][:limit]
+    folders = [os.path.join(data_path, part) for part in ("train", "dev")]
+    path_lists = [data.list_labeled_images(folder)[0][:limit] for folder in folders]
     layer = model_lib.FEATURE_MAP_LAYER
     passes = ["keras"] + (["openvino", "openvino cached"] if inference.openvino_available()
                           else [])
-    print(f"\n[features] caching feature maps at {layer} (both views) of {len(paths)} images "
-          f"from {folder}, batch {batch_size}, into an empty cache")
+    print(f"\n[features] the fast recipe's feature caching: pooled features, then feature maps "
+          f"at {layer}, both views, of {' and '.join(map(str, map(len, path_lists)))} images "
+          f"from {' and '.join(folders)}, batch {batch_size}, into an empty cache")
     maps, seconds = {}, {}
-    labels = {"keras": "keras, whole pass",
-              "openvino": "openvino, whole pass, converting the extractor",
-              "openvino cached": "openvino, whole pass, its conversion cached"}
+    labels = {"keras": "keras",
+              "openvino": "openvino, converting its extractor",
+              "openvino cached": "openvino, its conversion cached"}
+    total = 2 * sum(map(len, path_lists))  # each image twice: pooled, then maps
     # An empty conversion cache: nothing converted by an earlier run is read back.
     with tempfile.TemporaryDirectory() as converted, \
             mock.patch.dict(os.environ, {"FACEGENDER_CACHE": converted}):
         for name in passes:
+            backend = name.split()[0]
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
-                plain, _, _ = features.feature_maps(model, layer, paths, tmp, batch_size, 0,
-                                                    name.split()[0])
+                for paths in path_lists:
+                    features.pooled_features(model, paths, tmp, batch_size, 0, backend)
+                for paths in path_lists:
+                    plain, _, _ = features.feature_maps(model, layer, paths, tmp, batch_size, 0,
+                                                        backend)
                 seconds[name] = time.perf_counter() - start
                 maps[name] = np.asarray(plain, np.float32)
-            row(labels[name], len(paths) / seconds[name], "images/s",
+            row(labels[name], total / seconds[name], "images/s",
                 seconds["keras"] / seconds[name])
     if "openvino" in maps:
         print(f"  largest difference of a feature-map value, openvino against keras (float16 "
@@ -355,7 +371,7 @@ def main(argv=None):
     print(f"machine: {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
           f"Keras {keras.__version__}; model {args.model_path}")
     if "eval" in args.sections:
-        bench_eval(model, args.model_path, dev, args.batch_size, args.limit)
+        bench_eval(model, args.model_path, dev, args.batch_size, args.limit, threshold)
     if "pipeline" in args.sections:
         bench_pipeline(os.path.join(args.data_path, "train"), model_lib.input_size(model),
                        args.batch_size, args.pipeline_steps)
@@ -368,7 +384,7 @@ def main(argv=None):
         bench_export(args.model_path, model, agreement_sets,
                      os.path.join(args.data_path, "train"), threshold)
     if "features" in args.sections:
-        bench_features(model, os.path.join(args.data_path, "train"), args.batch_size, args.limit)
+        bench_features(model, args.data_path, args.batch_size, args.limit)
     if "quality" in args.sections:
         bench_quality(args.data_path, args.weights, args.levels, args.budget_minutes,
                       args.recipes)

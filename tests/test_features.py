@@ -93,7 +93,7 @@ def test_feature_maps_match_the_lower_blocks_and_come_back_from_the_cache(traine
     assert len(os.listdir(tmp_path)) == 2
 
 
-def test_the_extractor_is_converted_once_for_the_training_and_validation_passes(
+def test_the_extractor_is_converted_once_for_both_caches_and_both_passes(
         trained, tmp_path, monkeypatch):
     import openvino as ov
 
@@ -106,9 +106,14 @@ def test_the_extractor_is_converted_once_for_the_training_and_validation_passes(
     convert_model = ov.convert_model
     monkeypatch.setattr(ov, "convert_model",
                         lambda *a, **k: conversions.append(1) or convert_model(*a, **k))
+    # The fast recipe's order: pooled features (head warm-up), then feature maps.
+    pooled = [features.pooled_features(model, p, str(tmp_path), 4, 0, "openvino")
+              for p in (paths[:4], paths[4:6])]
     train = features.feature_maps(model, layer, paths[:4], str(tmp_path), 4, 0, "openvino")
     val = features.feature_maps(model, layer, paths[4:6], str(tmp_path), 4, 0, "openvino")
     assert len(conversions) == 1 and len(train[0]) == 4 and len(val[0]) == 2
+    maps_shape = tuple(model_lib.backbone_of(model).get_layer(layer).output.shape[1:])
+    assert pooled[0][0].shape == (4, 1280) and train[0].shape[1:] == maps_shape
     # Other weights are another model: converted anew, replacing the entry it no longer needs.
     backbone = model_lib.backbone_of(model)
     backbone.set_weights([w * 0.5 for w in backbone.get_weights()])

@@ -165,6 +165,54 @@ def test_bf16_is_only_used_when_asked_for():
         inference.make_runner(model, "onnx")
 
 
+class Shifted:
+    """A stand-in for a bf16 runner: every score of `runner` moved by `shift` in log-odds."""
+
+    name = "shifted"
+
+    def __init__(self, runner, shift):
+        self.runner, self.shift = runner, shift
+
+    def map(self, items):
+        for tag, output in self.runner.map(items):
+            yield tag, 1 / (1 + np.exp(-(inference.logit(output) + self.shift)))
+
+
+def test_scores_near_the_threshold_are_scored_again_exactly():
+    model = small_model()
+    rng = np.random.default_rng(1)
+    batches = [rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32") for n in (9, 16, 5)]
+    exact = [model.predict(b, verbose=0) for b in batches]
+    threshold = float(np.median(np.concatenate(exact)))
+    # The async OpenVINO runner takes batches ahead of the outputs it gives back.
+    fast = Shifted(inference.make_runner(model, "openvino"), 0.3)
+    runner = inference.RecheckedRunner(fast, inference.KerasRunner(model), threshold, 0.5)
+    out = list(runner.map((k, b) for k, b in enumerate(batches)))
+    assert [tag for tag, _ in out] == [0, 1, 2]
+    got, exact = np.concatenate([o for _, o in out])[:, 0], np.concatenate(exact)[:, 0]
+    shifted = 1 / (1 + np.exp(-(inference.logit(exact) + 0.3)))
+    near = np.abs(inference.logit(shifted) - inference.logit(threshold)) < 0.5
+    assert 0 < near.sum() < len(near)  # both kinds of score are there
+    np.testing.assert_allclose(got[near], exact[near], rtol=0, atol=5e-5)
+    np.testing.assert_allclose(got[~near], shifted[~near], rtol=0, atol=5e-5)
+    # Shifted alone would flip labels; rechecked, every label is the exact one.
+    assert np.any((shifted >= threshold) != (exact >= threshold))
+    np.testing.assert_array_equal(got >= threshold, exact >= threshold)
+
+
+def test_bf16_given_a_threshold_rechecks_near_it_in_float32():
+    import openvino as ov
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no bfloat16")
+    model = small_model()
+    runner = inference.make_runner(model, "openvino", "bf16", threshold=0.5)
+    assert runner.name == "openvino bf16, f32 near the threshold"
+    assert runner.exact.name == "openvino f32"
+    images = np.random.default_rng(2).uniform(0, 255, (12, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(runner.predict(images) >= 0.5,
+                                  model.predict(images, verbose=0) >= 0.5)
+
+
 def test_decoded_batches_keep_the_file_order(tmp_path):
     rng = np.random.default_rng(0)
     paths = []
