@@ -35,7 +35,9 @@ BACKENDS = ("auto", "keras", "openvino")
 BF16_RECHECK_LOGIT = 0.5
 PRECISIONS = ("f32", "bf16")
 PREFETCH_BATCHES = 3  # decoded batches waiting ahead of the model: keeps it fed, bounds memory
-REQUEST_BATCH = 8  # images per OpenVINO request (bench/bench.py compares whole batches)
+# Images per OpenVINO request: 4 ran 3-8% faster than 2, 8 or 16 here end to end (two cores);
+# bench/bench.py compares whole batches.
+REQUEST_BATCH = 4
 
 
 # ---------------------------------------------------------------------------
@@ -260,7 +262,7 @@ def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
     """Compile for the CPU, in throughput mode (a stream per core) and the requested precision:
     (model at a fixed batch of `request_batch`, model for any batch size, precision used).
 
-    Requests of a few images to a model compiled at their fixed shape run about a fifth faster
+    Requests of a few images to a model compiled at their fixed shape run about a third faster
     than whole batches at an open shape (bench/bench.py's eval section shows both; a small
     request's activations stay in cache), so full requests take the fixed model; the rest of a
     batch takes the other. The fixed model is None where the image size is open.

@@ -104,7 +104,7 @@ def bench_eval(model, model_path, folder, batch_size, limit, threshold):
                                                                      batch_size)))
 
     print(f"\n[eval] {len(paths)} images from {folder} at {size}x{size}, batch {batch_size}; "
-          "ratios against Keras predict on tensors in memory (best of 3 rounds, in turns)")
+          "ratios against Keras predict on tensors in memory (best of 5 rounds, in turns)")
     contenders = {"keras predict, tensors in memory":
                   lambda: model.predict(images, batch_size=batch_size, verbose=0)}
     for name, runner in runners.items():
@@ -115,7 +115,7 @@ def bench_eval(model, model_path, folder, batch_size, limit, threshold):
             lambda r=runner: end_to_end(r))
     contenders["decode and resize alone (the input pipeline's ceiling)"] = lambda: [
         None for _ in inference.decoded_batches(paths, size, batch_size)]
-    seconds = timed_rounds(contenders)
+    seconds = timed_rounds(contenders, rounds=5)
     alone = len(paths) / seconds["keras predict, tensors in memory"]
     results = {}
     for name, took in seconds.items():
