@@ -9,6 +9,8 @@ Both take raw RGB 0..255 float32 input, like the Keras model, and output P(male)
 """
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 
@@ -57,7 +59,9 @@ def to_tflite(model, kind, calibration_paths=None, count=200):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     elif kind != "float32":
         raise ValueError(f"unknown TFLite kind {kind!r}")
-    return converter.convert()
+    # Keras prints the temporary SavedModel it converts through, with a line for every weight.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
 
 
 def tflite_interpreter_class():

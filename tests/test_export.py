@@ -9,9 +9,13 @@ import data
 import export
 
 
-def test_tflite_exports_load_and_agree_with_the_keras_model(trained, tmp_path):
+def test_tflite_exports_load_and_agree_with_the_keras_model(trained, tmp_path, capsys):
     written = export.export(trained["model"], str(tmp_path), ("float16", "int8"),
                             calibration_path=trained["data"], calibration_images=24)
+    printed = capsys.readouterr().out
+    # Only what was written, not Keras's listing of the SavedModel it converts through.
+    assert "Saved artifact" not in printed and "TensorSpec" not in printed
+    assert printed.count("wrote ") == 2
     paths, _ = data.list_labeled_images(trained["data"])
     images = np.stack([data.load_image(p, 64) for p in paths]).astype("float32")
     keras_model = keras.models.load_model(trained["model"], compile=False)
