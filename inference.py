@@ -30,8 +30,9 @@ import data
 from model import ModelError
 
 BACKENDS = ("auto", "keras", "openvino")
-# bfloat16 moved the log-odds of 99% of 7,671 training images (FACECOM, its degraded copies,
-# CelebA, UTKFace) by less than this; only a score this close to the threshold can flip.
+# bfloat16 moved the log-odds of 99.5% of 7,671 training images (FACECOM, its degraded copies,
+# CelebA, UTKFace) by less than this (bench/bf16_margin.py); only a score this close to the
+# threshold can flip.
 BF16_RECHECK_LOGIT = 0.5
 PRECISIONS = ("f32", "bf16")
 PREFETCH_BATCHES = 3  # decoded batches waiting ahead of the model: keeps it fed, bounds memory
