@@ -44,7 +44,15 @@ REQUEST_BATCH = 4
 # ---------------------------------------------------------------------------
 # Backends: each maps an iterable of (tag, float32 batch) to (tag, output) in the same order
 
-class KerasRunner:
+class Runner:
+    """What every backend offers besides `map`: one batch's output, at once."""
+
+    def predict(self, batch):
+        """The model's output for one batch."""
+        return next(self.map([(None, np.asarray(batch, np.float32))]))[1]
+
+
+class KerasRunner(Runner):
     """Runs a Keras model batch by batch; TensorFlow releases the GIL, so decoding overlaps."""
 
     name = "keras"
@@ -56,12 +64,8 @@ class KerasRunner:
         for tag, batch in items:
             yield tag, np.asarray(self.model.predict_on_batch(batch))
 
-    def predict(self, batch):
-        """The model's output for one batch, at once."""
-        return next(self.map([(None, np.asarray(batch, np.float32))]))[1]
 
-
-class OpenVINORunner:
+class OpenVINORunner(Runner):
     """Runs a compiled OpenVINO model with async queues, a few requests in flight.
 
     Each batch is cut into requests of REQUEST_BATCH images for the model compiled at that fixed
@@ -112,11 +116,8 @@ class OpenVINORunner:
             queue.wait_all()
         yield from ready()
 
-    def predict(self, batch):
-        return next(self.map([(None, np.asarray(batch, np.float32))]))[1]
 
-
-class RecheckedRunner:
+class RecheckedRunner(Runner):
     """A bfloat16 runner whose scores near the decision threshold are computed again in float32.
 
     bfloat16 moves a score's log-odds by 0.1 at the median and rarely by more than 0.5, so only
@@ -145,9 +146,6 @@ class RecheckedRunner:
                 output = output.copy()
                 output[near] = self.exact.predict(batch[near])
             yield tag, output
-
-    def predict(self, batch):
-        return next(self.map([(None, np.asarray(batch, np.float32))]))[1]
 
 
 def logit(p):
