@@ -19,15 +19,12 @@ from PIL import Image, ImageOps
 
 import keras
 
-CLASS_NAMES = ("female", "male")
+from common import CLASS_NAMES, DataError  # noqa: F401  (data.DataError is what callers catch)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Sub-folder names that hold a ready-made split inside a data folder.
 TRAIN_DIR_NAMES = ("train",)
 VAL_DIR_NAMES = ("val", "validation", "dev")
-
-
-class DataError(Exception):
-    """Data that cannot be used; the message names the path and says what to do."""
 
 
 # ---------------------------------------------------------------------------
@@ -290,6 +287,9 @@ class RandomAffine(keras.layers.Layer):
     def __init__(self, rotation=0.0, zoom=0.0, shear=0.0, shift=0.0, fill_mode="nearest",
                  seed=None, **kwargs):
         super().__init__(**kwargs)
+        # zoom: a factor f (zoom by up to f either way) or a (lower, upper) range, as
+        # RandomZoom takes it; negative zooms in (a tighter crop), positive zooms out.
+        zoom = tuple(zoom) if isinstance(zoom, (tuple, list)) else (-zoom, zoom)
         self.rotation, self.zoom, self.shear, self.shift = rotation, zoom, shear, shift
         self.fill_mode = fill_mode
         self.seed = seed
@@ -309,9 +309,11 @@ class RandomAffine(keras.layers.Layer):
 
         One random op for all five: separate ops given the same seed would draw the same numbers.
         """
-        limits = tf.constant([self.rotation * 2 * np.pi, self.zoom, self.shear, self.shift,
-                              self.shift], tf.float32)
-        return tf.unstack(tf.random.uniform([5, n], -1.0, 1.0, seed=self.seed) * limits[:, None])
+        turn = self.rotation * 2 * np.pi
+        low = tf.constant([-turn, self.zoom[0], -self.shear, -self.shift, -self.shift])
+        high = tf.constant([turn, self.zoom[1], self.shear, self.shift, self.shift])
+        u = tf.random.uniform([5, n], 0.0, 1.0, seed=self.seed)
+        return tf.unstack(low[:, None] + u * (high - low)[:, None])
 
     def get_config(self):
         return {**super().get_config(), "rotation": self.rotation, "zoom": self.zoom,
@@ -319,26 +321,30 @@ class RandomAffine(keras.layers.Layer):
                 "seed": self.seed}
 
 
-def make_augmentation(seed=None, degrade=0.0):
+def make_augmentation(seed=None, degrade=0.0, zoom=(-0.2, 0.2), grayscale=0.0):
     """The reference augmentations as Keras preprocessing layers (active only in training).
 
     Rotation (20 degrees), zoom, shear and shifts (0.2) are one combined affine resampling;
-    brightness (0.2) and the horizontal flip need no resampling. With `degrade`, that share of
-    the images also gets one of the seven weather and camera degradations of
-    `facecom_distorted` (see degradations.py). They run in the input pipeline rather than
-    inside the model: HDF5 cannot save every one of them, and the shipped model should hold
-    only what inference needs.
+    brightness (0.2) and the horizontal flip need no resampling. `zoom` is the (lower, upper)
+    zoom range: a lower bound below -0.2 crops tighter than any source does, so hair, caps and
+    collars cannot stand in for the face. `grayscale` is the share of images turned grey, as
+    old photos are. With `degrade`, that share of the images also gets one of the seven
+    weather and camera degradations of `facecom_distorted` (see degradations.py). They run in
+    the input pipeline rather than inside the model: HDF5 cannot save every one of them, and
+    the shipped model should hold only what inference needs.
     """
     from degradations import RandomDegradation
 
     # Each layer its own seed: Keras layers given the same seed draw the same numbers, which
     # would tie every flip to a brightness change.
-    seeds = [None if seed is None else seed + k for k in range(4)]
+    seeds = [None if seed is None else seed + k for k in range(5)]
     layers = [
-        RandomAffine(rotation=20 / 360, zoom=0.2, shear=0.2, shift=0.2, seed=seeds[0]),
+        RandomAffine(rotation=20 / 360, zoom=zoom, shear=0.2, shift=0.2, seed=seeds[0]),
         keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seeds[1]),
         keras.layers.RandomFlip("horizontal", seed=seeds[2]),
     ]
+    if grayscale > 0:
+        layers.append(keras.layers.RandomGrayscale(grayscale, seed=seeds[4]))
     if degrade > 0:
         layers.append(RandomDegradation(degrade, seed=seeds[3]))
     return keras.Sequential(layers, name="augmentation")
@@ -360,7 +366,7 @@ def weighted_examples(paths, labels, oversample, seed, shuffle, class_weights):
 
 def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, augment=True,
                        seed=0, shuffle=True, class_weights=None, sources=None,
-                       source_weights=None, degrade=0.0):
+                       source_weights=None, degrade=0.0, zoom=(-0.2, 0.2), grayscale=0.0):
     """Shuffled, oversampled, augmented batches of (image, label, sample weight).
 
     Images are float32 in 0..255. The sample weight carries the class weights (`class_weights`
@@ -371,7 +377,9 @@ def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, aug
     With `source_weights`, `sources` gives each image's source index and each source is
     oversampled and shuffled on its own; every image is then drawn from source k with
     probability `source_weights[k]` (normalised), so one large source does not drown a small
-    one. That dataset repeats without end: pass `steps_per_epoch` to fit.
+    one. A "source" is any group of images to be drawn at its own rate: train_model.py makes
+    one per (data folder, age band) to draw every age band of a folder equally often. That
+    dataset repeats without end: pass `steps_per_epoch` to fit.
     """
     if source_weights is None:
         ds = weighted_examples(paths, labels, oversample, seed, shuffle, class_weights)
@@ -389,7 +397,7 @@ def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, aug
         return image, label, weight * tf.cast(ok, tf.float32)
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-    augmentation = make_augmentation(seed, degrade) if augment else None
+    augmentation = make_augmentation(seed, degrade, zoom, grayscale) if augment else None
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code; spares a noisy warning
     def to_float(images, label, weight):

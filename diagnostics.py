@@ -15,7 +15,7 @@ from sklearn.metrics import (average_precision_score, precision_recall_curve, ro
 import data
 import model as model_lib
 import plots
-from data import CLASS_NAMES
+from common import CLASS_NAMES
 from model import ModelError
 
 SHEET_MAX_IMAGES = 48  # mistakes shown on the contact sheet, 6 rows of plots.SHEET_COLUMNS

@@ -4,9 +4,10 @@ Pure functions on arrays; a sample is predicted male when its score is >= the th
 """
 
 import numpy as np
+from scipy.special import ndtri
 from sklearn.metrics import classification_report, confusion_matrix
 
-from data import CLASS_NAMES
+from common import CLASS_NAMES
 
 
 def macro_f1_curve(y_true, scores, thresholds):
@@ -103,4 +104,137 @@ def group_table(groups, y_true, scores, threshold):
         acc = r["per_class_accuracy"]
         rows.append({"group": group, "images": int(mask.sum()), "macro_f1": r["macro_f1"],
                      "female": acc["female"], "male": acc["male"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Factors: metrics per value of an image attribute (age band, origin, ...), with intervals
+
+def wilson_interval(successes, total, confidence=0.95):
+    """Wilson score interval for a binomial proportion, such as one class's recall.
+
+    Unlike the normal approximation it stays inside [0, 1] and does not collapse to a point
+    at 0/n or n/n, which matters for the small groups a factor table has.
+
+    Parameters
+    ----------
+    successes : int
+        Number of successes (for a recall: the correctly classified images of the class).
+    total : int
+        Number of trials (the images of the class).
+    confidence : float, default=0.95
+        Coverage of the interval.
+
+    Returns
+    -------
+    low, high : float
+        The interval's bounds; both NaN when `total` is 0.
+    """
+    if total == 0:
+        return float("nan"), float("nan")
+    z = float(ndtri(0.5 + confidence / 2))
+    p, n = successes / total, total
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # max/min only guard the last bit of rounding at 0/n and n/n.
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def macro_f1_from_counts(confusion):
+    """Macro-F1 over both classes from 2x2 confusion matrices, vectorised.
+
+    Parameters
+    ----------
+    confusion : array-like of shape (..., 2, 2)
+        Counts with rows the true class and columns the predicted one, female first.
+
+    Returns
+    -------
+    macro_f1 : ndarray of shape (...)
+        A class with no true and no predicted samples scores F1 = 0, as in `macro_f1_curve`
+        and scikit-learn's `zero_division=0`.
+    """
+    c = np.asarray(confusion, dtype=float)
+    off = c[..., 0, 1] + c[..., 1, 0]  # every mistake counts against both classes' F1
+    f1s = []
+    for k in (0, 1):
+        denom = 2 * c[..., k, k] + off
+        f1s.append(np.where(denom > 0, 2 * c[..., k, k] / np.maximum(denom, 1), 0.0))
+    return (f1s[0] + f1s[1]) / 2
+
+
+def bootstrap_macro_f1_interval(confusion, n_resamples=1000, confidence=0.95, seed=0):
+    """Percentile bootstrap interval for the macro-F1 of a 2x2 confusion matrix.
+
+    Resampling the images with replacement and counting again is the same as drawing the four
+    cell counts from a multinomial with the observed cell shares, so the cost does not grow
+    with the number of images. Macro-F1 has no closed-form interval like Wilson's.
+
+    Parameters
+    ----------
+    confusion : array-like of shape (2, 2)
+        Counts with rows the true class and columns the predicted one, female first.
+    n_resamples : int, default=1000
+        Bootstrap resamples.
+    confidence : float, default=0.95
+        Coverage of the interval.
+    seed : int, default=0
+        Seed of the resampling, so the same counts always give the same interval.
+
+    Returns
+    -------
+    low, high : float
+        The interval's bounds; both NaN when the matrix is empty.
+    """
+    counts = np.asarray(confusion, dtype=np.int64).reshape(4)
+    n = int(counts.sum())
+    if n == 0:
+        return float("nan"), float("nan")
+    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=n_resamples)
+    scores = macro_f1_from_counts(draws.reshape(n_resamples, 2, 2))
+    low, high = np.quantile(scores, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return float(low), float(high)
+
+
+def factor_table(groups, y_true, scores, threshold, order=None, n_resamples=1000,
+                 confidence=0.95, seed=0):
+    """`group_table` with a confidence interval for every cell: one row per attribute value.
+
+    Parameters
+    ----------
+    groups : array-like of shape (n_samples,)
+        Each sample's attribute value (an age band, an origin, "unknown", ...).
+    y_true : array-like of shape (n_samples,)
+        True class indices, 0 female and 1 male.
+    scores : array-like of shape (n_samples,)
+        P(male); a sample is predicted male when its score is >= `threshold`.
+    threshold : float
+        The decision threshold.
+    order : callable, default=None
+        Sort key for the values (e.g. `attributes.band_order`, age bands in age order);
+        None sorts by name.
+    n_resamples, confidence, seed
+        Passed to `bootstrap_macro_f1_interval`; `confidence` to `wilson_interval` too.
+
+    Returns
+    -------
+    rows : list of dict
+        `group_table`'s keys (`group`, `images`, `macro_f1`, `female` and `male` as
+        [correct, total]), plus `macro_f1_interval` (bootstrap), and per class `<class>_recall`
+        and `<class>_recall_interval` (Wilson); None where the group has no image of the class.
+    """
+    rows = group_table(groups, y_true, scores, threshold)
+    if order is not None:
+        rows.sort(key=lambda r: order(r["group"]))
+    for row in rows:
+        (f_ok, f_n), (m_ok, m_n) = row["female"], row["male"]
+        confusion = [[f_ok, f_n - f_ok], [m_n - m_ok, m_ok]]
+        row["macro_f1_interval"] = list(bootstrap_macro_f1_interval(
+            confusion, n_resamples, confidence, seed))
+        for name in CLASS_NAMES:
+            ok, n = row[name]
+            row[name] = [ok, n]
+            row[f"{name}_recall"] = ok / n if n else None
+            row[f"{name}_recall_interval"] = list(wilson_interval(ok, n, confidence)) if n else None
     return rows

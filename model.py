@@ -11,6 +11,7 @@ import socket
 
 import keras
 
+from common import ModelError  # noqa: F401  (model.ModelError is what callers catch)
 import losses  # noqa: F401  (registers the focal loss so compiled models reload)
 from outputs import atomic_path, write_json
 
@@ -18,10 +19,6 @@ BACKBONE_NAME = "mobilenetv2"
 HEAD_NAME = "head"
 SCALING_NAME = "mobilenet_scaling"
 KERAS_IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-
-
-class ModelError(Exception):
-    """A model or weights file that cannot be used; the message names it and says what to do."""
 
 
 def build_backbone(image_size, weights="imagenet"):

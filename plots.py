@@ -18,13 +18,14 @@ from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-from data import CLASS_NAMES
+from common import CLASS_NAMES
 from outputs import save_figure
 
 DPI = 110
 CURVE_FIGSIZE, CURVE_DPI = (5.0, 5.0), DPI  # ROC, PR and reliability PNGs are 550 x 550
 CONFUSION_FIGSIZE = (5.0, 4.2)
 HISTORY_FIGSIZE = (15.0, 4.0)
+FACTOR_PANEL_W, FACTOR_PANEL_H = 5.5, 4.0  # recall by age: one panel per source
 # Contact sheet geometry, in inches at SHEET_DPI: each tile holds the image and a 3-line caption.
 SHEET_TILE_W, SHEET_TILE_H, SHEET_HEADER, SHEET_DPI = 2.0, 2.5, 0.5, 100
 SHEET_COLUMNS = 8
@@ -146,6 +147,38 @@ def reliability_figure(bins, ece):
     edges = [bins[0]["low"]] + [b["high"] for b in bins]
     bottom.stairs([b["count"] for b in bins], edges, fill=True, color="grey")
     bottom.set(xlabel="predicted P(male)", ylabel="images")
+    fig.tight_layout()
+    return fig
+
+
+def recall_by_age_figure(panels, unknown="unknown"):
+    """Each class's recall per age band, one line per class with its interval as error bars,
+    one panel per (title, rows) in `panels`; rows are `metrics.factor_table`'s, in age order.
+
+    The band of images without an age (`unknown`) is left off the age axis and its count put
+    in the panel's title; a band with no image of a class has no point for that class. Each
+    tick says how many images the band holds, since the intervals widen as bands thin out.
+    """
+    fig = Figure(figsize=(FACTOR_PANEL_W * len(panels), FACTOR_PANEL_H), dpi=DPI)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, rows) in zip(axes, panels):
+        known = [r for r in rows if r["group"] != unknown]
+        missing = sum(r["images"] for r in rows if r["group"] == unknown)
+        x = np.arange(len(known))
+        for k, name in enumerate(CLASS_NAMES):
+            recall = np.array([np.nan if r[f"{name}_recall"] is None else r[f"{name}_recall"]
+                               for r in known])
+            bounds = np.array([r[f"{name}_recall_interval"] or [np.nan, np.nan] for r in known])
+            bounds = bounds.reshape(len(known), 2)
+            # A small sideways offset keeps the two classes' error bars from hiding each other.
+            ax.errorbar(x + (k - 0.5) * 0.08, recall, yerr=[recall - bounds[:, 0],
+                                                            bounds[:, 1] - recall],
+                        marker="o", capsize=3, label=f"{name} recall")
+        ax.set_xticks(x, [f"{r['group']}\n{r['images']}" for r in known])
+        ax.set(ylim=(0, 1.02), xlabel="age band (images)", ylabel="recall",
+               title=title + (f" ({missing} without an age)" if missing else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
 

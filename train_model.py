@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+import attributes  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
 import inference  # noqa: E402
@@ -68,6 +69,11 @@ def parse_args(argv=None):
                    help="one per --data_path: the share of training images drawn from each "
                         "(default: in proportion to their sizes), so a large source does not "
                         "drown a small one")
+    p.add_argument("--balance_by", nargs="+", default=[], metavar="COLUMN",
+                   help="attribute columns of the data folders' attributes.csv (age is binned "
+                        "by decade, 60+ as one band): in a folder that has them, every (class, "
+                        "value) group is drawn equally often, and each value is a validation "
+                        "group of its own, so the worst one picks the epoch and the threshold")
     p.add_argument("--epoch_images", type=int, default=None,
                    help="training images per epoch (default: one pass over the oversampled "
                         "training set); smaller epochs check, validate and save more often")
@@ -92,6 +98,11 @@ def parse_args(argv=None):
                    help="repeat the minority class up to this fraction of the majority (0: off)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random rotation, zoom, shear, shifts, brightness and horizontal flip")
+    p.add_argument("--zoom", type=float, nargs=2, default=[-0.2, 0.2], metavar=("LOW", "HIGH"),
+                   help="zoom range of the augmentation: below 0 zooms in (a tighter crop), "
+                        "above 0 out")
+    p.add_argument("--grayscale", type=float, default=0.0,
+                   help="share of training images turned grey, as old photos are")
     p.add_argument("--degrade", type=float, default=0.0,
                    help="share of training images given one of the seven weather and camera "
                         "degradations of facecom_distorted at random (blur, fog, low light, "
@@ -147,8 +158,10 @@ def parse_args(argv=None):
         p.error("--source_weights takes one weight per --data_path folder")
     if args.source_weights and (min(args.source_weights) < 0 or sum(args.source_weights) <= 0):
         p.error("--source_weights must be non-negative and not all 0")
-    if not 0 <= args.degrade <= 1:
-        p.error("--degrade is a share of the images, between 0 and 1")
+    if not 0 <= args.degrade <= 1 or not 0 <= args.grayscale <= 1:
+        p.error("--degrade and --grayscale are shares of the images, between 0 and 1")
+    if not -1 < args.zoom[0] <= args.zoom[1]:
+        p.error("--zoom takes LOW <= HIGH, LOW above -1")
     return args
 
 
@@ -156,10 +169,12 @@ def parse_args(argv=None):
 # Data
 
 class Images(NamedTuple):
-    """Labelled images: `sources[i]` is the index of the data folder image i came from."""
+    """Labelled images: `sources[i]` is the index of the data folder image i came from, and
+    `strata[i]` its values of the --balance_by attributes ("" where its folder has none)."""
     paths: list
     labels: np.ndarray
     sources: np.ndarray
+    strata: list
 
 
 class Split(NamedTuple):
@@ -169,21 +184,50 @@ class Split(NamedTuple):
     val_names: list  # a short name per validation source
 
 
-def collect(folders, limit=None, seed=0):
-    """Pool the labelled images of several class-folder roots: (paths, labels, sources), where
-    sources[i] is the index of the folder image i came from. With `limit`, each folder gives at
-    most that many images, a stratified random subset."""
+def image_strata(folder, paths, columns):
+    """Each image's values of the attribute `columns` that the folder's attributes.csv has,
+    joined ("60+", or "60+ asian"); "" for every image when it has none of them."""
+    table, present = attributes.read_attributes(folder)
+    used = [c for c in columns if c in present]
+    if not used:
+        return [""] * len(paths)
+    return [" ".join(values) for values in
+            zip(*(attributes.attribute_values(table, paths, c) for c in used))]
+
+
+def collect(folders, limit=None, seed=0, balance_by=()):
+    """Pool the labelled images of several class-folder roots as `Images`. With `limit`, each
+    folder gives at most that many images, a random subset stratified by class and by the
+    `balance_by` attributes (by class alone where some group is too small to split)."""
     from sklearn.model_selection import train_test_split
 
-    paths, labels, sources = [], [], []
+    paths, labels, sources, strata = [], [], [], []
     for k, folder in enumerate(folders):
         p, y = data.list_labeled_images(folder)
+        s = image_strata(folder, p, balance_by)
         if limit and len(p) > limit:
-            p, _, y, _ = train_test_split(p, y, train_size=limit, stratify=y, random_state=seed)
+            keys = [f"{label} {value}" for label, value in zip(y, s)]
+            by = keys if min(np.unique(keys, return_counts=True)[1]) >= 2 else y
+            p, _, y, _, s, _ = train_test_split(p, y, s, train_size=limit, stratify=by,
+                                                random_state=seed)
         paths += list(p)
         labels.append(np.asarray(y))
         sources.append(np.full(len(p), k))
-    return Images(paths, np.concatenate(labels), np.concatenate(sources))
+        strata += list(s)
+    return Images(paths, np.concatenate(labels), np.concatenate(sources), strata)
+
+
+def split_by_strata(images, names):
+    """Validation groups: each folder's images split by their --balance_by values, so that
+    "utkface/dev 60+" is scored on its own. Returns (images with `sources` re-indexed by
+    group, the group names)."""
+    keys = sorted(set(zip(images.sources.tolist(), images.strata)),
+                  key=lambda key: (key[0], attributes.band_order(key[1])))
+    index = {key: i for i, key in enumerate(keys)}
+    groups = np.array([index[key] for key in zip(images.sources.tolist(), images.strata)],
+                      dtype=np.int64)
+    group_names = [f"{names[source]} {value}".strip() for source, value in keys]
+    return images._replace(sources=groups), group_names
 
 
 def split_data(args):
@@ -198,29 +242,32 @@ def split_data(args):
                             "female/ and male/ (or train/ and val/)")
         train_roots.append(data.find_subdir(root, data.TRAIN_DIR_NAMES) or root)
         val_roots.append(data.find_subdir(root, data.VAL_DIR_NAMES))
-    train = collect(train_roots)
+    train = collect(train_roots, balance_by=args.balance_by)
     for k, name in enumerate(CLASS_NAMES):
         # Minutes into a run is too late to find that a class has no usable image.
         if data.first_readable(np.asarray(train.paths)[train.labels == k]) is None:
             raise DataError(f"{' '.join(args.data_path)}: no readable {name} training image; "
                             "every file failed to decode")
-    if args.val_path:
-        return Split(train, collect(args.val_path, args.val_limit, args.seed),
-                     f"--val_path {' '.join(args.val_path)}", data.source_names(args.val_path))
-    if all(val_roots):
-        return Split(train, collect(val_roots, args.val_limit, args.seed),
-                     "validation folder(s) " + ", ".join(val_roots), data.source_names(val_roots))
-    paths, labels, sources = train
+    # Folder names, not paths: they go into the sidecar, which ships to other machines.
+    if args.val_path or all(val_roots):
+        folders = args.val_path or val_roots
+        val, names = split_by_strata(collect(folders, args.val_limit, args.seed, args.balance_by),
+                                     data.source_names(folders))
+        how = "--val_path" if args.val_path else "validation folder(s)"
+        return Split(train, val, f"{how} {', '.join(data.source_names(folders))}", names)
+    paths, labels, sources, strata = train
     if min(np.bincount(labels, minlength=2)) < 2:
         raise DataError(f"{train_roots[0]}: too few images to hold some out for validation; "
                         "add images or pass --val_path")
     # At least one validation image per class, however small the data.
     held_out = max(2, int(round(args.val_split * len(paths))))
-    tr_p, va_p, tr_y, va_y, tr_s, va_s = train_test_split(
-        paths, labels, sources, test_size=held_out, stratify=labels, random_state=args.seed)
-    return Split(Images(tr_p, tr_y, tr_s), Images(va_p, va_y, np.zeros_like(va_s)),
-                 f"stratified {args.val_split:.0%} split (seed {args.seed})",
-                 ["validation split"])
+    tr_p, va_p, tr_y, va_y, tr_s, va_s, tr_t, va_t = train_test_split(
+        paths, labels, sources, strata, test_size=held_out, stratify=labels,
+        random_state=args.seed)
+    val, names = split_by_strata(Images(va_p, va_y, np.zeros_like(va_s), va_t),
+                                 ["validation split"])
+    return Split(Images(tr_p, tr_y, tr_s, tr_t), val,
+                 f"stratified {args.val_split:.0%} split (seed {args.seed})", names)
 
 
 def source_weights(args, sources):
@@ -233,9 +280,32 @@ def source_weights(args, sources):
     return None
 
 
-def epoch_steps(args, labels, sources, batch_size):
+def draw_groups(args, train):
+    """The groups to draw training images from and each group's share of the draws:
+    (group index per image, shares), or (sources, None) to draw from the pooled images as they
+    are.
+
+    A group is a data folder, or with --balance_by a (folder, attribute value) pair: a folder's
+    share is split equally over its values, and each group is class-balanced on its own, so
+    that every (class, age band) group of a folder is drawn as often as any other (women over
+    60 as often as women in their 20s).
+    """
+    shares = source_weights(args, train.sources)
+    if not args.balance_by or not any(train.strata):
+        return train.sources, shares
+    if shares is None:
+        shares = np.bincount(train.sources).tolist()
+    keys = sorted(set(zip(train.sources.tolist(), train.strata)))
+    index = {key: i for i, key in enumerate(keys)}
+    groups = np.array([index[key] for key in zip(train.sources.tolist(), train.strata)])
+    per_source = np.bincount([source for source, _ in keys], minlength=len(shares))
+    total = float(np.sum(shares))
+    return groups, [shares[source] / total / per_source[source] for source, _ in keys]
+
+
+def epoch_steps(args, labels, shares, batch_size):
     """Batches per epoch when the training set repeats (None: one pass over it)."""
-    if source_weights(args, sources) is None:
+    if shares is None:
         return None
     images = args.epoch_images or len(data.oversample_indices(labels, args.oversample))
     return max(1, -(-images // batch_size))
@@ -254,6 +324,20 @@ def validation_scores(model, val, batch_size, unreadable, verbose=0):
 
 # ---------------------------------------------------------------------------
 # Outputs
+
+def portable_config(args):
+    """The flags, with every path cut to what names it on any machine: data folders by their
+    short names ("utkface/dev"), files by their base names."""
+    config = dict(vars(args))
+    for flag in ("data_path", "val_path"):
+        if config[flag]:
+            config[flag] = data.source_names(config[flag])
+    for flag in ("output", "init_model", "weights", "checkpoint_dir"):
+        if config[flag] and config[flag] not in ("imagenet", "none"):
+            config[flag] = os.path.basename(os.path.normpath(config[flag]))
+    config.pop("cache_dir")  # a local folder; says nothing about the model
+    return config
+
 
 def save_architecture(model, stem_dir):
     """model_architecture.png when pydot and graphviz are installed, else a text summary."""
@@ -315,6 +399,15 @@ def describe(split, args, replicas, batch_size):
     val_labels = split.val.labels
     print(f"training images: {counts[0]} female, {counts[1]} male; validation: "
           f"{np.sum(val_labels == 0)} female, {np.sum(val_labels == 1)} male ({split.how})")
+    if args.balance_by and any(split.train.strata):
+        groups, shares = draw_groups(args, split.train)
+        names = data.source_names(args.data_path)
+        keys = sorted(set(zip(split.train.sources.tolist(), split.train.strata)))
+        print(f"drawn by {' '.join(args.balance_by)}: " + ", ".join(
+            f"{f'{names[source]} {value}'.strip()} {np.sum(groups == g)} images "
+            f"({shares[g]:.1%})"
+            for g, (source, value) in enumerate(keys)))
+    print(f"validation groups: {', '.join(split.val_names)}")
     if len(args.data_path) > 1:
         sizes = np.bincount(split.train.sources, minlength=len(args.data_path))
         shares = source_weights(args, split.train.sources)
@@ -362,10 +455,12 @@ def fine_tune(model, state, train_set, reader, batch_size, scores, val_names, ch
               args):
     """Fine-tune the whole network with augmentation, checkpointing every epoch; returns the
     checkpoint, whose history and best epoch span every run that led here."""
+    groups, shares = draw_groups(args, train_set)
     train_ds = data.make_train_dataset(
         *train_set[:2], reader, batch_size, args.oversample, args.augment, args.seed,
-        class_weights=dict(enumerate(args.class_weights)), sources=train_set.sources,
-        source_weights=source_weights(args, train_set.sources), degrade=args.degrade)
+        class_weights=dict(enumerate(args.class_weights)), sources=groups,
+        source_weights=shares, degrade=args.degrade, zoom=tuple(args.zoom),
+        grayscale=args.grayscale)
     mode = MONITOR_MODES[args.monitor]
     plateau = {
         # With a top-block stage, `patience` epochs that do not beat it also stop the run.
@@ -381,8 +476,7 @@ def fine_tune(model, state, train_set, reader, batch_size, scores, val_names, ch
         # Order matters: the validation scores join the logs first, and the checkpoint sees
         # the epoch last.
         model.fit(train_ds, epochs=args.epochs, initial_epoch=state.epochs_done,
-                  steps_per_epoch=epoch_steps(args, train_set.labels, train_set.sources,
-                                              batch_size),
+                  steps_per_epoch=epoch_steps(args, train_set.labels, shares, batch_size),
                   callbacks=[ValidationMetrics(scores, val_names), *plateau.values(),
                              checkpoint],
                   shuffle=False,  # the pipeline shuffles
@@ -426,7 +520,7 @@ def finish(model, checkpoint, validation, split, reader, args, start):
         # Fine-tuning epochs of every run that led here, resumed ones included.
         "epoch_seconds_all_runs": round(sum(history.get("epoch_seconds", [])), 1),
         "unreadable_images": sorted(reader.skipped),
-        "config": vars(args),
+        "config": portable_config(args),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     model_lib.save_model(model, args.output, sidecar)
