@@ -1,0 +1,91 @@
+"""--balance_by: every (class, age band) group of a folder is drawn at the asked rate, and each
+age band is a validation group of its own."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+import data
+import train_model
+
+# (class, age) -> how many images: deliberately lopsided, as UTKFace is (few old women).
+GROUPS = {("female", 25): 30, ("female", 65): 3, ("male", 25): 8, ("male", 65): 12}
+
+
+def make_aged_folder(root):
+    """root/{train,dev}/{female,male}/ with images whose pixel value says their (class, age)
+    group, and an attributes.csv with their ages; two train images have no row (unknown)."""
+    for split in ("train", "dev"):
+        rows = ["path,age,origin"]
+        for g, ((name, age), n) in enumerate(GROUPS.items()):
+            folder = os.path.join(root, split, name)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n):
+                rel = f"{name}/{age}_{i:02d}.png"
+                Image.fromarray(np.full((8, 8, 3), 40 * (g + 1), np.uint8)).save(
+                    os.path.join(root, split, rel))
+                if not (split == "train" and name == "male" and age == 25 and i < 2):
+                    rows.append(f"{rel},{age},white")
+        with open(os.path.join(root, split, "attributes.csv"), "w") as f:
+            f.write("\n".join(rows) + "\n")
+    return root
+
+
+def test_each_class_and_age_band_is_drawn_at_the_asked_rate(tmp_path):
+    root = make_aged_folder(str(tmp_path / "faces"))
+    args = train_model.parse_args(["--data_path", root, "--balance_by", "age",
+                                   "--epoch_images", "64"])
+    train = train_model.split_data(args).train
+    groups, shares = train_model.draw_groups(args, train)
+    # Bands 20s, 60+ and the two images without a row: three groups of one folder.
+    assert sorted(set(train.strata)) == ["20s", "60+", "unknown"]
+    assert np.allclose(shares, 1 / 3)
+
+    ds = data.make_train_dataset(train.paths, train.labels, data.ImageReader(8), batch_size=100,
+                                 augment=False, seed=3, sources=groups, source_weights=shares)
+    n_draws = 3000
+    pixels, labels = [], []
+    for images, y, _ in ds.take(n_draws // 100):
+        pixels.append(images.numpy()[:, 0, 0, 0])
+        labels.append(y.numpy())
+    pixels, labels = np.concatenate(pixels), np.concatenate(labels)
+    drawn = {key: np.mean(pixels == 40 * (g + 1)) for g, key in enumerate(GROUPS)}
+    # Each age band gets a third of the draws, half of it per class, however few images it has
+    # (3 women over 60 against 30 in their 20s); the "unknown" third is the two male 25s
+    # without a row, oversampled against no female: all male.
+    expected = {("female", 25): 1 / 6, ("female", 65): 1 / 6, ("male", 25): 1 / 6 + 1 / 3,
+                ("male", 65): 1 / 6}
+    for key, rate in expected.items():
+        sigma = np.sqrt(rate * (1 - rate) / n_draws)
+        assert abs(drawn[key] - rate) < 4 * sigma, (key, drawn[key], rate)
+    assert abs(np.mean(labels) - 2 / 3) < 0.05
+
+
+def test_without_balance_by_images_are_drawn_as_they_are(tmp_path):
+    root = make_aged_folder(str(tmp_path / "faces"))
+    args = train_model.parse_args(["--data_path", root])
+    train = train_model.split_data(args).train
+    groups, shares = train_model.draw_groups(args, train)
+    assert shares is None and np.array_equal(groups, train.sources)
+
+
+def test_age_bands_are_validation_groups(tmp_path):
+    root = make_aged_folder(str(tmp_path / "faces"))
+    args = train_model.parse_args(["--data_path", root, "--balance_by", "age"])
+    split = train_model.split_data(args)
+    assert split.val_names == ["faces/dev 20s", "faces/dev 60+"]
+    counts = np.bincount(split.val.sources)
+    assert counts.tolist() == [30 + 8, 3 + 12]
+
+
+def test_validation_subset_keeps_every_band(tmp_path):
+    # --val_limit draws a subset stratified by class and band: the 3 women over 60 of 53
+    # images are not lost to a limit of 20.
+    root = make_aged_folder(str(tmp_path / "faces"))
+    args = train_model.parse_args(["--data_path", root, "--balance_by", "age",
+                                   "--val_limit", "20"])
+    split = train_model.split_data(args)
+    val = split.val
+    old_women = [s == "60+" and y == 0 for s, y in zip(val.strata, val.labels)]
+    assert len(val.paths) == 20 and any(old_women)
