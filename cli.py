@@ -1,6 +1,7 @@
 """What the scripts share on the command line: the flags that load and run a saved model, and
 how every script ends (bad input is one line of error and exit code 2, never a traceback)."""
 
+import argparse
 import os
 import sys
 
@@ -12,7 +13,8 @@ SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_
 
 
 def add_model_arguments(p):
-    """--model_path, --threshold, --batch_size, --backend, --precision, --unsafe, --verbose."""
+    """--model_path, --threshold, --batch_size, --backend, --precision, --tta, --unsafe,
+    --verbose."""
     p.add_argument("--model_path", default=SHIPPED_MODEL,
                    help="saved model (its JSON sidecar beside it gives the threshold)")
     p.add_argument("--threshold", type=float, default=None,
@@ -24,6 +26,9 @@ def add_model_arguments(p):
                    help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; scores "
                         "near the threshold are computed again in float32, the others move "
                         "slightly (bench/bench.py measures how much, and how many labels change)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                   help="test-time flip averaging: score each image as the mean of the model's "
+                        "score on it and on its horizontal mirror (twice the compute)")
     p.add_argument("--unsafe", action="store_true",
                    help="allow a model file that carries code (Lambda layers): only for files "
                         "you trust")

@@ -127,7 +127,7 @@ class RecheckedRunner(Runner):
     """
 
     def __init__(self, fast, exact, threshold, margin=BF16_RECHECK_LOGIT):
-        self.fast, self.exact, self.margin = fast, exact, margin
+        self.fast, self.exact, self.threshold, self.margin = fast, exact, threshold, margin
         self.name = f"{fast.name}, f32 near the threshold"
         self.cut = logit(threshold)
 
@@ -146,6 +146,45 @@ class RecheckedRunner(Runner):
                 output = output.copy()
                 output[near] = self.exact.predict(batch[near])
             yield tag, output
+
+
+class FlipAveraged(Runner):
+    """Test-time flip averaging: each image's output is the mean of the model's output on it and
+    on its horizontal mirror (training flips at random, so both are faces the model knows).
+
+    The mirrors ride in the same batch as the images, so any runner gets it unchanged; it costs
+    twice the compute per image.
+    """
+
+    tta = True
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.name = f"{runner.name}, tta (mean with the mirror)"
+
+    def map(self, items):
+        def doubled():
+            for tag, batch in items:
+                yield tag, np.concatenate([batch, batch[:, :, ::-1]])
+
+        for tag, output in self.runner.map(doubled()):
+            n = len(output) // 2
+            yield tag, (output[:n] + output[n:]) / 2
+
+
+def flip_averaged(runner):
+    """`runner` with test-time flip averaging (FlipAveraged); a runner that has it already is
+    returned as is. A bf16 runner that rechecks near the threshold rechecks the averaged score,
+    since that is what gets the label (averaging two scores moves the log-odds by no more than
+    the larger of the two moves, so its margin still holds)."""
+    if getattr(runner, "tta", False):
+        return runner
+    if isinstance(runner, RecheckedRunner):
+        averaged = RecheckedRunner(FlipAveraged(runner.fast), FlipAveraged(runner.exact),
+                                   runner.threshold, runner.margin)
+        averaged.name, averaged.tta = f"{runner.name}, tta (mean with the mirror)", True
+        return averaged
+    return FlipAveraged(runner)
 
 
 def logit(p):
@@ -287,7 +326,7 @@ def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
 
 
 def make_runner(model, backend="auto", precision="f32", model_path=None, cache_dir=None,
-                request_batch=REQUEST_BATCH, key=None, threshold=None, output=None):
+                request_batch=REQUEST_BATCH, key=None, threshold=None, output=None, tta=False):
     """A runner for `model` on `backend` ('auto': OpenVINO if it imports, else Keras).
 
     `model_path` (the file `model` was loaded from), or a `key` naming the model's contents
@@ -298,8 +337,16 @@ def make_runner(model, backend="auto", precision="f32", model_path=None, cache_d
     again in float32 what falls near it (RecheckedRunner); without it, bf16 is bf16 throughout.
     `output`, for a model of several outputs, is the index of the one to run: only what it
     needs is computed, and OpenVINO converts (and caches) the whole model, so runners for its
-    other outputs share that conversion.
+    other outputs share that conversion. `tta` averages each image's output with its mirror's
+    (flip_averaged); the runner's name says so.
     """
+    runner = _make_runner(model, backend, precision, model_path, cache_dir, request_batch, key,
+                          threshold, output)
+    return flip_averaged(runner) if tta else runner
+
+
+def _make_runner(model, backend, precision, model_path, cache_dir, request_batch, key,
+                 threshold, output):
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
@@ -389,12 +436,15 @@ def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None)
     return reader.skipped
 
 
-def score_paths(runner, paths, image_size, batch_size=32, verbose=1):
+def score_paths(runner, paths, image_size, batch_size=32, verbose=1, tta=False):
     """(P(male) for each of `paths`, {unreadable path: reason}).
 
     Scores of unreadable files are NaN, so nothing downstream can mistake them for a score (a
-    model that outputs NaN for a readable image is an error, not an unreadable file).
+    model that outputs NaN for a readable image is an error, not an unreadable file). `tta`
+    scores each image as the mean of its score and its mirror's (a no-op for a runner made
+    with it).
     """
+    runner = flip_averaged(runner) if tta else runner
     scores = np.full(len(paths), np.nan, np.float32)
     batches = run_paths(runner, paths, image_size, batch_size, verbose)
     while True:
@@ -408,6 +458,15 @@ def score_paths(runner, paths, image_size, batch_size=32, verbose=1):
             raise ModelError(f"the model gives {out[bad][0]} for {paths[start + np.argmax(bad)]}; "
                              "its weights are broken, retrain or pass another --model_path")
         scores[start:start + len(readable)] = np.where(readable, out, np.nan)
+
+
+def score_images(runner, images, batch_size=32, tta=False):
+    """P(male) for each of `images`, a (n, size, size, 3) array (e.g. face crops), in batches."""
+    runner = flip_averaged(runner) if tta else runner
+    batch = np.asarray(images, np.float32)
+    chunks = ((i, batch[i:i + batch_size]) for i in range(0, len(batch), batch_size))
+    outputs = [np.asarray(out, np.float32).reshape(-1) for _, out in runner.map(chunks)]
+    return np.concatenate(outputs) if outputs else np.zeros(0, np.float32)
 
 
 class Progress:

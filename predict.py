@@ -163,11 +163,23 @@ def label_of(p_male, threshold):
     return CLASS_NAMES[int(p_male >= threshold)]
 
 
+def csv_header(args):
+    """The CSV's columns: a `tta` column says the scores are flip-averaged (--tta)."""
+    where = ["path", "face", "x", "y", "w", "h"] if args.detect_faces else ["path"]
+    return where + ["p_male", "label", "threshold"] + (["tta"] if args.tta else [])
+
+
+def score_cells(p_male, threshold, args):
+    """The cells after a row's path (and face box): P(male), label, threshold[, tta]."""
+    return (f"{p_male:.6f}", label_of(p_male, threshold), f"{threshold:.6g}",
+            *(["flip"] if args.tta else []))
+
+
 def predict_crops(runner, image_size, files, args, threshold):
     """Rows for the faces the model is shown as given: one per readable file; and the skipped."""
     scores, unreadable = inference.score_paths(runner, files, image_size, args.batch_size,
                                                args.verbose)
-    rows = [(path, f"{p:.6f}", label_of(p, threshold), f"{threshold:.6g}")
+    rows = [(path, *score_cells(p, threshold, args))
             for path, p in zip(files, scores) if not np.isnan(p)]
     return rows, unreadable, []
 
@@ -183,13 +195,10 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None):
 
     def flush():
         if pending:
-            batch = np.stack([crop for _, _, _, crop in pending]).astype("float32")
-            chunks = ((i, batch[i:i + args.batch_size])
-                      for i in range(0, len(batch), args.batch_size))
-            scores = np.concatenate([out for _, out in runner.map(chunks)]).reshape(-1)
+            scores = inference.score_images(runner, np.stack([c for _, _, _, c in pending]),
+                                            args.batch_size)
             for (path, k, box, _), p in zip(pending, scores):
-                rows.append((path, k, *box, f"{p:.6f}", label_of(p, threshold),
-                             f"{threshold:.6g}"))
+                rows.append((path, k, *box, *score_cells(p, threshold, args)))
             pending.clear()
 
     for n, path in enumerate(files, 1):
@@ -234,22 +243,26 @@ def run(args, detector=None):
     if args.detect_faces:  # a broken detector stops the run here, before any work
         detector = detector or load_face_detector()
     runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                   threshold=threshold)
+                                   threshold=threshold, tta=args.tta)
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
     print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
           f"{threshold:.2f} ({source})")
 
     if args.detect_faces:
         rows, skipped, no_face = predict_faces(runner, size, files, args, threshold, detector)
-        header = ["path", "face", "x", "y", "w", "h", "p_male", "label", "threshold"]
     else:
         rows, skipped, no_face = predict_crops(runner, size, files, args, threshold)
-        header = ["path", "p_male", "label", "threshold"]
+    return finish(args, files, rows, skipped, no_face, threshold, source)
+
+
+def finish(args, files, rows, skipped, no_face, threshold, source):
+    """Write the CSV and print the summary (every engine ends here); returns the summary dict."""
     if len(skipped) == len(files):
         raise DataError(f"{', '.join(args.paths)}: none of the images could be read")
+    header = csv_header(args)
     write_csv(args.output, header, rows)
 
-    labels = [row[-2] for row in rows]
+    labels = [row[header.index("label")] for row in rows]
     counts = {name: labels.count(name) for name in CLASS_NAMES}
     unit = "faces" if args.detect_faces else "images"
     print(f"\n{len(rows)} {unit}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))

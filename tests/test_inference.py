@@ -224,3 +224,86 @@ def test_decoded_batches_keep_the_file_order(tmp_path):
     assert [start for start, _, _ in batches] == [0, 5, 10, 15, 20]
     images = np.concatenate([b for _, b, _ in batches])
     np.testing.assert_array_equal(images, np.stack([data.load_image(p, 16) for p in paths]))
+
+
+# ---------------------------------------------------------------------------
+# Test-time flip averaging
+
+def mirrored_pair(tmp_path, size=32, n=3):
+    """n random images at the model's input size (so decoding does not resize) and their
+    horizontal mirrors, as files: ([image paths], [mirror paths])."""
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    images, mirrors = [], []
+    for i in range(n):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        for folder, array in ((images, pixels), (mirrors, pixels[:, ::-1])):
+            path = str(tmp_path / f"{i}_{len(folder)}_{'m' if folder is mirrors else 'i'}.png")
+            Image.fromarray(np.ascontiguousarray(array)).save(path)
+            folder.append(path)
+    return images, mirrors
+
+
+@pytest.mark.parametrize("backend", ["keras", "openvino"])
+def test_flip_averaging_is_symmetric_and_the_mean_of_both_scores(tmp_path, backend):
+    model = small_model()
+    images, mirrors = mirrored_pair(tmp_path)
+    runner = inference.make_runner(model, backend)
+    plain = {p: s for p, s in zip(images + mirrors,
+                                  inference.score_paths(runner, images + mirrors, 32, 4, 0)[0])}
+    assert max(abs(plain[a] - plain[b]) for a, b in zip(images, mirrors)) > 1e-3  # not vacuous
+    tta_runner = inference.make_runner(model, backend, tta=True)
+    assert tta_runner.name.endswith("tta (mean with the mirror)")
+    for scored in (inference.score_paths(tta_runner, images + mirrors, 32, 4, 0)[0],
+                   inference.score_paths(runner, images + mirrors, 32, 4, 0, tta=True)[0],
+                   # tta twice is tta once
+                   inference.score_paths(tta_runner, images + mirrors, 32, 4, 0, tta=True)[0]):
+        got = dict(zip(images + mirrors, scored))
+        for a, b in zip(images, mirrors):
+            assert got[a] == pytest.approx(got[b], abs=1e-6)
+            assert got[a] == pytest.approx((plain[a] + plain[b]) / 2, abs=1e-6)
+    crops = np.stack([data.load_image(p, 32) for p in images])
+    np.testing.assert_allclose(inference.score_images(runner, crops, 2, tta=True),
+                               [(plain[a] + plain[b]) / 2 for a, b in zip(images, mirrors)],
+                               atol=1e-6)
+
+
+def test_a_rechecked_bf16_runner_rechecks_the_flip_averaged_score():
+    # Averaged first, rechecked after: the label of the mean is the exact one.
+    model = small_model()
+    rng = np.random.default_rng(4)
+    batch = rng.uniform(0, 255, (40, 32, 32, 3)).astype("float32")
+    both = np.concatenate([batch, batch[:, :, ::-1]])
+    exact = model.predict(both, verbose=0)[:, 0]
+    exact = (exact[:40] + exact[40:]) / 2
+    threshold = float(np.median(exact))
+    fast = Shifted(inference.make_runner(model, "openvino"), 0.3)
+    runner = inference.flip_averaged(
+        inference.RecheckedRunner(fast, inference.KerasRunner(model), threshold, 0.5))
+    assert isinstance(runner.fast, inference.FlipAveraged) and runner.name.endswith("mirror)")
+    got = runner.predict(batch)[:, 0]
+    np.testing.assert_array_equal(got >= threshold, exact >= threshold)
+    near = np.abs(inference.logit(got) - inference.logit(threshold)) < 0.3
+    np.testing.assert_allclose(got[near], exact[near], atol=5e-5)
+
+
+def test_predict_tta_writes_flip_averaged_scores_and_says_so(tmp_path):
+    import csv
+    model = small_model()
+    path = str(tmp_path / "small.h5")
+    model_lib.save_model(model, path)
+    images, mirrors = mirrored_pair(tmp_path / ".", n=2)
+    rows = {}
+    for flag in ("--no-tta", "--tta"):
+        out = tmp_path / f"{flag}.csv"
+        assert predict.main(images + mirrors + ["--model_path", path, "--output", str(out),
+                                                "--verbose", "0", flag]) == 0
+        with open(out, newline="") as f:
+            rows[flag] = {r["path"]: r for r in csv.DictReader(f)}
+    assert "tta" not in next(iter(rows["--no-tta"].values()))
+    for a, b in zip(images, mirrors):
+        assert rows["--tta"][a]["tta"] == "flip"
+        assert float(rows["--tta"][a]["p_male"]) == pytest.approx(
+            float(rows["--tta"][b]["p_male"]), abs=2e-6)
+        mean = (float(rows["--no-tta"][a]["p_male"]) + float(rows["--no-tta"][b]["p_male"])) / 2
+        assert float(rows["--tta"][a]["p_male"]) == pytest.approx(mean, abs=2e-6)
