@@ -6,6 +6,8 @@ DIR holds female/ and male/. Reports at the model's own threshold (from its JSON
 the threshold that gives the best macro-F1 on this data, saves the confusion matrix, ROC,
 precision-recall and reliability curves, metrics and per-image predictions, and copies every
 misclassified image into misclassified/ with a Grad-CAM contact sheet of the worst mistakes.
+A data folder with an attributes.csv (age, origin, ...) also gets every class's recall and the
+macro-F1 per value of each attribute, with 95% intervals: the model card's factors.
 """
 
 import argparse
@@ -19,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+import attributes  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
 import diagnostics  # noqa: E402
@@ -100,28 +103,99 @@ def print_report(title, report):
 
 
 def print_group_table(rows, group_by, threshold):
+    """A table of metrics.group_table rows; factor_table rows add each cell's interval."""
     print(f"\n== by {group_by}, at threshold {threshold:.2f}")
+    intervals = "macro_f1_interval" in rows[0]
+
+    def span(bounds):
+        return f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if intervals else ""
+
     width = max([12] + [len(str(r["group"])) for r in rows])
-    print(f"{'group':<{width}} {'images':>6} {'macro-F1':>9} {'female recall':>17} "
-          f"{'male recall':>17}")
+    f1_width, recall_width = (21, 28) if intervals else (9, 17)
+    print(f"{'group':<{width}} {'images':>6} {'macro-F1':>{f1_width}} "
+          f"{'female recall':>{recall_width}} {'male recall':>{recall_width}}")
     for r in rows:
-        cells = [f"{ok}/{n} {ok / n:.3f}" if n else "-" for ok, n in (r["female"], r["male"])]
-        print(f"{r['group']:<{width}} {r['images']:>6} {r['macro_f1']:>9.4f} {cells[0]:>17} "
-              f"{cells[1]:>17}")
+        cells = [f"{ok}/{n} {ok / n:.3f}" + span(r.get(f"{name}_recall_interval")) if n else "-"
+                 for name, (ok, n) in ((name, r[name]) for name in CLASS_NAMES)]
+        f1 = f"{r['macro_f1']:.4f}" + span(r.get("macro_f1_interval"))
+        print(f"{r['group']:<{width}} {r['images']:>6} {f1:>{f1_width}} "
+              f"{cells[0]:>{recall_width}} {cells[1]:>{recall_width}}")
+
+
+# ---------------------------------------------------------------------------
+# Factors: metrics per attribute value, from each data folder's attributes.csv
+
+FACTOR_RESAMPLES = 1000  # bootstrap resamples for the macro-F1 intervals
+FACTOR_CONFIDENCE = 0.95
+
+
+def read_source_attributes(sources):
+    """{source name: (attribute table, columns, csv path)} for each source folder that has an
+    attributes.csv. Read before anything is written or run, so that a malformed file stops
+    the run with one line and no output."""
+    found = {}
+    for name, folder in sources:
+        table, columns = attributes.read_attributes(folder)
+        if columns:
+            found[name] = (table, columns, attributes.attributes_file(folder))
+    return found
+
+
+def factor_tables(source_attributes, listed, paths, source_of, labels, scores, threshold):
+    """One metrics.factor_table per (source, attribute), as plain values for metrics.json.
+
+    `listed` is every image path found, readable or not: a row that names none of them is
+    counted, since it usually means the paths in the file are written differently.
+    """
+    tables = []
+    source_of = np.asarray(source_of)
+    for name, (table, columns, csv_path) in source_attributes.items():
+        mine = source_of == name
+        my_paths = [p for p, m in zip(paths, mine) if m]
+        unmatched = len(table) - sum(os.path.normpath(p) in table for p in listed[name])
+        for column in columns:
+            values = attributes.attribute_values(table, my_paths, column)
+            rows = metrics.factor_table(values, labels[mine], scores[mine], threshold,
+                                        order=attributes.band_order,
+                                        n_resamples=FACTOR_RESAMPLES,
+                                        confidence=FACTOR_CONFIDENCE)
+            tables.append({"source": name, "attribute": column,
+                           "file": os.path.abspath(csv_path),
+                           "rows_without_image": unmatched, "rows": rows})
+    return tables
+
+
+def print_factor_tables(tables, threshold):
+    print(f"\n== factors: {FACTOR_CONFIDENCE:.0%} intervals, Wilson for recall, percentile "
+          f"bootstrap ({FACTOR_RESAMPLES} resamples) for macro-F1")
+    for t in tables:
+        print_group_table(t["rows"], f"{t['attribute']} ({t['source']})", threshold)
+    for t in {t["file"]: t for t in tables}.values():
+        if t["rows_without_image"]:
+            print(f"note: {t['rows_without_image']} row(s) of {t['file']} name no image found "
+                  "there")
+
+
+def age_panels(tables):
+    """(title, rows) for every attribute that is age, one per source, for recall_by_age.png."""
+    return [(f"Recall by age band, {t['source']}", t["rows"]) for t in tables
+            if t["attribute"].lower() == attributes.AGE_COLUMN]
 
 
 # ---------------------------------------------------------------------------
 
 def evaluate(args):
+    sources = data.find_sources(args.data_path)
+    source_attributes = read_source_attributes(sources)
     # Fail on an unwritable output folder now, not after minutes of predicting.
     make_writable_dir(args.output_dir)
     # Evaluation takes whichever classes are there; an output folder inside the data is skipped,
     # so a second run never reads the first run's misclassified copies back as data.
-    sources = data.find_sources(args.data_path)
-    paths, labels, source_of, class_roots = [], [], [], []
+    paths, labels, source_of, class_roots, listed = [], [], [], [], {}
     for name, folder in sources:
         class_dirs = data.find_class_dirs(folder, required=())
         p, y = data.list_labeled_images(folder, required=(), exclude=[args.output_dir])
+        listed[name] = p
         paths += p
         labels.append(y)
         source_of += [name] * len(p)
@@ -132,7 +206,7 @@ def evaluate(args):
 
     image_size = model_lib.input_size(model)
     runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                   threshold=model_threshold, tta=args.tta)
+                                   threshold=model_threshold)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
           f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
           + (f", from {len(sources)} sources" if len(sources) > 1 else ""))
@@ -181,6 +255,15 @@ def evaluate(args):
         rows = metrics.group_table(groups, labels, scores, model_threshold)
         print_group_table(rows, args.group_by, model_threshold)
         results["groups"] = {"by": args.group_by, "threshold": model_threshold, "rows": rows}
+    if source_attributes:
+        tables = factor_tables(source_attributes, listed, paths, source_of, labels, scores,
+                               model_threshold)
+        print_factor_tables(tables, model_threshold)
+        results["factors"] = {
+            "threshold": model_threshold, "confidence": FACTOR_CONFIDENCE,
+            "recall_interval": "Wilson score",
+            "macro_f1_interval": f"percentile bootstrap, {FACTOR_RESAMPLES} resamples, seed 0",
+            "tables": tables}
 
     predicted = (scores >= model_threshold).astype(int)
     out = args.output_dir
@@ -192,6 +275,11 @@ def evaluate(args):
     write_json(os.path.join(out, "metrics.json"), results)
     plots.save(plots.confusion_matrix_figure(at_model["confusion_matrix"], model_threshold),
                os.path.join(out, "confusion_matrix.png"))
+    pictures = ["confusion_matrix.png", *results["curves"]["files"]]
+    panels = age_panels(results.get("factors", {}).get("tables", []))
+    if panels:
+        plots.save(plots.recall_by_age_figure(panels), os.path.join(out, "recall_by_age.png"))
+        pictures.append("recall_by_age.png")
     wrong = np.flatnonzero(predicted != labels)
     if not args.no_copy:
         for i in wrong:
@@ -210,8 +298,7 @@ def evaluate(args):
         print(f"skipped {len(unreadable)} unreadable image(s):")
         for p, why in unreadable.items():
             print(f"  {p}: {why}")
-    print(f"wrote confusion_matrix.png, {', '.join(results['curves']['files'])}, metrics.json, "
-          f"predictions.csv in {os.path.abspath(out)}")
+    print(f"wrote {', '.join(pictures)}, metrics.json, predictions.csv in {os.path.abspath(out)}")
     return results
 
 
