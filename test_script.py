@@ -206,7 +206,7 @@ def evaluate(args):
 
     image_size = model_lib.input_size(model)
     runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                   threshold=model_threshold)
+                                   threshold=model_threshold, tta=args.tta)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
           f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
           + (f", from {len(sources)} sources" if len(sources) > 1 else ""))
