@@ -1,4 +1,5 @@
-"""Reading and feeding face images.
+"""Reading and feeding face images: listing the class folders, decoding the files, and the
+`tf.data` pipeline that feeds training (its augmentation layers are in augment.py).
 
 A data folder holds one sub-folder per class, `female/` and `male/` (any letter case).
 Class index 0 is female and 1 is male, so the model's single sigmoid output is P(male).
@@ -17,8 +18,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-import keras
-
+import augment as augment_lib  # `augment` is make_train_dataset's switch
 from common import CLASS_NAMES, DataError  # noqa: F401  (data.DataError is what callers catch)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -234,7 +234,7 @@ def first_readable(paths, image_size=32):
 
 
 # ---------------------------------------------------------------------------
-# Training extras: oversampling and augmentation
+# Training batches: oversampling, source weights, augmentation
 
 def oversample_indices(labels, ratio=1.0, seed=0):
     """Indices into `labels` with the minority class repeated up to `ratio` x the majority count.
@@ -257,97 +257,6 @@ def oversample_indices(labels, ratio=1.0, seed=0):
     added = np.concatenate([np.tile(minority_idx, copies),
                             rng.choice(minority_idx, size=rest, replace=False)])
     return np.concatenate([indices, added])
-
-
-def affine_transforms(angle, zoom, shear, dx, dy, height, width):
-    """One row of 8 transform parameters per image, as `keras.ops.image.affine_transform` takes.
-
-    Each output pixel p samples the input at c + A (p - c) + (dx, dy), where A rotates by
-    `angle` (radians), shears by `shear` along x and scales by `zoom` about the centre c.
-    Arguments are tensors of one value per image (height and width are scalars).
-    """
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    a00, a01 = zoom * cos, zoom * (cos * shear - sin)
-    a10, a11 = zoom * sin, zoom * (sin * shear + cos)
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    zeros = tf.zeros_like(a00)
-    return tf.stack([a00, a01, cx - a00 * cx - a01 * cy + dx,
-                     a10, a11, cy - a10 * cx - a11 * cy + dy, zeros, zeros], axis=1)
-
-
-class RandomAffine(keras.layers.Layer):
-    """Random rotation, zoom, horizontal shear and shift, applied as one resampling per image.
-
-    The ranges mean what they mean for Keras' RandomRotation (a fraction of a full turn),
-    RandomZoom, RandomShear (x_factor) and RandomTranslation. Those four layers each resample
-    the whole image; composing their matrices and resampling once does a quarter of the work
-    and blurs the image once instead of four times.
-    """
-
-    def __init__(self, rotation=0.0, zoom=0.0, shear=0.0, shift=0.0, fill_mode="nearest",
-                 seed=None, **kwargs):
-        super().__init__(**kwargs)
-        # zoom: a factor f (zoom by up to f either way) or a (lower, upper) range, as
-        # RandomZoom takes it; negative zooms in (a tighter crop), positive zooms out.
-        zoom = tuple(zoom) if isinstance(zoom, (tuple, list)) else (-zoom, zoom)
-        self.rotation, self.zoom, self.shear, self.shift = rotation, zoom, shear, shift
-        self.fill_mode = fill_mode
-        self.seed = seed
-
-    def call(self, images, training=True):
-        if not training:
-            return images
-        h = tf.cast(tf.shape(images)[1], tf.float32)
-        w = tf.cast(tf.shape(images)[2], tf.float32)
-        angle, zoom, shear, dx, dy = self.draw(tf.shape(images)[0])
-        transforms = affine_transforms(angle, 1.0 + zoom, shear, dx * w, dy * h, h, w)
-        return keras.ops.image.affine_transform(images, transforms, interpolation="bilinear",
-                                                fill_mode=self.fill_mode)
-
-    def draw(self, n):
-        """Angle (radians), zoom, shear and shifts (fractions of the size) for `n` images.
-
-        One random op for all five: separate ops given the same seed would draw the same numbers.
-        """
-        turn = self.rotation * 2 * np.pi
-        low = tf.constant([-turn, self.zoom[0], -self.shear, -self.shift, -self.shift])
-        high = tf.constant([turn, self.zoom[1], self.shear, self.shift, self.shift])
-        u = tf.random.uniform([5, n], 0.0, 1.0, seed=self.seed)
-        return tf.unstack(low[:, None] + u * (high - low)[:, None])
-
-    def get_config(self):
-        return {**super().get_config(), "rotation": self.rotation, "zoom": self.zoom,
-                "shear": self.shear, "shift": self.shift, "fill_mode": self.fill_mode,
-                "seed": self.seed}
-
-
-def make_augmentation(seed=None, degrade=0.0, zoom=(-0.2, 0.2), grayscale=0.0):
-    """The reference augmentations as Keras preprocessing layers (active only in training).
-
-    Rotation (20 degrees), zoom, shear and shifts (0.2) are one combined affine resampling;
-    brightness (0.2) and the horizontal flip need no resampling. `zoom` is the (lower, upper)
-    zoom range: a lower bound below -0.2 crops tighter than any source does, so hair, caps and
-    collars cannot stand in for the face. `grayscale` is the share of images turned grey, as
-    old photos are. With `degrade`, that share of the images also gets one of the seven
-    weather and camera degradations of `facecom_distorted` (see degradations.py). They run in
-    the input pipeline rather than inside the model: HDF5 cannot save every one of them, and
-    the shipped model should hold only what inference needs.
-    """
-    from degradations import RandomDegradation
-
-    # Each layer its own seed: Keras layers given the same seed draw the same numbers, which
-    # would tie every flip to a brightness change.
-    seeds = [None if seed is None else seed + k for k in range(5)]
-    layers = [
-        RandomAffine(rotation=20 / 360, zoom=zoom, shear=0.2, shift=0.2, seed=seeds[0]),
-        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seeds[1]),
-        keras.layers.RandomFlip("horizontal", seed=seeds[2]),
-    ]
-    if grayscale > 0:
-        layers.append(keras.layers.RandomGrayscale(grayscale, seed=seeds[4]))
-    if degrade > 0:
-        layers.append(RandomDegradation(degrade, seed=seeds[3]))
-    return keras.Sequential(layers, name="augmentation")
 
 
 def weighted_examples(paths, labels, oversample, seed, shuffle, class_weights):
@@ -397,7 +306,8 @@ def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, aug
         return image, label, weight * tf.cast(ok, tf.float32)
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-    augmentation = make_augmentation(seed, degrade, zoom, grayscale) if augment else None
+    augmentation = (augment_lib.make_augmentation(seed, degrade, zoom, grayscale) if augment
+                    else None)
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code; spares a noisy warning
     def to_float(images, label, weight):

@@ -2,10 +2,7 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
-
-import keras
 
 import data
 from conftest import make_image_folder
@@ -141,60 +138,6 @@ def test_train_dataset_balances_weights_and_augments(tmp_path):
     assert all(w == pytest.approx(0.9 if y == 1 else 1.0) for y, w in seen)
     images = next(iter(ds))[0].numpy()
     assert images.dtype == np.float32 and 0 <= images.min() and images.max() <= 255
-
-
-def test_augmentation_changes_images_only_in_training():
-    aug = data.make_augmentation(seed=1)
-    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    assert np.allclose(aug(x, training=False), x)
-    assert not np.allclose(aug(x, training=True), x)
-
-
-def _transform(image, angle=0.0, zoom=1.0, shear=0.0, dx=0.0, dy=0.0):
-    h, w = image.shape[:2]
-    one = lambda v: tf.constant([v], tf.float32)  # noqa: E731
-    transforms = data.affine_transforms(one(angle), one(zoom), one(shear), one(dx), one(dy),
-                                        float(h), float(w))
-    return keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
-        image[None].astype("float32"), transforms, interpolation="bilinear",
-        fill_mode="nearest"))[0]
-
-
-def test_affine_transforms_rotate_shift_and_zoom_about_the_centre():
-    image = np.arange(5 * 5 * 3, dtype="float32").reshape(5, 5, 3)
-    assert np.allclose(_transform(image), image, atol=1e-4)
-    # A quarter turn is a rot90 (one way or the other: the augmentation range is symmetric).
-    turned = _transform(image, angle=np.pi / 2)
-    assert any(np.allclose(turned, np.rot90(image, k, axes=(0, 1)), atol=1e-3) for k in (1, 3))
-    # A shift of one pixel: output x samples input x + 1; the edge repeats (fill_mode nearest).
-    shifted = _transform(image, dx=1.0)
-    assert np.allclose(shifted[:, :4], image[:, 1:], atol=1e-4)
-    assert np.allclose(shifted[:, 4], image[:, 4], atol=1e-4)
-    # Zoom keeps the centre pixel where it is.
-    assert np.allclose(_transform(image, zoom=0.5)[2, 2], image[2, 2], atol=1e-4)
-
-
-def test_random_affine_is_identity_with_zero_ranges_and_bounded_otherwise():
-    x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
-    assert np.allclose(data.RandomAffine()(x, training=True), x, atol=1e-3)
-    moved = keras.ops.convert_to_numpy(
-        data.RandomAffine(rotation=0.05, zoom=0.2, shear=0.2, shift=0.2, seed=0)(x))
-    assert not np.allclose(moved, x)
-    # Bilinear sampling with edge fill never leaves the input's range.
-    assert x.min() - 1e-3 <= moved.min() and moved.max() <= x.max() + 1e-3
-
-
-def test_random_affine_draws_each_parameter_independently():
-    # Separate random ops with one seed would draw identical numbers: every rotation would come
-    # with the same zoom, shear and shift.
-    draws = np.stack(data.RandomAffine(0.05, 0.2, 0.2, 0.2, seed=3).draw(512))
-    correlation = np.corrcoef(draws)
-    assert np.all(np.abs(correlation[np.triu_indices(5, 1)]) < 0.2)
-    assert np.all(np.abs(draws[0]) <= 0.05 * 2 * np.pi) and np.all(np.abs(draws[1:]) <= 0.2)
-
-
-def test_augmentation_layers_get_different_seeds():
-    assert len({layer.seed for layer in data.make_augmentation(seed=5).layers}) == 3
 
 
 def test_source_weights_set_the_share_of_each_source(tmp_path):

@@ -1,4 +1,8 @@
-"""Weather and camera degradations as a training augmentation.
+"""Training augmentation: the Keras layers that the `tf.data` training pipeline applies to
+batches of raw pixels (float32, 0..255).
+
+`make_augmentation` stacks the reference recipe: `RandomAffine` (rotation, zoom, shear and
+shift in one resampling), brightness, the mirror, greyscale, and `RandomDegradation`.
 
 Only FACECOM comes with degraded copies of its photos (`facecom_distorted`: blurred, foggy,
 lowlight, noisy, rainy, resized, sunny). Applying the same seven kinds at random to any image
@@ -8,20 +12,86 @@ are mild; fog is a patchy blend of about half the image with a light grey; low l
 pixels to about 0.3; noise is mostly grey with a standard deviation about 10; rain darkens the
 image by about 15 and adds short grey streaks; sun glare adds a bright round glow over the face
 that saturates at its centre. The ranges below are wider than those measured, so that the model
-meets a little more than FACECOM shows.
-
-    python degradations.py FACE.jpg docs/degradations.png   # one face under each kind
+meets a little more than FACECOM shows. `python docs/draw_degradations.py FACE.jpg
+docs/degradations.png` draws one face under each kind.
 
 `degrade` is a pure function of its seed, so tests can pin it; `RandomDegradation` is the Keras
 layer the training pipeline uses, drawing a new seed for every batch.
 """
 
-import sys
-
 import numpy as np
 import tensorflow as tf
 
 import keras
+
+
+# ---------------------------------------------------------------------------
+# Geometry
+
+def affine_transforms(angle, zoom, shear, dx, dy, height, width):
+    """One row of 8 transform parameters per image, as `keras.ops.image.affine_transform` takes.
+
+    Each output pixel p samples the input at c + A (p - c) + (dx, dy), where A rotates by
+    `angle` (radians), shears by `shear` along x and scales by `zoom` about the centre c.
+    Arguments are tensors of one value per image (height and width are scalars).
+    """
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    a00, a01 = zoom * cos, zoom * (cos * shear - sin)
+    a10, a11 = zoom * sin, zoom * (sin * shear + cos)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    zeros = tf.zeros_like(a00)
+    return tf.stack([a00, a01, cx - a00 * cx - a01 * cy + dx,
+                     a10, a11, cy - a10 * cx - a11 * cy + dy, zeros, zeros], axis=1)
+
+
+class RandomAffine(keras.layers.Layer):
+    """Random rotation, zoom, horizontal shear and shift, applied as one resampling per image.
+
+    The ranges mean what they mean for Keras' RandomRotation (a fraction of a full turn),
+    RandomZoom, RandomShear (x_factor) and RandomTranslation. Those four layers each resample
+    the whole image; composing their matrices and resampling once does a quarter of the work
+    and blurs the image once instead of four times.
+    """
+
+    def __init__(self, rotation=0.0, zoom=0.0, shear=0.0, shift=0.0, fill_mode="nearest",
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        # zoom: a factor f (zoom by up to f either way) or a (lower, upper) range, as
+        # RandomZoom takes it; negative zooms in (a tighter crop), positive zooms out.
+        zoom = tuple(zoom) if isinstance(zoom, (tuple, list)) else (-zoom, zoom)
+        self.rotation, self.zoom, self.shear, self.shift = rotation, zoom, shear, shift
+        self.fill_mode = fill_mode
+        self.seed = seed
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        h = tf.cast(tf.shape(images)[1], tf.float32)
+        w = tf.cast(tf.shape(images)[2], tf.float32)
+        angle, zoom, shear, dx, dy = self.draw(tf.shape(images)[0])
+        transforms = affine_transforms(angle, 1.0 + zoom, shear, dx * w, dy * h, h, w)
+        return keras.ops.image.affine_transform(images, transforms, interpolation="bilinear",
+                                                fill_mode=self.fill_mode)
+
+    def draw(self, n):
+        """Angle (radians), zoom, shear and shifts (fractions of the size) for `n` images.
+
+        One random op for all five: separate ops given the same seed would draw the same numbers.
+        """
+        turn = self.rotation * 2 * np.pi
+        low = tf.constant([-turn, self.zoom[0], -self.shear, -self.shift, -self.shift])
+        high = tf.constant([turn, self.zoom[1], self.shear, self.shift, self.shift])
+        u = tf.random.uniform([5, n], 0.0, 1.0, seed=self.seed)
+        return tf.unstack(low[:, None] + u * (high - low)[:, None])
+
+    def get_config(self):
+        return {**super().get_config(), "rotation": self.rotation, "zoom": self.zoom,
+                "shear": self.shear, "shift": self.shift, "fill_mode": self.fill_mode,
+                "seed": self.seed}
+
+
+# ---------------------------------------------------------------------------
+# Weather and camera degradations
 
 KINDS = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "sunny")
 
@@ -172,24 +242,31 @@ class RandomDegradation(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-def save_picture(image_path, out_path, size=224, seed=0):
-    """One face as it is and under each kind of degradation, side by side, to `out_path`."""
-    from PIL import ImageOps
+# ---------------------------------------------------------------------------
+# The reference recipe
 
-    import data
-    import plots
+def make_augmentation(seed=None, degrade=0.0, zoom=(-0.2, 0.2), grayscale=0.0):
+    """The reference augmentations as Keras preprocessing layers (active only in training).
 
-    photo, _ = data.open_rgb(image_path, size)
-    # A centred square a little above the middle, where a portrait's face is, not a squeeze.
-    image = np.asarray(ImageOps.fit(photo, (size, size), centering=(0.5, 0.35)), np.float32)
-    batch = np.repeat(image[None], len(KINDS) + 1, axis=0)
-    kinds = np.arange(-1, len(KINDS))
-    out = keras.ops.convert_to_numpy(degrade(batch, kinds, [seed, 0])).astype(np.uint8)
-    plots.save(plots.image_row_figure(out, ("original",) + KINDS), out_path)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python degradations.py FACE_IMAGE OUT.png")
-    save_picture(sys.argv[1], sys.argv[2])
-    print(f"wrote {sys.argv[2]}")
+    Rotation (20 degrees), zoom, shear and shifts (0.2) are one combined affine resampling;
+    brightness (0.2) and the horizontal flip need no resampling. `zoom` is the (lower, upper)
+    zoom range: a lower bound below -0.2 crops tighter than any source does, so hair, caps and
+    collars cannot stand in for the face. `grayscale` is the share of images turned grey, as
+    old photos are. With `degrade`, that share of the images also gets one of the seven
+    weather and camera degradations of `facecom_distorted` (`RandomDegradation`). They run in
+    the input pipeline rather than inside the model: HDF5 cannot save every one of them, and
+    the shipped model should hold only what inference needs.
+    """
+    # Each layer its own seed: Keras layers given the same seed draw the same numbers, which
+    # would tie every flip to a brightness change.
+    seeds = [None if seed is None else seed + k for k in range(5)]
+    layers = [
+        RandomAffine(rotation=20 / 360, zoom=zoom, shear=0.2, shift=0.2, seed=seeds[0]),
+        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seeds[1]),
+        keras.layers.RandomFlip("horizontal", seed=seeds[2]),
+    ]
+    if grayscale > 0:
+        layers.append(keras.layers.RandomGrayscale(grayscale, seed=seeds[4]))
+    if degrade > 0:
+        layers.append(RandomDegradation(degrade, seed=seeds[3]))
+    return keras.Sequential(layers, name="augmentation")
