@@ -197,18 +197,15 @@ def sidecar_path(model_path):
 
 
 def save_model(model, path, sidecar=None):
-    """Save the deliverable atomically: inference-only (no optimizer), then its JSON sidecar.
+    """Save the deliverable atomically: inference-only, then its JSON sidecar.
 
-    The model is written to a temporary name beside `path` and renamed into place, so a crash
-    during the save leaves the previous file, never a broken one.
+    Without the optimizer the file holds no training configuration either, so it loads
+    uncompiled (`keras.models.load_model(path, compile=False)`, as `load_model` does). The model
+    is written to a temporary name beside `path` and renamed into place, so a crash during the
+    save leaves the previous file, never a broken one.
     """
-    if getattr(model, "optimizer", None) is not None and model.built:
-        # Keep the loss and optimizer *settings*, so the file reloads compiled, but not the
-        # optimizer's state: a fresh optimizer has no variables to write.
-        optimizer = model.optimizer.__class__.from_config(model.optimizer.get_config())
-        model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        model.save(tmp, include_optimizer=False)
     if sidecar is not None:
         write_json(sidecar_path(path), sidecar)
 

@@ -14,6 +14,7 @@ import stages
 import train_model
 from callbacks import EpochCheckpoint, TrainingState, ValidationMetrics
 from conftest import IMAGE_SIZE, ROOT, TINY_TRAINING
+from losses import BinaryFocalLoss
 from model import ModelError, build_backbone
 
 
@@ -42,12 +43,14 @@ def test_training_writes_every_output(trained):
 def test_logged_validation_scores_are_what_keras_evaluate_gives(trained):
     # One pass over the validation images logs the loss and accuracy that fit's own validation
     # would: Keras' evaluate of the saved (only) epoch's model on the same batches agrees.
-    import keras
     args = train_model.parse_args(TINY_TRAINING + ["--data_path", trained["data"]])
     val_paths, val_labels, _, _ = train_model.split_data(args).val
     val_ds = data.make_train_dataset(val_paths, val_labels, data.ImageReader(IMAGE_SIZE), 8,
                                      oversample=0, augment=False, shuffle=False)
-    loss, accuracy = keras.models.load_model(trained["model"]).evaluate(val_ds, verbose=0)
+    # The saved file is inference-only: compile it as training did.
+    model = keras.models.load_model(trained["model"], compile=False)
+    model.compile(loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma), metrics=["accuracy"])
+    loss, accuracy = model.evaluate(val_ds, verbose=0)
     with open(os.path.join(trained["dir"], "model_balanced_checkpoints", "state.json")) as f:
         history = json.load(f)["history"]
     assert history["val_loss"] == [pytest.approx(loss, rel=1e-4)]
@@ -92,33 +95,25 @@ def test_saved_model_reloads_in_a_fresh_process_and_predicts_the_same(trained, t
     paths = paths[:4] + paths[-4:]
     h5 = trained["model"]
     ckpt = os.path.join(trained["dir"], "model_balanced_checkpoints", "last.keras")
-    # One fresh process does the four loads; the custom_objects one comes after the plain
-    # compiled one, so the latter cannot lean on it.
+    # One fresh process does the three loads. The checkpoint reloads compiled, with its loss.
     got = predict_in_fresh_process(tmp_path, {
         "inference": f"model = keras.models.load_model({h5!r}, compile=False)",
-        "compiled": f"model = keras.models.load_model({h5!r}); assert model.loss is not None",
-        "with_custom": f"model = keras.models.load_model({h5!r}, "
-                       "custom_objects={'BinaryFocalLoss': losses.BinaryFocalLoss})",
-        "checkpoint": f"model = keras.models.load_model({ckpt!r})",
+        "default": f"model = keras.models.load_model({h5!r})",
+        "checkpoint": f"model = keras.models.load_model({ckpt!r}); "
+                      "assert isinstance(model.loss, losses.BinaryFocalLoss)",
     }, paths)
     inference = got["inference"]
     # The predictions differ between images, so comparing them is not vacuous.
     assert np.ptp(inference) > 1e-4
-    np.testing.assert_allclose(inference, got["compiled"], atol=1e-6)
-    np.testing.assert_allclose(inference, got["with_custom"], atol=1e-6)
+    np.testing.assert_allclose(inference, got["default"], atol=1e-6)
     np.testing.assert_allclose(inference, got["checkpoint"], atol=1e-5)
 
 
-def test_shipped_file_has_no_optimizer_state(trained):
+def test_saved_file_is_inference_only(trained):
     import h5py
-    sizes = []
     with h5py.File(trained["model"]) as f:
-        assert "model_weights" in f and "training_config" in f.attrs
-        if "optimizer_weights" in f:
-            f["optimizer_weights"].visititems(
-                lambda name, obj: sizes.append(obj.size) if isinstance(obj, h5py.Dataset) else None)
-    # At most the optimizer's scalar counters: no moment estimates for every weight.
-    assert sum(sizes) <= 4
+        assert "model_weights" in f
+        assert "optimizer_weights" not in f and "training_config" not in f.attrs
 
 
 def test_monitor_macro_f1_keeps_the_epoch_with_the_best_macro_f1(trained, tmp_path, capsys):
