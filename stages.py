@@ -92,9 +92,8 @@ def fit_on_cached(trainable, batches, val, learning_rate, epochs, monitor, patie
 
 def cached_validation(extract, val, args):
     """(features, labels, sources) of the validation images that decoded."""
-    paths, labels, sources = val
-    x, _, ok = extract(paths)
-    return np.asarray(x)[ok], np.asarray(labels)[ok], np.asarray(sources)[ok]
+    x, _, ok = extract(val.paths)
+    return np.asarray(x)[ok], np.asarray(val.labels)[ok], np.asarray(val.sources)[ok]
 
 
 def warm_up_head(model, train, val, args):
