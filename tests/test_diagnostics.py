@@ -25,14 +25,6 @@ def test_operating_point_counts_by_hand():
     assert diagnostics.operating_point(y, scores, 0.99)["precision"] is None
 
 
-def test_roc_and_precision_recall_areas():
-    y = np.array([0, 0, 1, 1])
-    assert diagnostics.roc_points(y, [0.1, 0.2, 0.8, 0.9])[2] == pytest.approx(1.0)
-    assert diagnostics.precision_recall_points(y, [0.1, 0.2, 0.8, 0.9])[2] == pytest.approx(1.0)
-    # One of the four (female, male) pairs is ordered wrongly: AUC 3/4.
-    assert diagnostics.roc_points(y, [0.1, 0.7, 0.6, 0.9])[2] == pytest.approx(0.75)
-
-
 def test_reliability_bins_and_ece():
     # 0.25 said four times, one male among them: calibrated. 0.95 said twice, both female: off
     # by 0.95.

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 
 import pytest
 from PIL import Image
@@ -14,17 +15,22 @@ def run(args):
 
 
 def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp_path):
-    before = tree_hashes(trained["data"])
+    # The same image filed under both classes gets the same score (to float noise), so one of
+    # the two copies is a mistake at any threshold: there is always something to copy out.
+    folder = tmp_path / "data"
+    shutil.copytree(trained["data"], folder)
+    shutil.copyfile(folder / "female" / "img_00_a.jpg", folder / "male" / "twin.jpg")
+    before = tree_hashes(str(folder))
     out = tmp_path / "eval"
-    assert run(["--data_path", trained["data"], "--model_path", trained["model"],
+    assert run(["--data_path", str(folder), "--model_path", trained["model"],
                 "--output_dir", str(out)]) == 0
-    assert tree_hashes(trained["data"]) == before
+    assert tree_hashes(str(folder)) == before
 
     with Image.open(out / "confusion_matrix.png") as img:
         assert img.size[0] > 200
     with open(out / "metrics.json") as f:
         results = json.load(f)
-    assert results["images"] == 24
+    assert results["images"] == 25
     sidecar_t = json.load(open(os.path.splitext(trained["model"])[0] + ".json"))["threshold"]
     assert results["model_threshold"]["threshold"] == sidecar_t
     assert results["model_threshold"]["source"] == "the model's sidecar"
@@ -33,12 +39,19 @@ def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp
     assert results["best_threshold"]["macro_f1"] == pytest.approx(best)
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 24 and {r["true"] for r in rows} == {"female", "male"}
+    assert len(rows) == 25 and {r["true"] for r in rows} == {"female", "male"}
     wrong = [r for r in rows if r["correct"] == "0"]
-    copied = [n for d in ("female_as_male", "male_as_female")
-              for n in (os.listdir(out / "misclassified" / d)
-                        if (out / "misclassified" / d).exists() else [])]
-    assert len(copied) == len(wrong)
+    twins = [r for r in rows if r["path"].endswith(("img_00_a.jpg", "twin.jpg"))]
+    assert len(twins) == 2
+    assert float(twins[0]["p_male"]) == pytest.approx(float(twins[1]["p_male"]), abs=1e-4)
+    assert sum(r in wrong for r in twins) == 1
+    # Each mistake, and nothing else, is copied into <true>_as_<predicted>/ under its own name.
+    expected = sorted((f"{r['true']}_as_{r['predicted']}",
+                       os.path.splitext(os.path.basename(r["path"]))[0]) for r in wrong)
+    copied = sorted((d, name.rsplit("_p", 1)[0]) for d in ("female_as_male", "male_as_female")
+                    if (out / "misclassified" / d).exists()
+                    for name in os.listdir(out / "misclassified" / d))
+    assert copied == expected
 
 
 def test_misclassified_copies_never_overwrite(trained, tmp_path):
