@@ -46,11 +46,19 @@ def parse_args(argv=None):
                    help="crop each detected face out of the photos first (one row per face)")
     p.add_argument("--min_face_size", type=int, default=40,
                    help="with --detect_faces: smallest face side, in pixels of the photo")
+    p.add_argument("--engine", choices=["plain", "ray"], default="plain",
+                   help="ray: run as a Ray Data job, resumable, on this machine or a cluster "
+                        "(ray_engine.py)")
+    p.add_argument("--ray_address", default=None,
+                   help="with --engine ray: the cluster to join (host:port or auto); default: "
+                        "start Ray on this machine")
     cli.add_model_arguments(p)
     args = p.parse_args(argv)
     cli.check_model_arguments(p, args)
     if args.min_face_size < 1:
         p.error("--min_face_size must be at least 1")
+    if args.ray_address and args.engine != "ray":
+        p.error("--ray_address needs --engine ray")
     return args
 
 
@@ -284,6 +292,15 @@ def finish(args, files, rows, skipped, no_face, threshold, source):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.engine == "ray":
+        try:
+            import ray  # noqa: F401
+            import ray_engine
+        except ImportError as err:
+            print(f"error: --engine ray needs Ray ({err}); pip install 'ray[data]'",
+                  file=sys.stderr)
+            return 2
+        return cli.exit_code(ray_engine.run, args)
     return cli.exit_code(run, args)
 
 

@@ -1,0 +1,297 @@
+"""predict.py --engine ray: the same predictions as a Ray Data job, on this machine or a cluster.
+
+The file list is cut into shards of SHARD_FILES files, in listing order. A pool of actors, one
+per node, each holding the model once, runs predict.py's own code on one shard at a time
+(decode, detect faces, crop, score, threshold) and hands back its rows. The driver writes each
+finished shard to `<output>.shards/` and records it in the manifest there, so a killed run,
+started again with the same command, only does the shards the manifest does not list. When
+every shard is in, the CSV is written from them in listing order: the rows of the plain run,
+in its order. Images and the model are read by the actors, so every node must see them at the
+same paths (a shared file system, or the same copy on each node).
+"""
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+import types
+import warnings
+
+import numpy as np
+
+import inference
+import model as model_lib
+import predict
+from data import DataError
+from model import ModelError
+from outputs import write_json, write_text
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# Files per shard: what a killed run can lose, and the unit the nodes share out. 256 files take
+# about a second to score here, far more than a shard's overhead.
+SHARD_FILES = 256
+# Each actor asks this little of Ray's CPU count: OpenVINO uses every core of its node anyway,
+# and on a 2-CPU node two actors of 1 CPU each starve Ray Data's own tasks and hang.
+ACTOR_CPUS = 0.5
+# Actors on different nodes (Ray packs small ones onto one node first), not restarted (the
+# others do a lost actor's shards). Ray 2.60 warns that remote arguments given this way go
+# in 2.64; it offers no other way to spread actors, hence requirements.txt's bound.
+SPREAD = {"scheduling_strategy": "SPREAD", "max_restarts": 0}
+
+
+# ---------------------------------------------------------------------------
+# The actor: one model per worker process
+
+class ShardScorer:
+    """Loads the model once, then gives predict.py's rows for one shard of files per call."""
+
+    def __init__(self, options):
+        import ray
+        self.args = types.SimpleNamespace(**options)
+        args = self.args
+        model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
+        self.size = model_lib.input_size(model)
+        self.runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
+                                            threshold=args.threshold, tta=args.tta)
+        self.detector = predict.load_face_detector() if args.detect_faces else None
+        context = ray.get_runtime_context()
+        self.node = f"{context.get_node_id()[:8]} ({ray.util.get_node_ip_address()})"
+
+    def __call__(self, batch):
+        results = []
+        for paths in batch["paths"]:
+            paths = json.loads(paths)
+            if self.args.detect_faces:
+                rows, skipped, no_face = predict.predict_faces(
+                    self.runner, self.size, paths, self.args, self.args.threshold, self.detector)
+            else:
+                rows, skipped, no_face = predict.predict_crops(
+                    self.runner, self.size, paths, self.args, self.args.threshold)
+            results.append(json.dumps({"rows": rows, "skipped": skipped, "no_face": no_face,
+                                       "node": self.node, "runner": self.runner.name}))
+        return {"shard": batch["shard"], "result": np.array(results, dtype=object)}
+
+
+# ---------------------------------------------------------------------------
+# Connecting
+
+def check_reachable(address, timeout=5.0):
+    """Fail in seconds, with one line, when nothing listens at a 'host:port' address (ray.init
+    itself retries for a long while); 'auto' and other forms are left to ray.init."""
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise DataError(f"--ray_address {address}: no Ray cluster answers there "
+                        f"({err.strerror or err}); start one with `ray start --head`, or leave "
+                        "out --ray_address to run on this machine") from None
+
+
+def connect(address=None, num_cpus=None):
+    """Start Ray in this process (no address), or join the cluster at `address`; inside a job
+    started by `ray job submit` (RAY_ADDRESS set) join that job's cluster. Returns True when it
+    connected, False when Ray was already initialised here (then the caller's, left running)."""
+    import ray
+    if ray.is_initialized():
+        return False
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # our own progress line says it once per shard
+    context.print_on_execution_start = False
+    # The actors import this folder's modules and share the converted-model cache.
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if os.environ.get("FACEGENDER_CACHE"):
+        env["FACEGENDER_CACHE"] = os.environ["FACEGENDER_CACHE"]
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        check_reachable(address)
+        kwargs = {"address": address, "runtime_env": {"env_vars": env}}
+    elif os.environ.get("RAY_ADDRESS"):  # a submitted job: its working dir holds our code
+        kwargs = {}
+    else:
+        kwargs = {"address": "local", "num_cpus": num_cpus, "include_dashboard": False,
+                  "runtime_env": {"env_vars": env}}
+    try:
+        ray.init(**kwargs, **quiet)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    except Exception as err:  # e.g. 'auto' with no cluster running
+        text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"--ray_address {address or os.environ.get('RAY_ADDRESS')}: could not "
+                        f"join the Ray cluster ({text})") from None
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Shards and their manifest
+
+def fingerprint(files, args, threshold, shard_files):
+    """What a shard's rows depend on: a rerun with another value of any of these starts over."""
+    st = os.stat(args.model_path)
+    what = [files, os.path.abspath(args.model_path), st.st_size, st.st_mtime_ns, threshold,
+            args.detect_faces, args.min_face_size, args.tta, args.backend, args.precision,
+            shard_files]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+
+def shard_folder(output):
+    return os.path.abspath(output) + ".shards"
+
+
+def shard_csv(folder, k):
+    return os.path.join(folder, f"shard-{k:05d}.csv")
+
+
+def open_manifest(folder, key, n_files, n_shards, shard_files):
+    """The manifest of this run: the one in `folder` when it is for the same run (a resume),
+    else a new one (the old shards are removed, with a note)."""
+    path = os.path.join(folder, "manifest.json")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        if manifest.get("fingerprint") == key:
+            return manifest
+        print(f"note: {folder} holds shards of another run (other images or options); "
+              "starting over")
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as err:
+        print(f"note: {path} is unreadable ({err}); starting over")
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    manifest = {"fingerprint": key, "files": n_files, "shard_files": shard_files,
+                "shards": n_shards, "done": {}}
+    write_json(path, manifest)
+    return manifest
+
+
+def save_shard(folder, manifest, k, result, header):
+    """Write shard k's rows, then record it in the manifest: each file is written atomically,
+    and a shard the manifest lists has its rows on disk, so a kill between the two only means
+    the shard is done again."""
+    predict.write_csv(shard_csv(folder, k), header, result["rows"])
+    manifest["done"][str(k)] = {key: result[key] for key in ("skipped", "no_face", "node")}
+    manifest["done"][str(k)]["rows"] = len(result["rows"])
+    write_json(os.path.join(folder, "manifest.json"), manifest)
+
+
+def read_shards(folder, manifest):
+    """(rows, skipped, no_face) of every shard, in shard order."""
+    rows, skipped, no_face = [], {}, []
+    for k in range(manifest["shards"]):
+        with open(shard_csv(folder, k), newline="", encoding="utf-8") as f:
+            rows += [tuple(row) for row in list(csv.reader(f))[1:]]
+        skipped.update(manifest["done"][str(k)]["skipped"])
+        no_face += manifest["done"][str(k)]["no_face"]
+    return rows, skipped, no_face
+
+
+def original_error(err):
+    """The DataError or ModelError an actor raised, found inside Ray's wrappers, else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (DataError, ModelError)):
+            return type(err)(str(err).strip().splitlines()[-1])
+        seen.add(id(err))
+        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The job
+
+def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
+    """predict.run's work as a Ray Data job; returns its summary dict, with rows per node.
+
+    `stop_after` ends the run, as a kill would, once that many shards are saved (for tests).
+    """
+    start = time.time()
+    if args.ray_address:
+        check_reachable(args.ray_address)  # before minutes of work, not after
+    files = predict.collect_images(args.paths)
+    model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
+    threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
+    size = model_lib.input_size(model)
+    if args.detect_faces:  # a broken detector stops the run here, before any work
+        predict.load_face_detector()
+    if args.backend != "keras" and inference.openvino_available():
+        try:  # convert once here, so the actors on this node find it in the cache
+            inference.convert(model, args.model_path)
+        except Exception:
+            pass  # the actors say it, once each, and run on Keras
+    del model
+
+    shards = [files[i:i + shard_files] for i in range(0, len(files), shard_files)]
+    folder = shard_folder(args.output)
+    manifest = open_manifest(folder, fingerprint(files, args, threshold, shard_files),
+                             len(files), len(shards), shard_files)
+    header = predict.csv_header(args)
+    todo = [k for k in range(len(shards)) if str(k) not in manifest["done"]]
+    what = "photos, cropping detected faces" if args.detect_faces else "face images"
+    print(f"predicting {len(files)} {what} at {size}x{size} with Ray, threshold "
+          f"{threshold:.2f} ({source}); {len(shards)} shards of up to {shard_files} files, "
+          f"{len(shards) - len(todo)} already done in {folder}")
+    if todo:
+        stopped = run_shards(args, shards, todo, threshold, folder, manifest, header,
+                             stop_after, num_cpus)
+        if stopped:
+            return {"stopped": True, "done": len(manifest["done"]), "shards": len(shards)}
+
+    rows, skipped, no_face = read_shards(folder, manifest)
+    summary = predict.finish(args, files, rows, skipped, no_face, threshold, source)
+    per_node = {}
+    for shard in manifest["done"].values():
+        per_node[shard["node"]] = per_node.get(shard["node"], 0) + shard["rows"]
+    seconds = time.time() - start
+    print("rows per node: " + ", ".join(f"{node} {n}" for node, n in sorted(per_node.items()))
+          + f"; {seconds:.1f} s, {len(files) / seconds:.1f} files/s")
+    shutil.rmtree(folder)  # the CSV is whole: the shards are no longer needed
+    return {**summary, "per_node": per_node, "seconds": seconds}
+
+
+def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_after, num_cpus):
+    """Score the shards in `todo` on Ray, saving each as it comes back; True when stopped early."""
+    import ray
+    started = connect(args.ray_address, num_cpus)
+    try:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        options = {**{k: getattr(args, k) for k in (
+            "model_path", "backend", "precision", "tta", "unsafe", "detect_faces",
+            "min_face_size", "batch_size")}, "threshold": threshold, "verbose": 0}
+        items = [{"shard": k, "paths": json.dumps(shards[k])} for k in todo]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                ShardScorer, batch_size=1, fn_constructor_kwargs={"options": options},
+                compute=ray.data.ActorPoolStrategy(size=min(len(nodes), len(todo)),
+                                                   max_tasks_in_flight_per_actor=1),
+                num_cpus=ACTOR_CPUS, **SPREAD)
+        print(f"on {len(nodes)} Ray node(s), one actor each")
+        saved, files_done, t0 = 0, 0, time.time()
+        try:
+            for out in ds.iter_rows():
+                result = json.loads(out["result"])
+                save_shard(folder, manifest, int(out["shard"]), result, header)
+                saved += 1
+                files_done += len(shards[int(out["shard"])])
+                if args.verbose:
+                    print(f"  shard {len(manifest['done'])}/{len(shards)}: {files_done} files in "
+                          f"{time.time() - t0:.1f} s on {result['runner']}", flush=True)
+                if stop_after is not None and saved >= stop_after:
+                    return True
+        except Exception as err:
+            known = original_error(err)
+            if known is None:
+                raise
+            raise known from None
+        return False
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,108 @@
+"""predict.py --engine ray: the plain run's rows, and a killed run resumed without loss or repeats.
+
+One Ray start serves the module; each run still starts its actors (each imports TensorFlow).
+Two real nodes take longer: bench/bench_ray.py --two_nodes runs them.
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import model as model_lib  # noqa: E402
+import predict  # noqa: E402
+import ray_engine  # noqa: E402
+from conftest import face_like_image  # noqa: E402
+from test_inference import small_model  # noqa: E402
+from test_predict import group_photo  # noqa: E402
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.fixture(scope="module")
+def small_model_file(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ray_model") / "small.h5")
+    model_lib.save_model(small_model(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Ten face crops, a broken file and two group photos, in nested folders."""
+    root = tmp_path_factory.mktemp("ray_photos")
+    rng = np.random.default_rng(5)
+    (root / "a" / "b").mkdir(parents=True)
+    for i in range(10):
+        face_like_image(i % 2, rng).save(root / ("a" if i < 5 else "a/b") / f"{i}.png")
+    (root / "a" / "broken.jpg").write_bytes(b"not an image")
+    group_photo(root / "group.png")
+    group_photo(root / "a" / "b" / "pair.png", centres=((100, 100), (250, 110)))
+    return str(root)
+
+
+def test_an_unreachable_cluster_is_one_line_and_exit_2(small_model_file, photos, tmp_path,
+                                                       capsys):
+    if ray.is_initialized():
+        pytest.skip("Ray is already running in this process")
+    assert predict.main([photos, "--model_path", small_model_file, "--engine", "ray",
+                         "--ray_address", "127.0.0.1:1", "--output", str(tmp_path / "p.csv"),
+                         "--verbose", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no Ray cluster answers" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def ray_started():
+    started = ray_engine.connect(num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_a_killed_run_resumed_gives_every_row_of_the_plain_run_once(ray_started,
+                                                                    small_model_file, photos,
+                                                                    tmp_path, capsys):
+    flags = [photos, "--model_path", small_model_file, "--verbose", "0", "--tta"]
+    plain = tmp_path / "plain.csv"
+    assert predict.main(flags + ["--output", str(plain)]) == 0
+    plain_out = capsys.readouterr().out
+
+    out = tmp_path / "ray.csv"
+    args = predict.parse_args(flags + ["--output", str(out), "--engine", "ray"])
+    # Four shards of 4 files; the run stops, as a kill would, after saving the first one back.
+    assert ray_engine.run(args, stop_after=1, shard_files=4)["stopped"]
+    folder = ray_engine.shard_folder(str(out))
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    assert len(manifest["done"]) == 1 and manifest["shards"] == 4 and not out.exists()
+    assert not [f for f in os.listdir(folder) if f.startswith(".partial")]
+    summary = ray_engine.run(args, shard_files=4)  # the same command again
+    printed = capsys.readouterr().out
+    assert "1 already done" in printed
+    assert read_rows(out) == read_rows(plain)  # same columns, rows and order
+    assert sum(summary["per_node"].values()) == summary["rows"] == len(read_rows(plain)) - 1
+    assert read_rows(out)[0][-1] == "tta"
+    # The same summary: counts and the unreadable file by name.
+    tail = lambda text: text[text.index("\n12 images:"):text.index("wrote")]  # noqa: E731
+    assert tail(printed) == tail(plain_out) and "broken.jpg: " in tail(printed)
+    assert not os.path.exists(folder)  # the CSV is whole: shards removed
+
+
+def test_detect_faces_on_ray_gives_the_plain_rows(ray_started, small_model_file, photos,
+                                                  tmp_path):
+    flags = [photos, "--model_path", small_model_file, "--verbose", "0", "--detect_faces"]
+    plain, out = tmp_path / "plain.csv", tmp_path / "ray.csv"
+    assert predict.main(flags + ["--output", str(plain)]) == 0
+    assert predict.main(flags + ["--output", str(out), "--engine", "ray"]) == 0
+    rows = read_rows(out)
+    assert rows == read_rows(plain)
+    assert {"group.png", "pair.png"} <= {os.path.basename(r[0]) for r in rows[1:]}
+    assert len(rows) >= 1 + 4  # the two drawn faces of each group photo
+    assert rows[0] == ["path", "face", "x", "y", "w", "h", "p_male", "label", "threshold"]
