@@ -6,15 +6,14 @@ import os
 import sys
 
 import inference
-from data import DataError
-from model import ModelError
+from common import USER_ERRORS, default_cache_dir
 
 SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_balanced.h5")
 
 
 def add_model_arguments(p):
     """--model_path, --threshold, --batch_size, --backend, --precision, --tta, --unsafe,
-    --verbose."""
+    --verbose, --cache_dir."""
     p.add_argument("--model_path", default=SHIPPED_MODEL,
                    help="saved model (its JSON sidecar beside it gives the threshold)")
     p.add_argument("--threshold", type=float, default=None,
@@ -34,6 +33,15 @@ def add_model_arguments(p):
                         "you trust")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                    help="progress output: 0 none, 1 a bar, 2 a line every tenth")
+    add_cache_argument(p)
+
+
+def add_cache_argument(p):
+    """--cache_dir: the one root of every cache, for every script."""
+    p.add_argument("--cache_dir", default=default_cache_dir(),
+                   help="where caches are kept: converted OpenVINO models and training's "
+                        "backbone features; $FACEGENDER_CACHE sets the default, else "
+                        "~/.cache/facegender")
 
 
 def check_model_arguments(p, args):
@@ -44,11 +52,12 @@ def check_model_arguments(p, args):
 
 
 def exit_code(work, *args):
-    """Call `work(*args)`; return 0, or 2 after one line on stderr for unusable data or model
-    (the message names the file and the fix) or a path the system refuses."""
+    """Call `work(*args)`; return 0, or 2 after one line on stderr for unusable data or model,
+    options that do not go together, a missing package (the message names the file, flag or
+    package and the fix) or a path the system refuses."""
     try:
         work(*args)
-    except (DataError, ModelError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:

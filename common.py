@@ -1,8 +1,17 @@
-"""What every module shares and nothing else: the class names and the error types that the
-scripts turn into one line and exit code 2. It imports nothing of the project (and no
-TensorFlow), so any module may import it."""
+"""What every module shares and nothing else: the class names, the cache root and the error
+types that the scripts turn into one line and exit code 2. It imports nothing of the project
+(and no TensorFlow), so any module may import it."""
+
+import os
 
 CLASS_NAMES = ("female", "male")  # class index 0 is female, 1 is male: the model outputs P(male)
+
+
+def default_cache_dir():
+    """The root of every cache (converted OpenVINO models, training's backbone features):
+    $FACEGENDER_CACHE, else ~/.cache/facegender. Scripts take it as --cache_dir's default."""
+    return os.environ.get("FACEGENDER_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "facegender")
 
 
 class DataError(Exception):
@@ -11,3 +20,17 @@ class DataError(Exception):
 
 class ModelError(Exception):
     """A model or weights file that cannot be used; the message names it and says what to do."""
+
+
+class UsageError(Exception):
+    """Options that do not go together, or ask for what this machine cannot do; the message
+    names the flags and what to pass instead."""
+
+
+class MissingDependency(Exception):
+    """An optional package that is not installed (or not at a usable version); the message
+    says which feature needs it and the `pip install` that fixes it."""
+
+
+# What cli.exit_code reports as one line and exit code 2.
+USER_ERRORS = (DataError, ModelError, UsageError, MissingDependency)

@@ -194,7 +194,8 @@ def load_image(path, image_size):
 
 
 class ImageReader:
-    """Decodes files for a `tf.data` pipeline and remembers the ones that failed.
+    """Decodes files into the model's input (load_image) and remembers the ones that failed:
+    for a `tf.data` pipeline and inference.py's decoding threads alike.
 
     `skipped` maps each unreadable path to the reason, so a script can report them at the end.
     """
@@ -209,11 +210,15 @@ class ImageReader:
         try:
             return load_image(path, self.image_size), True
         except Exception as err:  # any decoder error means: skip this file, keep the run going
-            with self._lock:
-                if path not in self.skipped:
-                    self.skipped[path] = f"{type(err).__name__}: {err}"
-                    print(f"warning: skipping unreadable image {path} ({err})", file=sys.stderr)
+            self.skip(path, err)
             return np.zeros((self.image_size, self.image_size, 3), np.uint8), False
+
+    def skip(self, path, err):
+        """Record `path` as unreadable because of `err`, with one warning (the first time)."""
+        with self._lock:
+            if path not in self.skipped:
+                self.skipped[path] = f"{type(err).__name__}: {err}"
+                print(f"warning: skipping unreadable image {path} ({err})", file=sys.stderr)
 
     def tf_decode(self, path):
         image, ok = tf.numpy_function(self.__call__, [path], [tf.uint8, tf.bool])

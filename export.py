@@ -22,11 +22,9 @@ import tensorflow as tf  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
 import model as model_lib  # noqa: E402
+from common import UsageError  # noqa: E402
 from data import DataError  # noqa: E402
 from outputs import atomic_path, write_json  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def representative_images(paths, image_size, count=200, seed=0):
     """Up to `count` readable images, drawn evenly at random, as float32 batches of one."""
@@ -105,8 +103,8 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
     calibration = None
     if "int8" in kinds:
         if calibration_path is None:
-            raise DataError("int8 needs images to measure activation ranges on; pass "
-                            "--calibration_path DIR (a folder of face images)")
+            raise UsageError("int8 needs images to measure activation ranges on; pass "
+                             "--calibration_path DIR (a folder of face images)")
         data.check_folder(calibration_path)
         calibration = data.list_image_files(calibration_path)
         if not calibration:
@@ -131,7 +129,7 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"))
+    p.add_argument("--model_path", default=cli.SHIPPED_MODEL)
     p.add_argument("--output_dir", default=None, help="default: beside the model")
     p.add_argument("--formats", nargs="+", default=["float16", "int8"],
                    choices=["float32", "float16", "int8"])

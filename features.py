@@ -94,10 +94,10 @@ def _cached(model, layer, output, paths, cache_dir, batch_size, verbose, dtype, 
     remove_abandoned(cache_dir)
     both = extractor(model, layer)
     # Named by the weights it runs, so the training and validation passes of both caches,
-    # and later runs on the same model, convert it once.
+    # and later runs on the same model, convert it once; kept under the same root.
     weights = cache_key([], backbone, image_size, layer)
-    runner = inference.make_runner(both, backend, key=(f"extractor{layer}", weights),
-                                   output=output)
+    runner = inference.make_runner(both, backend, cache_dir=cache_dir,
+                                   key=(f"extractor{layer}", weights), output=output)
     tmp = tempfile.mkdtemp(prefix=f".partial-{os.getpid()}@{socket.gethostname()}@",
                            suffix=f"-features-{key}", dir=cache_dir)
     try:

@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 
 import data
-from model import ModelError
+from common import MissingDependency, ModelError, UsageError, default_cache_dir
 
 BACKENDS = ("auto", "keras", "openvino")
 # bfloat16 moved the log-odds of 99.5% of 7,671 training images (FACECOM, its degraded copies,
@@ -202,12 +202,6 @@ def openvino_available():
     return True
 
 
-def default_cache_dir():
-    """Where converted models are kept: $FACEGENDER_CACHE, else ~/.cache/facegender."""
-    return os.environ.get("FACEGENDER_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "facegender")
-
-
 def cache_name(family, *parts):
     """'<family>-<digest of parts and the OpenVINO version>': the name of a cache entry. A new
     entry replaces the entries of its family (older conversions of the same model)."""
@@ -232,6 +226,7 @@ def convert(model, model_path=None, cache_dir=None, key=None):
     Conversion traces the model (seconds); reading the saved IR back takes a tenth of one. The
     IR is written under temporary names and renamed into place, weights first, so a killed run
     never leaves a half-written pair. A cache that cannot be written is only a missed speed-up.
+    It goes in `cache_dir`/openvino (default: common.default_cache_dir(), every cache's root).
     """
     import openvino as ov
     xml = None
@@ -310,7 +305,7 @@ def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
     """
     import openvino as ov
     core = ov.Core()
-    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if precision == "bf16" and not cpu_has_bf16(core):
         print("note: this CPU has no bfloat16 support; running OpenVINO in float32",
               file=sys.stderr)
         precision = "f32"
@@ -323,6 +318,11 @@ def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
         model.reshape([request_batch] + [d.get_length() for d in list(shape)[1:]])
         fixed = core.compile_model(model, "CPU", config)
     return fixed, core.compile_model(converted, "CPU", config), precision
+
+
+def cpu_has_bf16(core):
+    """True when OpenVINO's CPU plugin (an openvino.Core's) offers bfloat16 on this CPU."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def make_runner(model, backend="auto", precision="f32", model_path=None, cache_dir=None,
@@ -353,11 +353,14 @@ def _make_runner(model, backend, precision, model_path, cache_dir, request_batch
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     use_openvino = backend == "openvino" or (backend == "auto" and openvino_available())
     if backend == "openvino" and not openvino_available():
-        raise ModelError("--backend openvino: OpenVINO is not installed; pip install openvino, "
-                         "or pass --backend keras")
+        raise MissingDependency("--backend openvino: OpenVINO is not installed; "
+                                "pip install openvino, or pass --backend keras")
+    if precision != "f32" and backend == "keras":
+        raise UsageError(f"--precision {precision} needs the OpenVINO backend; Keras runs "
+                         "float32 only: leave out --backend keras or --precision")
     if precision != "f32" and not use_openvino:
-        raise ModelError(f"--precision {precision} needs the OpenVINO backend, which is "
-                         "not installed here (pip install openvino); Keras runs float32 only")
+        raise MissingDependency(f"--precision {precision} needs the OpenVINO backend, which is "
+                                "not installed here: pip install openvino")
     one = model if output is None else keras_model_of(model, output)
     if not use_openvino:
         return KerasRunner(one)
@@ -384,14 +387,14 @@ def _make_runner(model, backend, precision, model_path, cache_dir, request_batch
 # ---------------------------------------------------------------------------
 # Decoding ahead of the model
 
-def decoded_batches(paths, image_size, batch_size, reader=None, workers=None):
+def decoded_batches(paths, reader, batch_size, workers=None):
     """Yield (start, uint8 images, readable flags) for consecutive batches of `paths`.
 
-    A pool of threads decodes (Pillow releases the GIL while it decodes and resizes) at most
+    `reader` is a data.ImageReader, the one decoder of files into the model's input; a pool of
+    threads runs it (Pillow releases the GIL while it decodes and resizes) at most
     PREFETCH_BATCHES batches ahead, so memory stays bounded on any number of files. An
     unreadable file gives a black image, flagged unreadable, and its reason in `reader.skipped`.
     """
-    reader = reader or data.ImageReader(image_size)
     workers = workers or max(2, os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         pending = collections.deque()
@@ -423,7 +426,7 @@ def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None)
     flags = {}
 
     def feed():
-        for start, images, readable in decoded_batches(paths, image_size, batch_size, reader):
+        for start, images, readable in decoded_batches(paths, reader, batch_size):
             flags[start] = readable
             batch = images.astype(np.float32)
             yield start, batch if prepare is None else prepare(batch)

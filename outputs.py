@@ -1,6 +1,8 @@
 """Writing outputs atomically: a run killed at any moment leaves the old file or the new one."""
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
@@ -46,6 +48,15 @@ def write_text(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+
+
+def write_csv(path, header, rows):
+    """A CSV of `header` and `rows` (sequences of cells), written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def save_figure(fig, path, **kwargs):

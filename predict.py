@@ -9,8 +9,6 @@ crops, as in training; with --detect_faces each photo is first cut into its dete
 """
 
 import argparse
-import csv
-import io
 import os
 import sys
 
@@ -23,9 +21,8 @@ import cli  # noqa: E402
 import data  # noqa: E402
 import inference  # noqa: E402
 import model as model_lib  # noqa: E402
-from data import CLASS_NAMES, DataError  # noqa: E402
-from model import ModelError  # noqa: E402
-from outputs import write_text  # noqa: E402
+from common import CLASS_NAMES, DataError, MissingDependency, ModelError  # noqa: E402
+from outputs import write_csv  # noqa: E402  (ray_engine writes its shards with it too)
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # Photos are decoded at most this large for detection: the cascade is slow on 20-megapixel
@@ -102,26 +99,28 @@ _DETECTOR = None
 def load_face_detector():
     """OpenCV's frontal-face Haar cascade from the opencv-python-headless wheel (loaded once).
 
-    Any failure to build it is a ModelError naming the cause: it concerns every photo, so it
-    must stop the run once rather than be mistaken, photo by photo, for unreadable files.
+    Any failure to build it is a MissingDependency naming the cause and the install that fixes
+    it: it concerns every photo, so it must stop the run once rather than be mistaken, photo by
+    photo, for unreadable files.
     """
     global _DETECTOR
     if _DETECTOR is None:
         try:
             import cv2
         except ImportError as err:
-            raise ModelError(f"--detect_faces needs OpenCV ({err}); "
-                             "pip install opencv-python-headless") from None
+            raise MissingDependency(f"--detect_faces needs OpenCV ({err}); "
+                                    "pip install opencv-python-headless") from None
         try:
             path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
             detector = cv2.CascadeClassifier(path)
         except Exception as err:  # e.g. OpenCV 5 has no CascadeClassifier
-            raise ModelError(f"--detect_faces: OpenCV {getattr(cv2, '__version__', '?')} cannot "
-                             f"build its Haar face detector ({type(err).__name__}: {err}); "
-                             "pip install 'opencv-python-headless>=4.8,<5'") from None
+            raise MissingDependency(
+                f"--detect_faces: OpenCV {getattr(cv2, '__version__', '?')} cannot build its "
+                f"Haar face detector ({type(err).__name__}: {err}); "
+                "pip install 'opencv-python-headless>=4.8,<5'") from None
         if detector.empty():
-            raise ModelError(f"{path}: OpenCV could not load its face detector; "
-                             "reinstall opencv-python-headless")
+            raise MissingDependency(f"{path}: OpenCV could not load its face detector; "
+                                    "pip install --force-reinstall opencv-python-headless")
         _DETECTOR = detector
     return _DETECTOR
 
@@ -199,7 +198,8 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None):
     the first photo, and an error inside it stops the run with its cause.
     """
     detector = detector or load_face_detector()
-    rows, skipped, no_face, pending = [], {}, [], []
+    reader = data.ImageReader(image_size)  # records and reports the photos that do not decode
+    rows, no_face, pending = [], [], []
 
     def flush():
         if pending:
@@ -215,8 +215,7 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None):
         except MemoryError:
             raise
         except Exception as err:  # any decoder error means: skip this file, keep the run going
-            skipped[path] = f"{type(err).__name__}: {err}"
-            print(f"warning: skipping unreadable image {path} ({err})", file=sys.stderr)
+            reader.skip(path, err)
             continue
         try:
             faces = face_crops(photo, scale, image_size, args.min_face_size, detector)
@@ -231,15 +230,7 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None):
         if args.verbose and n % 100 == 0:
             print(f"  {n}/{len(files)} photos, {len(rows) + len(pending)} faces")
     flush()
-    return rows, skipped, no_face
-
-
-def write_csv(path, header, rows):
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
+    return rows, reader.skipped, no_face
 
 
 def run(args, detector=None):
@@ -251,7 +242,7 @@ def run(args, detector=None):
     if args.detect_faces:  # a broken detector stops the run here, before any work
         detector = detector or load_face_detector()
     runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                   threshold=threshold, tta=args.tta)
+                                   args.cache_dir, threshold=threshold, tta=args.tta)
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
     print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
           f"{threshold:.2f} ({source})")
@@ -290,18 +281,22 @@ def finish(args, files, rows, skipped, no_face, threshold, source):
             "skipped": skipped, "no_face": no_face}
 
 
+def run_on_ray(args):
+    """--engine ray: ray_engine.run, whose driver and actors find the cache root in
+    $FACEGENDER_CACHE (it is passed on to every node)."""
+    try:
+        import ray  # noqa: F401
+        import ray_engine
+    except ImportError as err:
+        raise MissingDependency(f"--engine ray needs Ray ({err}); pip install 'ray[data]'"
+                                ) from None
+    os.environ["FACEGENDER_CACHE"] = args.cache_dir
+    return ray_engine.run(args)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if args.engine == "ray":
-        try:
-            import ray  # noqa: F401
-            import ray_engine
-        except ImportError as err:
-            print(f"error: --engine ray needs Ray ({err}); pip install 'ray[data]'",
-                  file=sys.stderr)
-            return 2
-        return cli.exit_code(ray_engine.run, args)
-    return cli.exit_code(run, args)
+    return cli.exit_code(run_on_ray if args.engine == "ray" else run, args)
 
 
 if __name__ == "__main__":

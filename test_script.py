@@ -11,8 +11,6 @@ macro-F1 per value of each attribute, with 95% intervals: the model card's facto
 """
 
 import argparse
-import csv
-import io
 import os
 import shutil
 import sys
@@ -30,7 +28,7 @@ import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
 import plots  # noqa: E402
 from data import CLASS_NAMES, DataError  # noqa: E402
-from outputs import atomic_path, make_writable_dir, write_json, write_text  # noqa: E402
+from outputs import atomic_path, make_writable_dir, write_csv, write_json  # noqa: E402
 
 
 
@@ -84,14 +82,6 @@ def copy_misclassified(path, true_name, pred_name, p_male, out_root):
 
 # ---------------------------------------------------------------------------
 # Outputs
-
-def write_predictions(path, rows):
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["path", "true", "p_male", "predicted", "correct"])
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
 
 def print_report(title, report):
     print(f"\n== {title}: threshold {report['threshold']:.2f}, "
@@ -206,7 +196,7 @@ def evaluate(args):
 
     image_size = model_lib.input_size(model)
     runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                   threshold=model_threshold, tta=args.tta)
+                                   args.cache_dir, threshold=model_threshold, tta=args.tta)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
           f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
           + (f", from {len(sources)} sources" if len(sources) > 1 else ""))
@@ -269,7 +259,8 @@ def evaluate(args):
     out = args.output_dir
     rows = [(p, CLASS_NAMES[y], f"{s:.6f}", CLASS_NAMES[k], int(y == k))
             for p, y, s, k in zip(paths, labels, scores, predicted)]
-    write_predictions(os.path.join(out, "predictions.csv"), rows)
+    write_csv(os.path.join(out, "predictions.csv"),
+              ["path", "true", "p_male", "predicted", "correct"], rows)
     # ROC, precision-recall and reliability PNGs; their numbers (AUC, AP, ECE) go in metrics.json.
     results["curves"] = diagnostics.save_curves(labels, scores, model_threshold, out)
     write_json(os.path.join(out, "metrics.json"), results)

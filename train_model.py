@@ -130,9 +130,7 @@ def parse_args(argv=None):
                         "(each image as is and mirrored, no other augmentation; 0: off)")
     p.add_argument("--feature_learning_rate", type=float, default=1e-4,
                    help="Adam learning rate for --feature_epochs")
-    p.add_argument("--cache_dir", default=os.path.join(os.path.expanduser("~"), ".cache",
-                                                       "facegender"),
-                   help="where cached backbone features are kept, keyed by images and weights")
+    cli.add_cache_argument(p)  # cached backbone features, keyed by images and weights
     p.add_argument("--strategy", choices=["default", "mirrored"], default="default",
                    help="mirrored: data-parallel over every visible GPU (or every logical CPU "
                         "device when there is no GPU), the batch scaled by the replica count")

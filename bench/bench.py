@@ -114,7 +114,7 @@ def bench_eval(model, model_path, folder, batch_size, limit, threshold):
         contenders[f"{name}, end to end (list, decode, score)"] = (
             lambda r=runner: end_to_end(r))
     contenders["decode and resize alone (the input pipeline's ceiling)"] = lambda: [
-        None for _ in inference.decoded_batches(paths, size, batch_size)]
+        None for _ in inference.decoded_batches(paths, data.ImageReader(size), batch_size)]
     seconds = timed_rounds(contenders, rounds=5)
     alone = len(paths) / seconds["keras predict, tensors in memory"]
     results = {}

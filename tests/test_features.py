@@ -12,6 +12,11 @@ import train_model
 from conftest import IMAGE_SIZE, TINY_TRAINING
 
 
+def entries(folder):
+    """The feature-cache entries in a cache root (its openvino/ folder holds conversions)."""
+    return sorted(n for n in os.listdir(folder) if n.startswith("features-"))
+
+
 def test_pooled_features_match_the_backbone_and_come_back_from_the_cache(trained, tmp_path):
     model = keras.models.load_model(trained["model"], compile=False)
     paths, _ = data.list_labeled_images(trained["data"])
@@ -27,10 +32,10 @@ def test_pooled_features_match_the_backbone_and_come_back_from_the_cache(trained
     np.testing.assert_allclose(mirrored, pooled(images[:, :, ::-1]), atol=1e-4)
     assert not np.allclose(plain, mirrored, atol=1e-4)
 
-    (cached,) = os.listdir(tmp_path)
+    (cached,) = entries(tmp_path)
     stamp = os.stat(tmp_path / cached).st_mtime_ns
     again = features.pooled_features(model, paths, str(tmp_path), 4, 0)
-    assert os.stat(tmp_path / cached).st_mtime_ns == stamp and os.listdir(tmp_path) == [cached]
+    assert os.stat(tmp_path / cached).st_mtime_ns == stamp and entries(tmp_path) == [cached]
     np.testing.assert_array_equal(again[0], plain)
 
 
@@ -56,7 +61,7 @@ def test_head_warm_up_trains_the_head_before_the_fine_tune(image_folder, backbon
         "--warmup_epochs", "3", "--cache_dir", str(tmp_path / "cache"), "--trainable_layers", "0",
         "--output", model_path]) == 0
     assert "head warm-up" in capsys.readouterr().out
-    assert len(os.listdir(tmp_path / "cache")) == 2  # training and validation features
+    assert len(entries(tmp_path / "cache")) == 2  # training and validation features
 
 
 def test_recipe_presets_set_defaults_and_flags_override_them():
@@ -87,10 +92,10 @@ def test_feature_maps_match_the_lower_blocks_and_come_back_from_the_cache(traine
                                rtol=2e-3, atol=2e-3)
     # Another layer, or the pooled features, of the same images are cached under another key.
     features.pooled_features(model, paths, str(tmp_path), 4, 0)
-    assert len(os.listdir(tmp_path)) == 2
+    assert len(entries(tmp_path)) == 2
     again = features.feature_maps(model, layer, paths, str(tmp_path), 4, 0)
     np.testing.assert_array_equal(again[0], plain)
-    assert len(os.listdir(tmp_path)) == 2
+    assert len(entries(tmp_path)) == 2
 
 
 def test_the_extractor_is_converted_once_for_both_caches_and_both_passes(
@@ -98,7 +103,8 @@ def test_the_extractor_is_converted_once_for_both_caches_and_both_passes(
     import openvino as ov
 
     import model as model_lib
-    monkeypatch.setenv("FACEGENDER_CACHE", str(tmp_path / "openvino_cache"))
+    # The cache root given is the only one used: $FACEGENDER_CACHE is not read.
+    monkeypatch.setenv("FACEGENDER_CACHE", str(tmp_path / "elsewhere"))
     model = keras.models.load_model(trained["model"], compile=False)
     paths, _ = data.list_labeled_images(trained["data"])
     layer = model_lib.FEATURE_MAP_LAYER
@@ -119,7 +125,8 @@ def test_the_extractor_is_converted_once_for_both_caches_and_both_passes(
     backbone.set_weights([w * 0.5 for w in backbone.get_weights()])
     features.feature_maps(model, layer, paths[6:8], str(tmp_path), 4, 0, "openvino")
     assert len(conversions) == 2
-    assert len(os.listdir(tmp_path / "openvino_cache" / "openvino")) == 2  # one .xml, one .bin
+    assert len(os.listdir(tmp_path / "openvino")) == 2  # one .xml, one .bin
+    assert not (tmp_path / "elsewhere").exists()
 
 
 # ---------------------------------------------------------------------------

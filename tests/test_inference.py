@@ -147,8 +147,9 @@ def test_keras_backend_works_without_openvino(trained, tmp_path, monkeypatch, ca
         assert predict.main([str(tmp_path / "a.png"), "--model_path", trained["model"],
                              "--output", str(out), "--backend", backend, "--verbose", "0"]) == 0
         assert "on keras" in capsys.readouterr().out and out.exists()
-    for flags, message in ((["--backend", "openvino"], "OpenVINO is not installed"),
-                           (["--precision", "bf16"], "needs the OpenVINO backend")):
+    for flags, message in ((["--backend", "openvino"], "pip install openvino"),
+                           (["--precision", "bf16"], "not installed here: pip install openvino"),
+                           (["--backend", "keras", "--precision", "bf16"], "Keras runs float32")):
         assert predict.main([str(tmp_path / "a.png"), "--model_path", trained["model"],
                              "--output", str(tmp_path / "x.csv"), "--verbose", "0"] + flags) == 2
         err = capsys.readouterr().err.strip()
@@ -213,17 +214,26 @@ def test_bf16_given_a_threshold_rechecks_near_it_in_float32():
                                   model.predict(images, verbose=0) >= 0.5)
 
 
-def test_decoded_batches_keep_the_file_order(tmp_path):
+def test_decoded_batches_keep_the_file_order_and_report_unreadable_files(tmp_path):
     rng = np.random.default_rng(0)
     paths = []
     for i in range(23):
         path = tmp_path / f"{i:02d}.png"
         face_like_image(i % 2, rng, size=20).save(path)
         paths.append(str(path))
-    batches = list(inference.decoded_batches(paths, 16, 5))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    paths.insert(12, str(broken))
+    reader = data.ImageReader(16)
+    batches = list(inference.decoded_batches(paths, reader, 5))
     assert [start for start, _, _ in batches] == [0, 5, 10, 15, 20]
     images = np.concatenate([b for _, b, _ in batches])
-    np.testing.assert_array_equal(images, np.stack([data.load_image(p, 16) for p in paths]))
+    readable = np.concatenate([ok for _, _, ok in batches])
+    assert list(np.flatnonzero(~readable)) == [12] and list(reader.skipped) == [str(broken)]
+    assert not images[12].any()  # a black image holds its place
+    good = [p for p in paths if p != str(broken)]
+    np.testing.assert_array_equal(images[readable], np.stack([data.load_image(p, 16)
+                                                              for p in good]))
 
 
 # ---------------------------------------------------------------------------
