@@ -6,6 +6,7 @@ Each PATH is an image file or a folder, searched recursively (no class sub-folde
 Writes a CSV (path, P(male), label, threshold) and prints a summary. Images are taken as face
 crops, as in training; with --detect_faces each photo is first cut into its detected faces
 (OpenCV's Haar cascade, shipped inside the opencv-python-headless wheel), one row per face.
+--annotate DIR also writes each photo with its faces boxed and labelled, and a contact sheet.
 """
 
 import argparse
@@ -17,12 +18,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import annotate  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
 import inference  # noqa: E402
 import model as model_lib  # noqa: E402
 from common import CLASS_NAMES, DataError, MissingDependency, ModelError  # noqa: E402
-from outputs import write_csv  # noqa: E402  (ray_engine writes its shards with it too)
+from outputs import make_writable_dir, write_csv  # noqa: E402  (ray_engine uses write_csv too)
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # Photos are decoded at most this large for detection: the cascade is slow on 20-megapixel
@@ -49,6 +51,11 @@ def parse_args(argv=None):
     p.add_argument("--ray_address", default=None,
                    help="with --engine ray: the cluster to join (host:port or auto); default: "
                         "start Ray on this machine")
+    p.add_argument("--annotate", metavar="DIR", default=None,
+                   help="also write into DIR a copy of each photo with every face boxed and "
+                        "labelled (dashed, with a '?', when P(male) is within "
+                        f"{annotate.LOW_CONFIDENCE_BAND} of the threshold) and "
+                        "DIR/contact_sheet.jpg of the faces; the photos are never changed")
     cli.add_model_arguments(p)
     args = p.parse_args(argv)
     cli.check_model_arguments(p, args)
@@ -56,7 +63,24 @@ def parse_args(argv=None):
         p.error("--min_face_size must be at least 1")
     if args.ray_address and args.engine != "ray":
         p.error("--ray_address needs --engine ray")
+    if args.annotate:
+        check_annotate_folder(p, args)
     return args
+
+
+def check_annotate_folder(p, args):
+    """--annotate DIR must be writable and outside every input folder: copies inside one would
+    be read back as photos by the next run. Checked before any work."""
+    folder = os.path.realpath(args.annotate)
+    for path in args.paths:
+        real = os.path.realpath(path)
+        if os.path.isdir(path) and (folder == real or folder.startswith(real + os.sep)):
+            p.error(f"--annotate {args.annotate}: is inside the input folder {path}, where "
+                    "the copies would be read as photos next time; pick a folder outside it")
+    try:
+        make_writable_dir(args.annotate)
+    except OSError as err:
+        p.error(f"--annotate {args.annotate}: cannot be written ({err.strerror})")
 
 
 # ---------------------------------------------------------------------------
@@ -254,12 +278,60 @@ def run(args, detector=None):
     return finish(args, files, rows, skipped, no_face, threshold, source)
 
 
+# ---------------------------------------------------------------------------
+# --annotate
+
+def write_annotations(args, files, rows, skipped, threshold):
+    """A boxed, labelled copy of each readable photo in args.annotate, and the contact sheet of
+    every face, drawn from the CSV's rows, so that every engine gets the same pictures.
+
+    Each photo is decoded again as for detection (upright, at most MAX_PHOTO_SIDE), and a
+    face's box is the CSV's scaled to it (the whole image without --detect_faces). Returns
+    (photos written, the contact sheet's path).
+    """
+    header = csv_header(args)
+    col = {name: k for k, name in enumerate(header)}
+    faces = {}
+    for row in rows:
+        faces.setdefault(row[0], []).append(row)
+    photos = [path for path in files if path not in skipped]
+    sheet = os.path.join(args.annotate, "contact_sheet.jpg")
+    names = annotate.copy_names(photos, args.annotate, avoid=[sheet])
+    tiles, captions, found, written = [], [], 0, 0
+    for path in photos:
+        try:
+            photo, scale = load_photo(path)
+        except Exception as err:  # it decoded a moment ago: changed since; the CSV stands
+            print(f"warning: could not annotate {path} ({err})", file=sys.stderr)
+            continue
+        drawn = []
+        for row in faces.get(path, []):
+            p_male, label = float(row[col["p_male"]]), row[col["label"]]
+            box = ([round(int(row[col[k]]) / scale) for k in "xywh"] if args.detect_faces
+                   else [0, 0, *photo.size])
+            drawn.append((*box, p_male, label))
+            found += 1
+            if len(tiles) < annotate.SHEET_MAX_FACES:
+                crop = photo.crop(crop_box(box, *photo.size)) if args.detect_faces else photo
+                tiles.append(crop.resize((annotate.SHEET_TILE,) * 2, Image.BILINEAR))
+                captions.append(annotate.sheet_caption(
+                    path, row[col["face"]] if args.detect_faces else None, label, p_male,
+                    threshold))
+        annotate.save(annotate.draw_faces(photo, drawn, threshold), names[path], quality=92)
+        written += 1
+    annotate.save(annotate.contact_sheet(tiles, captions, found - len(tiles)), sheet,
+                  quality=92)
+    return written, sheet
+
+
 def finish(args, files, rows, skipped, no_face, threshold, source):
-    """Write the CSV and print the summary (every engine ends here); returns the summary dict."""
+    """Write the CSV (and --annotate's pictures) and print the summary (every engine ends
+    here); returns the summary dict."""
     if len(skipped) == len(files):
         raise DataError(f"{', '.join(args.paths)}: none of the images could be read")
     header = csv_header(args)
     write_csv(args.output, header, rows)
+    annotated = write_annotations(args, files, rows, skipped, threshold) if args.annotate else None
 
     labels = [row[header.index("label")] for row in rows]
     counts = {name: labels.count(name) for name in CLASS_NAMES}
@@ -277,6 +349,10 @@ def finish(args, files, rows, skipped, no_face, threshold, source):
         for path, why in skipped.items():
             print(f"  {path}: {why}")
     print(f"wrote {os.path.abspath(args.output)}")
+    if annotated:
+        print(f"annotated {annotated[0]} photo(s) in {os.path.abspath(args.annotate)}; faces "
+              f"within {annotate.LOW_CONFIDENCE_BAND} of the threshold are dashed, with a '?'; "
+              f"contact sheet: {annotated[1]}")
     return {"rows": len(rows), "counts": counts, "threshold": threshold, "source": source,
             "skipped": skipped, "no_face": no_face}
 
