@@ -157,11 +157,16 @@ def test_keras_backend_works_without_openvino(trained, tmp_path, monkeypatch, ca
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_bf16_is_only_used_when_asked_for():
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_bf16_is_only_used_when_asked_for_and_where_the_cpu_has_it(has_bf16, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda core: has_bf16)
     model = small_model()
     assert inference.make_runner(model, "openvino").name == "openvino f32"
-    assert inference.make_runner(model, "openvino", "bf16").name in ("openvino bf16",
-                                                                     "openvino f32")
+    assert capsys.readouterr().err == ""
+    runner = inference.make_runner(model, "openvino", "bf16")
+    assert runner.name == ("openvino bf16" if has_bf16 else "openvino f32")
+    assert ("no bfloat16 support" in capsys.readouterr().err) == (not has_bf16)
     with pytest.raises(ValueError):
         inference.make_runner(model, "onnx")
 

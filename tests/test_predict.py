@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -116,11 +117,20 @@ def test_bad_input_exits_2_with_one_line(trained, tmp_path, capsys):
 # ---------------------------------------------------------------------------
 # --detect_faces
 
-def test_the_cascade_loads_from_the_opencv_wheel():
-    import cv2
+def test_the_detector_is_built_once_and_a_missing_opencv_says_what_to_install(
+        trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(predict, "_DETECTOR", None)
     detector = predict.load_face_detector()
-    assert not detector.empty()
-    assert os.path.isfile(os.path.join(cv2.data.haarcascades, predict.CASCADE_FILE))
+    assert hasattr(detector, "detectMultiScale") and predict.load_face_detector() is detector
+    monkeypatch.setattr(predict, "_DETECTOR", None)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now fails
+    group_photo(tmp_path / "group.png")
+    out = tmp_path / "faces.csv"
+    assert run([str(tmp_path / "group.png"), "--model_path", trained["model"], "--output",
+                str(out), "--detect_faces"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install opencv-python-headless" in err
+    assert not out.exists()
 
 
 def test_detect_faces_finds_each_drawn_face(trained, tmp_path, capsys):
