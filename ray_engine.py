@@ -1,7 +1,7 @@
 """predict.py --engine ray: the same predictions as a Ray Data job, on this machine or a cluster.
 
 The file list is cut into shards of SHARD_FILES files, in listing order. A pool of actors, one
-per node, each holding the model once, runs predict.py's own code on one shard at a time
+per node, each holding the model once, runs labelling.py's code (what predict.py runs) on one shard at a time
 (decode, detect faces, crop, score, threshold) and hands back its rows. The driver writes each
 finished shard to `<output>.shards/` and records it in the manifest there, so a killed run,
 started again with the same command, only does the shards the manifest does not list. When
@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import time
 import types
 import warnings
@@ -26,10 +25,10 @@ import numpy as np
 
 import inference
 import model as model_lib
-import predict
+import labelling
 from data import DataError
 from model import ModelError
-from outputs import write_json, write_text
+from outputs import write_csv, write_json
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # Files per shard: what a killed run can lose, and the unit the nodes share out. 256 files take
@@ -48,7 +47,7 @@ SPREAD = {"scheduling_strategy": "SPREAD", "max_restarts": 0}
 # The actor: one model per worker process
 
 class ShardScorer:
-    """Loads the model once, then gives predict.py's rows for one shard of files per call."""
+    """Loads the model once, then gives labelling.py's rows for one shard of files per call."""
 
     def __init__(self, options):
         import ray
@@ -58,7 +57,7 @@ class ShardScorer:
         self.size = model_lib.input_size(model)
         self.runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
                                             threshold=args.threshold, tta=args.tta)
-        self.detector = predict.load_face_detector() if args.detect_faces else None
+        self.detector = labelling.load_face_detector() if args.detect_faces else None
         context = ray.get_runtime_context()
         self.node = f"{context.get_node_id()[:8]} ({ray.util.get_node_ip_address()})"
 
@@ -67,10 +66,10 @@ class ShardScorer:
         for paths in batch["paths"]:
             paths = json.loads(paths)
             if self.args.detect_faces:
-                rows, skipped, no_face = predict.predict_faces(
+                rows, skipped, no_face = labelling.predict_faces(
                     self.runner, self.size, paths, self.args, self.args.threshold, self.detector)
             else:
-                rows, skipped, no_face = predict.predict_crops(
+                rows, skipped, no_face = labelling.predict_crops(
                     self.runner, self.size, paths, self.args, self.args.threshold)
             results.append(json.dumps({"rows": rows, "skipped": skipped, "no_face": no_face,
                                        "node": self.node, "runner": self.runner.name}))
@@ -176,7 +175,7 @@ def save_shard(folder, manifest, k, result, header):
     """Write shard k's rows, then record it in the manifest: each file is written atomically,
     and a shard the manifest lists has its rows on disk, so a kill between the two only means
     the shard is done again."""
-    predict.write_csv(shard_csv(folder, k), header, result["rows"])
+    write_csv(shard_csv(folder, k), header, result["rows"])
     manifest["done"][str(k)] = {key: result[key] for key in ("skipped", "no_face", "node")}
     manifest["done"][str(k)]["rows"] = len(result["rows"])
     write_json(os.path.join(folder, "manifest.json"), manifest)
@@ -215,12 +214,12 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     start = time.time()
     if args.ray_address:
         check_reachable(args.ray_address)  # before minutes of work, not after
-    files = predict.collect_images(args.paths)
+    files = labelling.collect_images(args.paths)
     model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
     threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
     size = model_lib.input_size(model)
     if args.detect_faces:  # a broken detector stops the run here, before any work
-        predict.load_face_detector()
+        labelling.load_face_detector()
     if args.backend != "keras" and inference.openvino_available():
         try:  # convert once here, so the actors on this node find it in the cache
             inference.convert(model, args.model_path)
@@ -232,7 +231,7 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     folder = shard_folder(args.output)
     manifest = open_manifest(folder, fingerprint(files, args, threshold, shard_files),
                              len(files), len(shards), shard_files)
-    header = predict.csv_header(args)
+    header = labelling.csv_header(args)
     todo = [k for k in range(len(shards)) if str(k) not in manifest["done"]]
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
     print(f"predicting {len(files)} {what} at {size}x{size} with Ray, threshold "
@@ -245,7 +244,7 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
             return {"stopped": True, "done": len(manifest["done"]), "shards": len(shards)}
 
     rows, skipped, no_face = read_shards(folder, manifest)
-    summary = predict.finish(args, files, rows, skipped, no_face, threshold, source)
+    summary = labelling.finish(args, files, rows, skipped, no_face, threshold, source)
     per_node = {}
     for shard in manifest["done"].values():
         per_node[shard["node"]] = per_node.get(shard["node"], 0) + shard["rows"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+import labelling
 import predict
 from conftest import face_like_image, tree_hashes
 
@@ -119,10 +120,10 @@ def test_bad_input_exits_2_with_one_line(trained, tmp_path, capsys):
 
 def test_the_detector_is_built_once_and_a_missing_opencv_says_what_to_install(
         trained, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(predict, "_DETECTOR", None)
-    detector = predict.load_face_detector()
-    assert hasattr(detector, "detectMultiScale") and predict.load_face_detector() is detector
-    monkeypatch.setattr(predict, "_DETECTOR", None)
+    monkeypatch.setattr(labelling, "_DETECTOR", None)
+    detector = labelling.load_face_detector()
+    assert hasattr(detector, "detectMultiScale") and labelling.load_face_detector() is detector
+    monkeypatch.setattr(labelling, "_DETECTOR", None)
     monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now fails
     group_photo(tmp_path / "group.png")
     out = tmp_path / "faces.csv"
@@ -170,14 +171,14 @@ def test_rows_per_face_and_boxes_in_original_pixels_with_an_injected_detector(tr
     # A photo larger than MAX_PHOTO_SIDE is detected on a smaller copy; boxes come back in the
     # original's pixels, and so does --min_face_size.
     big = tmp_path / "big.png"
-    Image.new("RGB", (predict.MAX_PHOTO_SIDE * 2, 400), (90, 90, 90)).save(big)
+    Image.new("RGB", (labelling.MAX_PHOTO_SIDE * 2, 400), (90, 90, 90)).save(big)
     # Listed right to left and one hanging over the edge: rows come left to right, crops clamp.
     detector = FakeDetector([[700, 10, 100, 100], [0, 150, 60, 60], [1550, 40, 80, 80]])
     args = predict.parse_args([str(big), "--model_path", trained["model"], "--detect_faces",
                                "--output", str(tmp_path / "f.csv"), "--verbose", "0",
                                "--min_face_size", "80"])
     summary = predict.run(args, detector=detector)
-    assert detector.shapes == [((200, predict.MAX_PHOTO_SIDE), (40, 40))]
+    assert detector.shapes == [((200, labelling.MAX_PHOTO_SIDE), (40, 40))]
     rows = read_csv(tmp_path / "f.csv")
     assert summary["rows"] == len(rows) == 3
     assert [(r["face"], r["x"], r["y"], r["w"], r["h"]) for r in rows] == [
@@ -186,10 +187,10 @@ def test_rows_per_face_and_boxes_in_original_pixels_with_an_injected_detector(tr
 
 
 def test_crop_box_is_square_widened_and_inside_the_image():
-    assert predict.crop_box((40, 40, 20, 20), 100, 100, margin=0.5) == (30, 30, 70, 70)
-    assert predict.crop_box((0, 0, 20, 10), 100, 100, margin=0.2) == (0, 0, 28, 28)
-    assert predict.crop_box((90, 40, 10, 10), 100, 100, margin=0.5) == (80, 35, 100, 55)
-    assert predict.crop_box((0, 0, 100, 100), 120, 60, margin=0.2) == (20, 0, 80, 60)
+    assert labelling.crop_box((40, 40, 20, 20), 100, 100, margin=0.5) == (30, 30, 70, 70)
+    assert labelling.crop_box((0, 0, 20, 10), 100, 100, margin=0.2) == (0, 0, 28, 28)
+    assert labelling.crop_box((90, 40, 10, 10), 100, 100, margin=0.5) == (80, 35, 100, 55)
+    assert labelling.crop_box((0, 0, 100, 100), 120, 60, margin=0.2) == (20, 0, 80, 60)
 
 
 def test_faces_are_found_upright_in_an_exif_rotated_photo(tmp_path):
@@ -201,9 +202,9 @@ def test_faces_are_found_upright_in_an_exif_rotated_photo(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
     sideways.save(tmp_path / "rotated.jpg", exif=exif, quality=90)
-    photo, scale = predict.load_photo(str(tmp_path / "rotated.jpg"))
+    photo, scale = labelling.load_photo(str(tmp_path / "rotated.jpg"))
     assert photo.size == (320, 200) and scale == 1.0
-    boxes = predict.detect_faces(photo, 40)
+    boxes = labelling.detect_faces(photo, 40)
     assert len(boxes) == 2
     for (x, y, w, h), (cx, cy) in zip(boxes, [(80, 100), (230, 100)]):
         assert x < cx < x + w and y < cy < y + h
@@ -214,7 +215,7 @@ def test_a_detector_that_cannot_be_built_is_one_error_not_unreadable_photos(trai
     # OpenCV 5 has no CascadeClassifier: every photo is fine, the detector is not.
     import cv2
     monkeypatch.delattr(cv2, "CascadeClassifier")
-    monkeypatch.setattr(predict, "_DETECTOR", None)
+    monkeypatch.setattr(labelling, "_DETECTOR", None)
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("one.png", "two.png", "three.png"):
@@ -239,6 +240,6 @@ def test_a_detector_that_fails_on_a_photo_stops_the_run_with_its_cause(trained, 
     args = predict.parse_args([str(tmp_path / "one.png"), "--model_path", trained["model"],
                                "--detect_faces", "--output", str(tmp_path / "f.csv"),
                                "--verbose", "0"])
-    with pytest.raises(predict.ModelError, match="face detector failed.*cascade exploded"):
+    with pytest.raises(labelling.ModelError, match="face detector failed.*cascade exploded"):
         predict.run(args, detector=Broken())
     assert "unreadable" not in capsys.readouterr().err

@@ -1,0 +1,282 @@
+"""Labelling photos: the pipeline that predict.py runs, on this machine or on Ray's workers.
+
+List the images, decode each photo upright, find its faces (OpenCV's Haar cascade) or take the
+image as one face crop, score the crops, threshold them into CSV rows, and at the end write the
+CSV, the annotated copies and the summary. `predict.py` (the command) and `ray_engine.py`
+(the same work as a Ray Data job) both call these functions, so both give the same rows.
+"""
+
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+
+import annotate
+import data
+import inference
+from common import CLASS_NAMES, DataError, MissingDependency, ModelError
+from outputs import write_csv
+
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+# Photos are decoded at most this large for detection: the cascade is slow on 20-megapixel
+# photos, and a face crop is shrunk to the model's input size anyway.
+MAX_PHOTO_SIDE = 1600
+# The detector's box runs from brow to chin; face-crop data sets include some hair and chin,
+# so each box is widened by this fraction of its size on every side before cropping.
+FACE_MARGIN = 0.2
+CHUNK = 256  # faces cropped and scored at a time, to bound memory on big folders
+
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+
+def collect_images(paths):
+    """Image files named by `paths` (files as given, folders searched recursively), each once."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            found += data.list_image_files(path)
+        elif os.path.isfile(path):
+            found.append(path)  # named explicitly: tried whatever its extension
+        else:
+            raise DataError(f"{path}: no such file or folder; pass image files or folders")
+    found = list(dict.fromkeys(found))
+    if not found:
+        raise DataError(f"{', '.join(paths)}: no images found "
+                        f"({', '.join(data.IMAGE_EXTENSIONS)}); check the path")
+    return found
+
+
+def load_photo(path, max_side=MAX_PHOTO_SIDE):
+    """Decode a whole photo, upright, RGB, at most `max_side` pixels on its long side.
+
+    Returns (PIL image, scale): multiply a box in the returned image by scale to get it in
+    pixels of the original (upright) photo.
+    """
+    img, original = data.open_rgb(path, max_side)
+    img.thumbnail((max_side, max_side), Image.BILINEAR)
+    return img, original / max(img.size)
+
+
+# ---------------------------------------------------------------------------
+# Faces
+
+_DETECTOR = None
+
+
+def load_face_detector():
+    """OpenCV's frontal-face Haar cascade from the opencv-python-headless wheel (loaded once).
+
+    Any failure to build it is a MissingDependency naming the cause and the install that fixes
+    it: it concerns every photo, so it must stop the run once rather than be mistaken, photo by
+    photo, for unreadable files.
+    """
+    global _DETECTOR
+    if _DETECTOR is None:
+        try:
+            import cv2
+        except ImportError as err:
+            raise MissingDependency(f"--detect_faces needs OpenCV ({err}); "
+                                    "pip install opencv-python-headless") from None
+        try:
+            path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
+            detector = cv2.CascadeClassifier(path)
+        except Exception as err:  # e.g. OpenCV 5 has no CascadeClassifier
+            raise MissingDependency(
+                f"--detect_faces: OpenCV {getattr(cv2, '__version__', '?')} cannot build its "
+                f"Haar face detector ({type(err).__name__}: {err}); "
+                "pip install 'opencv-python-headless>=4.8,<5'") from None
+        if detector.empty():
+            raise MissingDependency(f"{path}: OpenCV could not load its face detector; "
+                                    "pip install --force-reinstall opencv-python-headless")
+        _DETECTOR = detector
+    return _DETECTOR
+
+
+def detect_faces(photo, min_size, detector=None):
+    """Face boxes (x, y, w, h) in a PIL RGB image, left to right.
+
+    `detector` has OpenCV's `detectMultiScale`; the default is the Haar cascade.
+    """
+    import cv2
+    detector = detector or load_face_detector()
+    grey = cv2.cvtColor(np.asarray(photo), cv2.COLOR_RGB2GRAY)
+    grey = cv2.equalizeHist(grey)  # the cascade is trained on contrast-normalised faces
+    boxes = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
+                                      minSize=(min_size, min_size))
+    return sorted((tuple(int(v) for v in box) for box in boxes), key=lambda b: (b[0], b[1]))
+
+
+def crop_box(box, width, height, margin=FACE_MARGIN):
+    """The square crop (left, top, right, bottom) around a face box, widened by `margin` on each
+    side and moved (then shrunk, if need be) to lie inside a width x height image."""
+    x, y, w, h = box
+    side = min(round(max(w, h) * (1 + 2 * margin)), width, height)
+    cx, cy = x + w / 2, y + h / 2
+    left = int(min(max(round(cx - side / 2), 0), width - side))
+    top = int(min(max(round(cy - side / 2), 0), height - side))
+    return left, top, left + side, top + side
+
+
+def face_crops(photo, scale, image_size, min_face_size, detector):
+    """[(box in original pixels, (size, size, 3) uint8 crop)] for each face found in `photo`,
+    a photo from `load_photo` and its scale."""
+    min_size = max(1, round(min_face_size / scale))
+    crops = []
+    for box in detect_faces(photo, min_size, detector):
+        crop = photo.crop(crop_box(box, *photo.size))
+        crop = crop.resize((image_size, image_size), Image.BILINEAR)
+        original_box = tuple(int(round(v * scale)) for v in box)
+        crops.append((original_box, np.asarray(crop, dtype=np.uint8)))
+    return crops
+
+
+# ---------------------------------------------------------------------------
+# Predicting
+
+def label_of(p_male, threshold):
+    return CLASS_NAMES[int(p_male >= threshold)]
+
+
+def csv_header(args):
+    """The CSV's columns: a `tta` column says the scores are flip-averaged (--tta)."""
+    where = ["path", "face", "x", "y", "w", "h"] if args.detect_faces else ["path"]
+    return where + ["p_male", "label", "threshold"] + (["tta"] if args.tta else [])
+
+
+def score_cells(p_male, threshold, args):
+    """The cells after a row's path (and face box): P(male), label, threshold[, tta]."""
+    return (f"{p_male:.6f}", label_of(p_male, threshold), f"{threshold:.6g}",
+            *(["flip"] if args.tta else []))
+
+
+def predict_crops(runner, image_size, files, args, threshold):
+    """Rows for the faces the model is shown as given: one per readable file; and the skipped."""
+    scores, unreadable = inference.score_paths(runner, files, image_size, args.batch_size,
+                                               args.verbose)
+    rows = [(path, *score_cells(p, threshold, args))
+            for path, p in zip(files, scores) if not np.isnan(p)]
+    return rows, unreadable, []
+
+
+def predict_faces(runner, image_size, files, args, threshold, detector=None):
+    """Rows for every detected face: one per face; and the skipped files and faceless photos.
+
+    Only decoding a photo may fail per file (it is then skipped); the detector is built before
+    the first photo, and an error inside it stops the run with its cause.
+    """
+    detector = detector or load_face_detector()
+    reader = data.ImageReader(image_size)  # records and reports the photos that do not decode
+    rows, no_face, pending = [], [], []
+
+    def flush():
+        if pending:
+            scores = inference.score_images(runner, np.stack([c for _, _, _, c in pending]),
+                                            args.batch_size)
+            for (path, k, box, _), p in zip(pending, scores):
+                rows.append((path, k, *box, *score_cells(p, threshold, args)))
+            pending.clear()
+
+    for n, path in enumerate(files, 1):
+        try:
+            photo, scale = load_photo(path)
+        except MemoryError:
+            raise
+        except Exception as err:  # any decoder error means: skip this file, keep the run going
+            reader.skip(path, err)
+            continue
+        try:
+            faces = face_crops(photo, scale, image_size, args.min_face_size, detector)
+        except Exception as err:
+            raise ModelError(f"the face detector failed on {path} ({type(err).__name__}: "
+                             f"{err}); check the OpenCV install") from None
+        if not faces:
+            no_face.append(path)
+        pending += [(path, k, box, crop) for k, (box, crop) in enumerate(faces)]
+        if len(pending) >= CHUNK:
+            flush()
+        if args.verbose and n % 100 == 0:
+            print(f"  {n}/{len(files)} photos, {len(rows) + len(pending)} faces")
+    flush()
+    return rows, reader.skipped, no_face
+
+
+# ---------------------------------------------------------------------------
+# --annotate
+
+def write_annotations(args, files, rows, skipped, threshold):
+    """A boxed, labelled copy of each readable photo in args.annotate, and the contact sheet of
+    every face, drawn from the CSV's rows, so that every engine gets the same pictures.
+
+    Each photo is decoded again as for detection (upright, at most MAX_PHOTO_SIDE), and a
+    face's box is the CSV's scaled to it (the whole image without --detect_faces). Returns
+    (photos written, the contact sheet's path).
+    """
+    header = csv_header(args)
+    col = {name: k for k, name in enumerate(header)}
+    faces = {}
+    for row in rows:
+        faces.setdefault(row[0], []).append(row)
+    photos = [path for path in files if path not in skipped]
+    sheet = os.path.join(args.annotate, "contact_sheet.jpg")
+    names = annotate.copy_names(photos, args.annotate, avoid=[sheet])
+    tiles, captions, found, written = [], [], 0, 0
+    for path in photos:
+        try:
+            photo, scale = load_photo(path)
+        except Exception as err:  # it decoded a moment ago: changed since; the CSV stands
+            print(f"warning: could not annotate {path} ({err})", file=sys.stderr)
+            continue
+        drawn = []
+        for row in faces.get(path, []):
+            p_male, label = float(row[col["p_male"]]), row[col["label"]]
+            box = ([round(int(row[col[k]]) / scale) for k in "xywh"] if args.detect_faces
+                   else [0, 0, *photo.size])
+            drawn.append((*box, p_male, label))
+            found += 1
+            if len(tiles) < annotate.SHEET_MAX_FACES:
+                crop = photo.crop(crop_box(box, *photo.size)) if args.detect_faces else photo
+                tiles.append(crop.resize((annotate.SHEET_TILE,) * 2, Image.BILINEAR))
+                captions.append(annotate.sheet_caption(
+                    path, row[col["face"]] if args.detect_faces else None, label, p_male,
+                    threshold))
+        annotate.save(annotate.draw_faces(photo, drawn, threshold), names[path], quality=92)
+        written += 1
+    annotate.save(annotate.contact_sheet(tiles, captions, found - len(tiles)), sheet,
+                  quality=92)
+    return written, sheet
+
+
+def finish(args, files, rows, skipped, no_face, threshold, source):
+    """Write the CSV (and --annotate's pictures) and print the summary (every engine ends
+    here); returns the summary dict."""
+    if len(skipped) == len(files):
+        raise DataError(f"{', '.join(args.paths)}: none of the images could be read")
+    header = csv_header(args)
+    write_csv(args.output, header, rows)
+    annotated = write_annotations(args, files, rows, skipped, threshold) if args.annotate else None
+
+    labels = [row[header.index("label")] for row in rows]
+    counts = {name: labels.count(name) for name in CLASS_NAMES}
+    unit = "faces" if args.detect_faces else "images"
+    print(f"\n{len(rows)} {unit}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    if args.detect_faces:
+        print(f"{len(files) - len(skipped) - len(no_face)} of {len(files) - len(skipped)} "
+              f"readable photos had a face (smallest side {args.min_face_size} px)")
+        if no_face:
+            print(f"no face found in {len(no_face)} photo(s):")
+            for path in no_face:
+                print(f"  {path}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s):")
+        for path, why in skipped.items():
+            print(f"  {path}: {why}")
+    print(f"wrote {os.path.abspath(args.output)}")
+    if annotated:
+        print(f"annotated {annotated[0]} photo(s) in {os.path.abspath(args.annotate)}; faces "
+              f"within {annotate.LOW_CONFIDENCE_BAND} of the threshold are dashed, with a '?'; "
+              f"contact sheet: {annotated[1]}")
+    return {"rows": len(rows), "counts": counts, "threshold": threshold, "source": source,
+            "skipped": skipped, "no_face": no_face}
