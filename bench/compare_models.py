@@ -41,7 +41,8 @@ def main(old_file, new_file):
         old = json.load(f)
     with open(new_file) as f:
         new = json.load(f)
-    print(f"thresholds: old {old['model_threshold']}, new {new['model_threshold']}")
+    print(f"thresholds: old {old['model_threshold']['threshold']}, "
+          f"new {new['model_threshold']['threshold']}")
     print(f"{'source':<24} {'old':>7} {'new':>7} {'change':>8}")
     losses = []
     old_rows, new_rows = sources(old), sources(new)
