@@ -205,7 +205,10 @@ def collect(folders, limit=None, seed=0, balance_by=()):
         s = image_strata(folder, p, balance_by)
         if limit and len(p) > limit:
             keys = [f"{label} {value}" for label, value in zip(y, s)]
-            by = keys if min(np.unique(keys, return_counts=True)[1]) >= 2 else y
+            # Every group needs an image on both sides of the cut to stratify by it.
+            counts = np.unique(keys, return_counts=True)[1]
+            fits = min(counts) >= 2 and len(counts) <= min(limit, len(p) - limit)
+            by = keys if fits else y
             p, _, y, _, s, _ = train_test_split(p, y, s, train_size=limit, stratify=by,
                                                 random_state=seed)
         paths += list(p)

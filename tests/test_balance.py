@@ -89,3 +89,12 @@ def test_validation_subset_keeps_every_band(tmp_path):
     val = split.val
     old_women = [s == "60+" and y == 0 for s, y in zip(val.strata, val.labels)]
     assert len(val.paths) == 20 and any(old_women)
+
+
+def test_validation_limit_near_the_folder_size_falls_back_to_class_strata(tmp_path):
+    # 51 of 53 images leaves 2 out: too few to hold one of each of the 4 (class, band) groups,
+    # so the subset is stratified by class alone instead of failing.
+    root = make_aged_folder(str(tmp_path / "faces"))
+    args = train_model.parse_args(["--data_path", root, "--balance_by", "age",
+                                   "--val_limit", "51"])
+    assert len(train_model.split_data(args).val.paths) == 51
