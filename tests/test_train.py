@@ -31,6 +31,8 @@ def test_training_writes_every_output(trained):
     assert 0 < sidecar["threshold"] < 1
     assert sidecar["epochs_run"] == 1 and sidecar["config"]["epochs"] == 1
     assert set(sidecar["validation"]["per_class_accuracy"]) == {"female", "male"}
+    # The sidecar ships to other machines: no path of this one (the fixture's are absolute).
+    assert os.path.dirname(trained["data"]) not in json.dumps(sidecar)
     # Each epoch logs the validation macro-F1 at its best threshold; with one epoch, that is
     # the model that was saved, so it matches the sidecar's.
     with open(os.path.join(out, "model_balanced_checkpoints", "state.json")) as f:
