@@ -26,8 +26,7 @@ import numpy as np
 import inference
 import model as model_lib
 import labelling
-from data import DataError
-from model import ModelError
+from common import USER_ERRORS, DataError
 from outputs import write_csv, write_json
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -193,10 +192,11 @@ def read_shards(folder, manifest):
 
 
 def original_error(err):
-    """The DataError or ModelError an actor raised, found inside Ray's wrappers, else None."""
+    """The user error (common.USER_ERRORS: bad data, a bad model, a missing package) an actor
+    raised, found inside Ray's wrappers, else None."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, (DataError, ModelError)):
+        if isinstance(err, USER_ERRORS):
             return type(err)(str(err).strip().splitlines()[-1])
         seen.add(id(err))
         err = getattr(err, "cause", None) or err.__cause__ or err.__context__
