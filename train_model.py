@@ -218,17 +218,26 @@ def collect(folders, limit=None, seed=0, balance_by=()):
     return Images(paths, np.concatenate(labels), np.concatenate(sources), strata)
 
 
+def strata_groups(images):
+    """(group index per image, the (source, --balance_by value) pair of each group), groups
+    in folder order, then age order."""
+    pairs = list(zip(images.sources.tolist(), images.strata))
+    keys = sorted(set(pairs), key=lambda key: (key[0], attributes.band_order(key[1])))
+    index = {key: i for i, key in enumerate(keys)}
+    return np.array([index[key] for key in pairs], dtype=np.int64), keys
+
+
+def group_name(names, key):
+    source, value = key
+    return f"{names[source]} {value}".strip()
+
+
 def split_by_strata(images, names):
     """Validation groups: each folder's images split by their --balance_by values, so that
     "utkface/dev 60+" is scored on its own. Returns (images with `sources` re-indexed by
     group, the group names)."""
-    keys = sorted(set(zip(images.sources.tolist(), images.strata)),
-                  key=lambda key: (key[0], attributes.band_order(key[1])))
-    index = {key: i for i, key in enumerate(keys)}
-    groups = np.array([index[key] for key in zip(images.sources.tolist(), images.strata)],
-                      dtype=np.int64)
-    group_names = [f"{names[source]} {value}".strip() for source, value in keys]
-    return images._replace(sources=groups), group_names
+    groups, keys = strata_groups(images)
+    return images._replace(sources=groups), [group_name(names, key) for key in keys]
 
 
 def split_data(args):
@@ -296,9 +305,7 @@ def draw_groups(args, train):
         return train.sources, shares
     if shares is None:
         shares = np.bincount(train.sources).tolist()
-    keys = sorted(set(zip(train.sources.tolist(), train.strata)))
-    index = {key: i for i, key in enumerate(keys)}
-    groups = np.array([index[key] for key in zip(train.sources.tolist(), train.strata)])
+    groups, keys = strata_groups(train)
     per_source = np.bincount([source for source, _ in keys], minlength=len(shares))
     total = float(np.sum(shares))
     return groups, [shares[source] / total / per_source[source] for source, _ in keys]
@@ -403,11 +410,9 @@ def describe(split, args, replicas, batch_size):
     if args.balance_by and any(split.train.strata):
         groups, shares = draw_groups(args, split.train)
         names = data.source_names(args.data_path)
-        keys = sorted(set(zip(split.train.sources.tolist(), split.train.strata)))
         print(f"drawn by {' '.join(args.balance_by)}: " + ", ".join(
-            f"{f'{names[source]} {value}'.strip()} {np.sum(groups == g)} images "
-            f"({shares[g]:.1%})"
-            for g, (source, value) in enumerate(keys)))
+            f"{group_name(names, key)} {np.sum(groups == g)} images ({shares[g]:.1%})"
+            for g, key in enumerate(strata_groups(split.train)[1])))
     print(f"validation groups: {', '.join(split.val_names)}")
     if len(args.data_path) > 1:
         sizes = np.bincount(split.train.sources, minlength=len(args.data_path))
