@@ -90,7 +90,9 @@ def parse_args(argv=None):
                    help="train only this many top backbone layers (default: all; 0 freezes it)")
     p.add_argument("--image_size", type=int, default=224, help="square input size in pixels")
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--epochs", type=int, default=25,
+                   help="end-to-end epochs; 0 with --init_model trains nothing and only tunes "
+                        "the saved model's threshold on the validation data")
     p.add_argument("--learning_rate", type=float, default=1e-5, help="Adam learning rate")
     p.add_argument("--focal_alpha", type=float, default=0.5)
     p.add_argument("--focal_gamma", type=float, default=1.5)
@@ -148,8 +150,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not 0 < args.val_split < 1:
         p.error("--val_split must be between 0 and 1")
-    if args.epochs < 1 or args.batch_size < 1:
-        p.error("--epochs and --batch_size must be at least 1")
+    if args.epochs < 0 or args.batch_size < 1:
+        p.error("--epochs must be at least 0 and --batch_size at least 1")
+    if args.epochs == 0 and not (args.init_model or args.resume):
+        p.error("--epochs 0 trains nothing: it only tunes the threshold of an --init_model "
+                "(or a --resume'd run) on the validation data")
     if args.image_size < 32:
         p.error("--image_size must be at least 32")
     if args.source_weights and len(args.source_weights) != len(args.data_path):

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic image folders and one tiny model trained once per session.
+"""Shared fixtures: tiny synthetic image folders and one tiny model trained once per session
+(once per worker: pytest.ini runs the suite on every core with pytest-xdist).
 
 Graph tracing costs 15-20 s per new model, so the suite trains a single small model and every
 test that needs one shares it, and in-process tests run TensorFlow functions eagerly (see
@@ -111,20 +112,28 @@ def backbone_weights(tmp_path_factory, image_folder):
     return path
 
 
-TINY_TRAINING = ["--image_size", str(IMAGE_SIZE), "--batch_size", "8", "--learning_rate", "1e-3",
+# Batches of 16: each eager training step over the backbone costs seconds whatever its size, so
+# the 18 training images of `image_folder` take two steps an epoch, not three.
+TINY_TRAINING = ["--image_size", str(IMAGE_SIZE), "--batch_size", "16", "--learning_rate", "1e-3",
                  "--val_split", "0.25", "--verbose", "0"]
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, image_folder, backbone_weights):
-    """Train one tiny model for 1 epoch; returns the output folder and paths."""
+    """Train one tiny model for 1 epoch; returns the output folder and paths.
+
+    Only the head is trained: what the tests of saving, loading, evaluating and exporting need
+    is a model whose scores differ between images, and eager Adam steps over the whole backbone
+    would cost every test worker several seconds more. The tests of training itself
+    (test_train.py, test_stages.py) train the backbone too.
+    """
     import train_model
 
     out = tmp_path_factory.mktemp("trained")
     model_path = str(out / "model_balanced.h5")
     code = train_model.main(TINY_TRAINING + [
         "--data_path", image_folder, "--weights", backbone_weights, "--epochs", "1",
-        "--output", model_path])
+        "--trainable_layers", "0", "--output", model_path])
     assert code == 0
     return {"dir": str(out), "model": model_path, "data": image_folder,
             "weights": backbone_weights}

@@ -9,29 +9,26 @@ import data
 import export
 
 
-def test_tflite_exports_load_and_agree_with_the_keras_model(trained, tmp_path, capsys):
-    written = export.export(trained["model"], str(tmp_path), ("float16", "int8"),
-                            calibration_path=trained["data"], calibration_images=24)
+def test_float16_export_loads_and_agrees_with_the_keras_model(trained, tmp_path, capsys):
+    # The int8 export is checked below on a model 8 bits can represent; converting the
+    # MobileNetV2 twice would double the cost of this test and check nothing more.
+    written = export.export(trained["model"], str(tmp_path), ("float16",))
     printed = capsys.readouterr().out
     # Only what was written, not Keras's listing of the SavedModel it converts through.
     assert "Saved artifact" not in printed and "TensorSpec" not in printed
-    assert printed.count("wrote ") == 2
+    assert printed.count("wrote ") == 1
     paths, _ = data.list_labeled_images(trained["data"])
     images = np.stack([data.load_image(p, 64) for p in paths]).astype("float32")
     keras_model = keras.models.load_model(trained["model"], compile=False)
     expected = keras_model.predict(images, verbose=0)[:, 0]
     assert np.ptp(expected) > 1e-3  # the comparison below is not vacuous
     threshold = json.load(open(os.path.splitext(trained["model"])[0] + ".json"))["threshold"]
-    for kind in ("float16", "int8"):
-        sidecar = json.load(open(os.path.splitext(written[kind])[0] + ".json"))
-        assert sidecar["threshold"] == threshold and sidecar["format"] == f"tflite {kind}"
-        got = export.TFLiteModel(written[kind]).predict(images)
-        assert got.shape == expected.shape
-        assert np.ptp(got) > 0 and 0 <= got.min() and got.max() <= 1
-        if kind == "float16":  # rounding of the weights only; int8 is tested below
-            assert np.max(np.abs(got - expected)) < 0.03
-    sizes = {kind: os.path.getsize(path) for kind, path in written.items()}
-    assert sizes["int8"] < sizes["float16"] < os.path.getsize(trained["model"])
+    sidecar = json.load(open(os.path.splitext(written["float16"])[0] + ".json"))
+    assert sidecar["threshold"] == threshold and sidecar["format"] == "tflite float16"
+    got = export.TFLiteModel(written["float16"]).predict(images)
+    assert got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) < 0.03  # rounding of the weights only
+    assert os.path.getsize(written["float16"]) < 0.6 * os.path.getsize(trained["model"])
 
 
 def test_int8_export_agrees_with_a_model_it_can_represent(image_folder, tmp_path):
@@ -54,9 +51,11 @@ def test_int8_export_agrees_with_a_model_it_can_represent(image_folder, tmp_path
                            kernel_initializer=keras.initializers.RandomNormal(stddev=10.0)),
     ])
     path = str(tmp_path / "small.h5")
-    model_lib.save_model(model, path, {"threshold": 0.5})
+    model_lib.save_model(model, path, {"threshold": 0.42})
     int8 = export.export(path, str(tmp_path), ("int8",), calibration_path=image_folder,
                          calibration_images=24)["int8"]
+    sidecar = json.load(open(os.path.splitext(int8)[0] + ".json"))
+    assert sidecar["threshold"] == 0.42 and sidecar["format"] == "tflite int8"
     paths, _ = data.list_labeled_images(image_folder)
     images = np.stack([data.load_image(p, 64) for p in paths]).astype("float32")
     expected = model.predict(images, verbose=0)[:, 0]

@@ -58,7 +58,8 @@ def test_training_skips_the_bad_files_and_lists_them(messy, backbone_weights, tm
     root, expected = messy
     model_path = tmp_path / "m.h5"
     assert train_model.main(TINY_TRAINING + ["--data_path", root, "--weights", backbone_weights,
-                                             "--epochs", "1", "--output", str(model_path)]) == 0
+                                             "--epochs", "1", "--trainable_layers", "0",
+                                             "--output", str(model_path)]) == 0
     sidecar = json.load(open(tmp_path / "m.json"))
     assert sorted(sidecar["unreadable_images"]) == sorted(expected["unreadable"])
 
@@ -203,8 +204,8 @@ def test_resume_after_a_kill_finishes_the_same_number_of_epochs(image_folder, ba
     # before the kill keep their place in the history and the time count.
     output = str(tmp_path / "m.h5")
     cmd = [sys.executable, os.path.join(ROOT, "train_model.py")] + TINY_TRAINING + [
-        "--data_path", image_folder, "--weights", backbone_weights, "--epochs", "3",
-        "--output", output]
+        "--data_path", image_folder, "--weights", backbone_weights, "--epochs", "2",
+        "--trainable_layers", "0", "--output", output]  # the head alone: a smaller graph to trace
     state = tmp_path / "m_checkpoints" / "state.json"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -215,18 +216,18 @@ def test_resume_after_a_kill_finishes_the_same_number_of_epochs(image_folder, ba
     finally:
         proc.wait(timeout=60)
     done = json.load(open(state))["epochs_done"]
-    assert 1 <= done < 3, "the run should have been killed after its first epoch"
+    assert done == 1, "the run should have been killed after its first epoch"
     assert not os.path.exists(output)
     assert train_model.main(cmd[2:] + ["--resume"]) == 0
     printed = capsys.readouterr().out
     assert "resuming from" in printed and f"after epoch {done}" in printed
     sidecar = json.load(open(tmp_path / "m.json"))
-    assert sidecar["epochs_run"] == 3
+    assert sidecar["epochs_run"] == 2
     resumed = json.load(open(state))
-    assert resumed["epochs_done"] == 3
-    assert len(resumed["history"]["loss"]) == 3
+    assert resumed["epochs_done"] == 2
+    assert len(resumed["history"]["loss"]) == 2
     # The time of the epochs run before the kill is kept and counted.
-    assert len(resumed["history"]["epoch_seconds"]) == 3
+    assert len(resumed["history"]["epoch_seconds"]) == 2
     assert sidecar["epoch_seconds_all_runs"] == pytest.approx(
         sum(resumed["history"]["epoch_seconds"]), abs=0.1)
 
@@ -262,14 +263,14 @@ def test_evaluation_streams_thousands_of_images_in_bounded_memory(trained, tmp_p
         return int(out.strip().splitlines()[-1])
 
     # Each process measures its own peak, so the two may run side by side.
-    procs = [start(200), start(4000)]
+    procs = [start(200), start(2400)]
     try:
         small, large = [peak_kib(proc) for proc in procs]
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    all_at_once_kib = 3800 * 64 * 64 * 3 * 4 / 1024  # the extra images as float32
+    all_at_once_kib = 2200 * 64 * 64 * 3 * 4 / 1024  # the extra images as float32
     assert large - small < 0.5 * all_at_once_kib
 
 
