@@ -3,7 +3,8 @@
 # degradation, by age band and by origin, each cell with its 95% interval.
 #
 # usage (from the repository root): bash docs/model_card_tables.sh [MODEL] [OUT]
-#   MODEL defaults to model_balanced.h5, OUT (links and attributes.csv per dev set) to ../factors.
+#   MODEL defaults to model_balanced.h5, OUT (links and attributes.csv per dev set) to ../factors;
+#   the report (metrics.json, predictions.csv, plots, recall_by_age.png) goes to OUT.report.
 #   FACECOM=... FACES=... point at the data if it is not where the maintainers keep it.
 #
 # test_script.py reports factors from an attributes.csv beside each data folder; so that each
@@ -32,4 +33,5 @@ for d in "$FACECOM/facecom/dev" "$FACECOM/facecom_distorted/dev" \
   fi > "$OUT/$n/attributes.csv.tmp"
   mv "$OUT/$n/attributes.csv.tmp" "$OUT/$n/attributes.csv"
 done
-exec "$PYTHON" test_script.py --model_path "$MODEL" --data_path "$OUT"/* --no_copy --verbose 0
+exec "$PYTHON" test_script.py --model_path "$MODEL" --data_path "$OUT"/* --no_copy --verbose 0 \
+  --output_dir "$OUT.report"
