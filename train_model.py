@@ -155,6 +155,8 @@ def parse_args(argv=None):
     if args.epochs == 0 and not (args.init_model or args.resume):
         p.error("--epochs 0 trains nothing: it only tunes the threshold of an --init_model "
                 "(or a --resume'd run) on the validation data")
+    if args.epochs == 0:  # nor do a recipe's cached-feature stages
+        args.warmup_epochs = args.feature_epochs = 0
     if args.image_size < 32:
         p.error("--image_size must be at least 32")
     if args.source_weights and len(args.source_weights) != len(args.data_path):

@@ -118,8 +118,8 @@ def test_saved_model_reloads_in_a_fresh_process_and_predicts_the_same(trained, t
 def test_epochs_0_only_tunes_the_threshold_of_an_init_model(trained, tmp_path, capsys):
     out = tmp_path / "retuned.h5"
     assert train_model.main(TINY_TRAINING + [
-        "--data_path", trained["data"], "--init_model", trained["model"], "--epochs", "0",
-        "--output", str(out)]) == 0
+        "--data_path", trained["data"], "--init_model", trained["model"], "--recipe", "fast",
+        "--image_size", str(IMAGE_SIZE), "--epochs", "0", "--output", str(out)]) == 0
     before = keras.models.load_model(trained["model"], compile=False).get_weights()
     after = keras.models.load_model(out, compile=False).get_weights()
     assert len(before) == len(after)
