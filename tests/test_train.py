@@ -72,8 +72,10 @@ np.save({out!r} + "scores.npy", model.predict(x, verbose=0)[:, 0])
 
 def test_training_from_scratch_with_weights_none_writes_a_loadable_model(image_folder, tmp_path):
     model_path = str(tmp_path / "scratch.h5")
+    # The head alone: what is tested is the --weights none path and the files it writes.
     assert train_model.main(TINY_TRAINING + ["--data_path", image_folder, "--weights", "none",
                                              "--image_size", "32", "--epochs", "1",
+                                             "--trainable_layers", "0",
                                              "--output", model_path]) == 0
     for name in ("scratch.h5", "scratch.json", "training_curves.png"):
         assert os.path.getsize(tmp_path / name) > 0
