@@ -1,5 +1,5 @@
-"""Shared fixtures: tiny synthetic image folders and one tiny model trained once per session
-(once per worker: pytest.ini runs the suite on every core with pytest-xdist).
+"""Shared fixtures: tiny synthetic image folders and one tiny model trained once per test run
+(pytest.ini runs the suite on every core with pytest-xdist; the workers share them).
 
 Graph tracing costs 15-20 s per new model, so the suite trains a single small model and every
 test that needs one shares it, and in-process tests run TensorFlow functions eagerly (see
@@ -8,8 +8,14 @@ does not inherit the setting.
 """
 
 import hashlib
+import json
 import os
 import sys
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import numpy as np
 import pytest
@@ -18,14 +24,24 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite's models are tiny and mostly run eagerly, op by op, where oneDNN's per-op set-up
+# costs more than its kernels save: without it the suite takes about a quarter less time.
+# Set before TensorFlow is imported, so the scripts the tests start inherit it; the scripts
+# themselves keep TensorFlow's default (oneDNN on) for real images.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-import tensorflow as tf  # noqa: E402
 
-# Tracing a tiny MobileNetV2's train or predict step into a graph costs 15-20 s, several times
-# what running a few steps eagerly costs; every new model (and every model reloaded from a
-# file) pays it again. Eager execution computes the same numbers. tf.data pipelines are traced
-# regardless (this switch does not reach them).
-tf.config.run_functions_eagerly(True)
+
+def pytest_configure(config):
+    # Tracing a tiny MobileNetV2's train or predict step into a graph costs 15-20 s, several
+    # times what running a few steps eagerly costs; every new model (and every model reloaded
+    # from a file) pays it again. Eager execution computes the same numbers. tf.data pipelines
+    # are traced regardless (this switch does not reach them). The pytest-xdist controller runs
+    # no test, so it does not import TensorFlow (seconds before any worker starts).
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import tensorflow as tf
+    tf.config.run_functions_eagerly(True)
 
 IMAGE_SIZE = 64  # what the tiny model is trained at
 
@@ -66,11 +82,46 @@ def tree_hashes(root):
     return out
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked slow (15-40 s each, most of the suite's time) run first.
+
+    pytest.ini hands tests to the workers one at a time as each becomes free, so the long
+    tests spread over the cores at the start and the short ones fill in the gaps at the end;
+    in file order one worker could be left with a 40 s test while the others sit idle.
+    """
+    # Among them, those that do not wait for the shared trained model go first. The sort is
+    # stable: file order otherwise.
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 "trained" in item.fixturenames))
+
+
+def made_once(tmp_path_factory, name, make):
+    """make(folder) -> a JSON value, run once per test run rather than once per worker.
+
+    Under pytest-xdist the first worker to ask makes `name` in the run's shared temporary
+    folder while the others wait on a file lock, then all read back what it returned. Where
+    there is no fcntl (Windows), or no xdist, each process makes its own.
+    """
+    shared = os.environ.get("PYTEST_XDIST_WORKER") and fcntl is not None
+    if not shared:
+        return make(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent
+    folder, done = root / name, root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            folder.mkdir(exist_ok=True)  # a worker that failed may have left it
+            value = make(folder)
+            done.write_text(json.dumps(value))
+        return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session", autouse=True)
 def converted_model_cache(tmp_path_factory):
-    """Models converted for OpenVINO are cached in a temporary folder, not the user's cache."""
+    """Models converted for OpenVINO are cached in a temporary folder, not the user's cache
+    (one for all workers: a conversion is written under a temporary name and renamed)."""
     old = os.environ.get("FACEGENDER_CACHE")
-    os.environ["FACEGENDER_CACHE"] = str(tmp_path_factory.mktemp("model_cache"))
+    os.environ["FACEGENDER_CACHE"] = made_once(tmp_path_factory, "model_cache", str)
     yield os.environ["FACEGENDER_CACHE"]
     if old is None:
         del os.environ["FACEGENDER_CACHE"]
@@ -80,7 +131,7 @@ def converted_model_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("faces")))
+    return made_once(tmp_path_factory, "faces", lambda folder: make_image_folder(str(folder)))
 
 
 @pytest.fixture(scope="session")
@@ -96,20 +147,23 @@ def backbone_weights(tmp_path_factory, image_folder):
     import data
     from model import build_backbone
 
-    keras.utils.set_random_seed(0)
-    backbone = build_backbone(IMAGE_SIZE, "none")
-    paths, _ = data.list_labeled_images(image_folder)
-    images = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
-    norms = [layer for layer in backbone.layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        layer.momentum = 0.0
-    backbone(images / 127.5 - 1.0, training=True)
-    for layer in norms:
-        layer.momentum = 0.999
-    path = str(tmp_path_factory.mktemp("weights") / "calibrated.weights.h5")
-    backbone.save_weights(path)
-    return path
+    def make(folder):
+        keras.utils.set_random_seed(0)
+        backbone = build_backbone(IMAGE_SIZE, "none")
+        paths, _ = data.list_labeled_images(image_folder)
+        images = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
+        norms = [layer for layer in backbone.layers
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        for layer in norms:
+            layer.momentum = 0.0
+        backbone(images / 127.5 - 1.0, training=True)
+        for layer in norms:
+            layer.momentum = 0.999
+        path = str(folder / "calibrated.weights.h5")
+        backbone.save_weights(path)
+        return path
+
+    return made_once(tmp_path_factory, "weights", make)
 
 
 # Batches of 16: each eager training step over the backbone costs seconds whatever its size, so
@@ -129,11 +183,13 @@ def trained(tmp_path_factory, image_folder, backbone_weights):
     """
     import train_model
 
-    out = tmp_path_factory.mktemp("trained")
-    model_path = str(out / "model_balanced.h5")
-    code = train_model.main(TINY_TRAINING + [
-        "--data_path", image_folder, "--weights", backbone_weights, "--epochs", "1",
-        "--trainable_layers", "0", "--output", model_path])
-    assert code == 0
-    return {"dir": str(out), "model": model_path, "data": image_folder,
-            "weights": backbone_weights}
+    def make(out):
+        model_path = str(out / "model_balanced.h5")
+        code = train_model.main(TINY_TRAINING + [
+            "--data_path", image_folder, "--weights", backbone_weights, "--epochs", "1",
+            "--trainable_layers", "0", "--output", model_path])
+        assert code == 0
+        return {"dir": str(out), "model": model_path, "data": image_folder,
+                "weights": backbone_weights}
+
+    return made_once(tmp_path_factory, "trained", make)

@@ -54,6 +54,7 @@ def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp
     assert copied == expected
 
 
+@pytest.mark.slow
 def test_misclassified_copies_never_overwrite(trained, tmp_path):
     # At threshold 0 everything is called male, so all 12 female images are misclassified.
     out = tmp_path / "eval"

@@ -9,6 +9,7 @@ import data
 import export
 
 
+@pytest.mark.slow
 def test_float16_export_loads_and_agrees_with_the_keras_model(trained, tmp_path, capsys):
     # The int8 export, and its size against float16, are checked below on a model 8 bits can
     # represent; converting the MobileNetV2 twice would double the cost of this test.

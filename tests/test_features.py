@@ -53,6 +53,7 @@ def test_cache_key_changes_with_the_images_and_the_weights(trained, tmp_path):
     assert features.cache_key([str(path)], backbone, 64) != key
 
 
+@pytest.mark.slow
 def test_head_warm_up_trains_the_head_before_the_fine_tune(image_folder, backbone_weights,
                                                            tmp_path, capsys):
     model_path = str(tmp_path / "warm.h5")
@@ -98,6 +99,7 @@ def test_feature_maps_match_the_lower_blocks_and_come_back_from_the_cache(traine
     assert len(entries(tmp_path)) == 2
 
 
+@pytest.mark.slow
 def test_the_extractor_is_converted_once_for_both_caches_and_both_passes(
         trained, tmp_path, monkeypatch):
     import openvino as ov

@@ -198,6 +198,7 @@ def test_a_run_killed_during_a_save_leaves_the_old_model(trained, tmp_path):
     model_lib.load_model(str(dest))
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_finishes_the_same_number_of_epochs(image_folder, backbone_weights,
                                                                tmp_path, capsys):
     # Also the plain resume: it continues from the last finished epoch, and the epochs run
@@ -232,6 +233,7 @@ def test_resume_after_a_kill_finishes_the_same_number_of_epochs(image_folder, ba
         sum(resumed["history"]["epoch_seconds"]), abs=0.1)
 
 
+@pytest.mark.slow
 def test_evaluation_streams_thousands_of_images_in_bounded_memory(trained, tmp_path):
     """Peak memory grows far less than the images would take if all were held at once."""
     script = (

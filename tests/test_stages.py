@@ -14,6 +14,7 @@ from callbacks import EpochCheckpoint, TrainingState
 from conftest import IMAGE_SIZE, TINY_TRAINING
 
 
+@pytest.mark.slow
 def test_top_block_fine_tune_trains_the_top_blocks_and_starts_the_fine_tune(
         image_folder, backbone_weights, tmp_path):
     # The stage must change the blocks above the cut and the head, leave the frozen blocks below
@@ -54,6 +55,7 @@ def test_an_epoch_must_beat_the_top_block_stage_to_be_kept(tmp_path):
         assert checkpoint.best_epoch() == best, (monitor, baseline)
 
 
+@pytest.mark.slow
 def test_fast_recipe_stages_run_in_one_command(image_folder, backbone_weights, tmp_path):
     model_path = str(tmp_path / "staged.h5")
     assert train_model.main(TINY_TRAINING + [

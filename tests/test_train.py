@@ -70,6 +70,7 @@ np.save({out!r} + "scores.npy", model.predict(x, verbose=0)[:, 0])
 """
 
 
+@pytest.mark.slow
 def test_training_from_scratch_with_weights_none_writes_a_loadable_model(image_folder, tmp_path):
     model_path = str(tmp_path / "scratch.h5")
     # The head alone: what is tested is the --weights none path and the files it writes.
@@ -84,6 +85,7 @@ def test_training_from_scratch_with_weights_none_writes_a_loadable_model(image_f
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 1)
 
 
+@pytest.mark.slow
 def test_saved_model_reloads_in_a_fresh_process_and_predicts_the_same(trained, tmp_path):
     # In a new Python process, in graph mode as the tools run. Each load's weights are compared,
     # and the last one predicts: one predict function to trace instead of three.
@@ -148,6 +150,7 @@ def test_saved_file_is_inference_only(trained):
         assert "optimizer_weights" not in f and "training_config" not in f.attrs
 
 
+@pytest.mark.slow
 def test_monitor_macro_f1_keeps_the_epoch_with_the_best_macro_f1(trained, tmp_path, capsys):
     # Resume the fixture's one-epoch run for one more epoch, now picking by macro-F1: the saved
     # model must be the epoch whose logged macro-F1 is the highest, and score exactly that.
@@ -208,6 +211,7 @@ def test_patience_counters_survive_a_resume(tmp_path):
     assert model.stop_training  # the third epoch without improvement, counting across the resume
 
 
+@pytest.mark.slow
 def test_init_model_fine_tunes_a_saved_model_at_a_larger_size(trained, tmp_path, capsys):
     import keras
     from model import build_model
@@ -293,6 +297,7 @@ sys.exit(train_model.main({args!r}))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_on_two_logical_cpus(image_folder, backbone_weights, tmp_path):
     # In a subprocess, so in graph mode as a user runs it. Tracing the replicated gradient of
     # the whole backbone costs most of the run; the head alone exercises the same replicated
