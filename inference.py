@@ -345,8 +345,10 @@ def make_runner(model, backend="auto", precision="f32", model_path=None, cache_d
     return flip_averaged(runner) if tta else runner
 
 
-def _make_runner(model, backend, precision, model_path, cache_dir, request_batch, key,
-                 threshold, output):
+def check_backend(backend="auto", precision="f32"):
+    """Whether `backend` and `precision` can run here: True for OpenVINO, False for Keras, or
+    the error that says why not. The scripts call it before loading a model, so a bad flag
+    fails in a moment."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
@@ -361,6 +363,12 @@ def _make_runner(model, backend, precision, model_path, cache_dir, request_batch
     if precision != "f32" and not use_openvino:
         raise MissingDependency(f"--precision {precision} needs the OpenVINO backend, which is "
                                 "not installed here: pip install openvino")
+    return use_openvino
+
+
+def _make_runner(model, backend, precision, model_path, cache_dir, request_batch, key,
+                 threshold, output):
+    use_openvino = check_backend(backend, precision)
     one = model if output is None else keras_model_of(model, output)
     if not use_openvino:
         return KerasRunner(one)

@@ -73,6 +73,7 @@ def check_annotate_folder(p, args):
 def run(args, detector=None):
     """Predict for every image under `args.paths`; returns a summary dict."""
     files = labelling.collect_images(args.paths)
+    inference.check_backend(args.backend, args.precision)
     model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
     threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
     size = model_lib.input_size(model)

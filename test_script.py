@@ -191,6 +191,7 @@ def evaluate(args):
         source_of += [name] * len(p)
         class_roots += [class_dirs[CLASS_NAMES[k]] for k in y]
     labels = np.concatenate(labels)
+    inference.check_backend(args.backend, args.precision)
     model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
     model_threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
 

@@ -9,6 +9,7 @@ import data
 import inference
 import model as model_lib
 import predict
+import test_script
 from conftest import IMAGE_SIZE, face_like_image
 
 
@@ -155,6 +156,11 @@ def test_keras_backend_works_without_openvino(trained, tmp_path, monkeypatch, ca
         err = capsys.readouterr().err.strip()
         assert message in err and err.count("\n") == 0
     assert not (tmp_path / "x.csv").exists()
+    # The flags are checked before the model is read: a missing file is not what it reports.
+    assert test_script.main(["--data_path", trained["data"], "--model_path", "missing.h5",
+                             "--backend", "openvino", "--no_copy", "--verbose", "0",
+                             "--output_dir", str(tmp_path / "eval")]) == 2
+    assert "pip install openvino" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])

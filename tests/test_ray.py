@@ -83,6 +83,7 @@ def test_a_killed_run_resumed_gives_every_row_of_the_plain_run_once(ray_started,
     assert plain_rows[0] == ["path", "face", "x", "y", "w", "h", "p_male", "label", "threshold",
                              "tta"]
     assert {"group.png", "pair.png"} <= {os.path.basename(r[0]) for r in plain_rows[1:]}
+    assert len(plain_rows) >= 1 + 4  # the two drawn faces of each group photo
 
     out = tmp_path / "ray.csv"
     args = predict.parse_args(flags + ["--output", str(out), "--engine", "ray"])
