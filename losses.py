@@ -8,7 +8,7 @@ import keras
 
 
 # Registered as "facegender>BinaryFocalLoss": the name that training checkpoints (.keras) and
-# the shipped model_balanced.h5 carry in their training config, so they reload compiled.
+# models shipped before version 0.4 carry in their training config, so they reload compiled.
 @keras.saving.register_keras_serializable(package="facegender")
 class BinaryFocalLoss(keras.losses.BinaryFocalCrossentropy):
     """Binary focal loss (Lin et al., 2017) on sigmoid probabilities.

