@@ -72,7 +72,7 @@ def ray_started():
 def test_a_killed_run_resumed_gives_every_row_of_the_plain_run_once(ray_started,
                                                                     small_model_file, photos,
                                                                     tmp_path, capsys):
-    # Faces detected and flip-averaged, so one Ray start and three actor starts (each imports
+    # Faces detected and flip-averaged, so one Ray start and two actor starts (each imports
     # TensorFlow) cover the rows of every kind: crops, faces in group photos, a broken file.
     flags = [photos, "--model_path", small_model_file, "--verbose", "0", "--tta",
              "--detect_faces"]
