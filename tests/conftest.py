@@ -29,6 +29,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # quarter less time without it on two cores. Set before TensorFlow is imported, so the scripts
 # the tests start inherit it; the scripts themselves keep TensorFlow's default (oneDNN on).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# OpenVINO's converter sends usage events to Google Analytics unless the user opted out or it
+# runs in CI, and it forks the whole process to send each one (23 per conversion, a second or
+# two of CPU each time, and a file under ~/intel). The suite is an automated run: CI=true says
+# so, here and in every process it starts (Ray's included).
+os.environ.setdefault("CI", "true")
 
 
 def pytest_configure(config):
