@@ -54,28 +54,21 @@ def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp
     assert copied == expected
 
 
-@pytest.mark.slow
-def test_misclassified_copies_never_overwrite(trained, tmp_path):
-    # At threshold 0 everything is called male, so all 12 female images are misclassified.
-    out = tmp_path / "eval"
-    for _ in range(2):
-        assert run(["--data_path", trained["data"], "--model_path", trained["model"],
-                    "--output_dir", str(out), "--threshold", "0"]) == 0
-    names = sorted(os.listdir(out / "misclassified" / "female_as_male"))
-    assert len(names) == 24
-    first = [n for n in names if n.startswith("img_00_a_p")]
-    assert len(first) == 2 and any(n.endswith("_1.jpg") for n in first)
-    assert not (out / "misclassified" / "male_as_female").exists()
-
-
-def test_copy_keeps_same_named_files_from_different_folders(tmp_path):
+def test_copies_never_overwrite_same_named_files_or_an_earlier_run(tmp_path):
+    # Two folders holding face.jpg, copied twice into the same output, as a second run would
+    # (test_evaluation_writes_every_output_and_leaves_inputs_untouched checks, end to end, that
+    # the mistakes and only they are copied).
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "face.jpg").write_bytes(sub.encode())
+    out = str(tmp_path / "out")
     dests = [test_script.copy_misclassified(str(tmp_path / sub / "face.jpg"), "female", "male",
-                                            0.8123, str(tmp_path / "out")) for sub in ("a", "b")]
-    assert [os.path.basename(d) for d in dests] == ["face_p0.812.jpg", "face_p0.812_1.jpg"]
-    assert [open(d, "rb").read() for d in dests] == [b"a", b"b"]
+                                            0.8123, out) for _ in range(2) for sub in ("a", "b")]
+    assert [os.path.basename(d) for d in dests] == [
+        "face_p0.812.jpg", "face_p0.812_1.jpg", "face_p0.812_2.jpg", "face_p0.812_3.jpg"]
+    assert [open(d, "rb").read() for d in dests] == [b"a", b"b", b"a", b"b"]
+    assert sorted(os.listdir(os.path.join(out, "female_as_male"))) == sorted(
+        os.path.basename(d) for d in dests)
     assert (tmp_path / "a" / "face.jpg").exists()  # copied, not moved
 
 
