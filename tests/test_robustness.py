@@ -237,8 +237,8 @@ def test_resume_after_a_kill_finishes_the_same_number_of_epochs(image_folder, ba
 def test_evaluation_streams_two_thousand_images_in_bounded_memory(trained, tmp_path):
     """Peak memory grows far less than the images would take if all were held at once."""
     # One process evaluates 200 images, then 2,200: its peak after the second run may grow by
-    # the second model load and conversion (about 23 MB measured), not by the 2,000 extra
-    # images (94 MB as float32). One process rather than two saves a TensorFlow start-up.
+    # the second model load and conversion (about 23 MiB measured), not by the 2,000 extra
+    # images (94 MiB as float32). One process rather than two saves a TensorFlow start-up.
     sizes = (200, 2200)
     script = (
         "import resource, sys; sys.path.insert(0, {root!r}); import test_script\n"
