@@ -72,11 +72,17 @@ def row(name, value, unit, ratio=None):
 def openvino_runners(model, model_path, threshold):
     """{name: runner} for OpenVINO float32, bfloat16 throughout, and bfloat16 with the scores
     near `threshold` scored again in float32 (what --precision bf16 runs); or {} where
-    OpenVINO is missing."""
+    OpenVINO is missing. The bfloat16 rows are left out on a CPU without bfloat16, where
+    --precision bf16 runs float32 and they would time float32 under another name."""
     if not inference.openvino_available():
         print("  (OpenVINO is not installed: its rows are left out)")
         return {}
-    return {"openvino f32": inference.make_runner(model, "openvino", "f32", model_path),
+    runners = {"openvino f32": inference.make_runner(model, "openvino", "f32", model_path)}
+    import openvino as ov
+    if not inference.cpu_has_bf16(ov.Core()):
+        print("  (this CPU has no bfloat16: the bf16 rows are left out)")
+        return runners
+    return {**runners,
             "openvino bf16 throughout": inference.make_runner(model, "openvino", "bf16",
                                                               model_path),
             "openvino bf16, f32 near the threshold": inference.make_runner(
