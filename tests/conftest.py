@@ -87,7 +87,7 @@ def tree_hashes(root):
 
 
 def pytest_collection_modifyitems(items):
-    """The tests marked slow (15-40 s each, most of the suite's time) run first.
+    """The tests marked slow (10-50 s each on two busy cores, most of the suite's time) go first.
 
     pytest.ini hands tests to the workers one at a time as each becomes free, so the long
     tests spread over the cores at the start and the short ones fill in the gaps at the end;
