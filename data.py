@@ -19,6 +19,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 import augment as augment_lib  # `augment` is make_train_dataset's switch
+import faces as faces_lib
 from common import CLASS_NAMES, DataError  # noqa: F401  (data.DataError is what callers catch)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -187,28 +188,41 @@ def open_rgb(path, draft_size):
         return img.convert("RGB"), original_side
 
 
-def load_image(path, image_size):
-    """Decode one image file to a (size, size, 3) uint8 RGB array, upright, first frame only."""
-    img, _ = open_rgb(path, image_size)
-    return np.asarray(img.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
+def load_image(path, image_size, face=None, geometry=None):
+    """Decode one image file to a (size, size, 3) uint8 RGB array, upright, first frame only:
+    the canonical crop of `face` (a faces.Face, in pixels of the full image) by `geometry`,
+    or the whole image resized when either is None."""
+    if face is None or geometry is None:
+        img, _ = open_rgb(path, image_size)
+        return np.asarray(img.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
+    # The face is a part of the image: decode it whole (a large JPEG at a reduced scale, no
+    # smaller than a photo is searched for faces at).
+    img, side = open_rgb(path, faces_lib.PHOTO_SIDE)
+    return faces_lib.canonical_crop(img, face.scaled(max(img.size) / side), geometry,
+                                    image_size)
 
 
 class ImageReader:
     """Decodes files into the model's input (load_image) and remembers the ones that failed:
     for a `tf.data` pipeline and inference.py's decoding threads alike.
 
-    `skipped` maps each unreadable path to the reason, so a script can report them at the end.
+    With a `geometry`, each file whose main face is known (`faces`: {path: faces.Face or
+    None}, from `face_reader`) is cut to that geometry's canonical crop; the others are used
+    as given. `skipped` maps each unreadable path to the reason, so a script can report them
+    at the end.
     """
 
-    def __init__(self, image_size):
+    def __init__(self, image_size, geometry=None, faces=None):
         self.image_size = image_size
+        self.geometry = geometry
+        self.faces = faces or {}
         self.skipped = {}
         self._lock = threading.Lock()
 
     def __call__(self, path):
         path = path.decode() if isinstance(path, bytes) else str(path)
         try:
-            return load_image(path, self.image_size), True
+            return load_image(path, self.image_size, self.faces.get(path), self.geometry), True
         except Exception as err:  # any decoder error means: skip this file, keep the run going
             self.skip(path, err)
             return np.zeros((self.image_size, self.image_size, 3), np.uint8), False
@@ -225,6 +239,20 @@ class ImageReader:
         image.set_shape((self.image_size, self.image_size, 3))
         ok.set_shape(())
         return image, ok
+
+
+def main_faces(paths, geometry, cache_dir, verbose=1):
+    """{path: its main face (faces.Face), or None where none is found} for an ImageReader that
+    cuts `paths` to `geometry`; {} when the geometry is None (as given). Faces come from the
+    landmark cache, and are detected once for the files it does not have."""
+    if geometry is None:
+        return {}
+    return dict(zip(paths, faces_lib.find_faces(paths, cache_dir, open_rgb, verbose)))
+
+
+def faceless(paths, found, skipped=()):
+    """The readable ones of `paths` in which no face was found: used as given."""
+    return [p for p in paths if found and found.get(p) is None and p not in skipped]
 
 
 def first_readable(paths, image_size=32):

@@ -198,8 +198,9 @@ def most_confident_mistakes(y_true, scores, threshold, limit=SHEET_MAX_IMAGES):
 
 
 def misclassified_sheet(model, paths, y_true, scores, threshold, path,
-                        limit=SHEET_MAX_IMAGES, batch_size=32):
-    """Draw the most confident mistakes among `paths`, with Grad-CAM heat maps, into `path`.
+                        limit=SHEET_MAX_IMAGES, batch_size=32, reader=None):
+    """Draw the most confident mistakes among `paths`, with Grad-CAM heat maps, into `path`,
+    as the model saw them (`reader`: the data.ImageReader they were scored with).
 
     Returns {"path", "shown", "left_out", "heat_maps", "note"}; with no mistakes nothing is
     written.
@@ -210,7 +211,7 @@ def misclassified_sheet(model, paths, y_true, scores, threshold, path,
               "note": ""}
     if len(chosen) == 0:
         return result
-    reader = data.ImageReader(model_lib.input_size(model))
+    reader = reader or data.ImageReader(model_lib.input_size(model))
     images = np.stack([reader(paths[i])[0] for i in chosen])
     try:
         predicted = (np.asarray(scores)[chosen] >= threshold).astype(int)

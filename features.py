@@ -32,9 +32,10 @@ VIEWS_FILE = "views.npy"  # (2, images, *feature shape): as is, then mirrored
 READABLE_FILE = "readable.npy"  # one flag per image: False for a file that did not decode
 
 
-def cache_key(paths, backbone, image_size, layer=None):
-    """A digest of the image files (path, size, modification time), the weights, the size and
-    the layer the features are taken at (None: the pooled output)."""
+def cache_key(paths, backbone, image_size, layer=None, geometry=None):
+    """A digest of the image files (path, size, modification time), the weights, the size,
+    the layer the features are taken at (None: the pooled output) and the face geometry the
+    images are cut to (None: as given)."""
     h = hashlib.sha256()
     for path in paths:
         st = os.stat(path)
@@ -44,28 +45,34 @@ def cache_key(paths, backbone, image_size, layer=None):
     h.update(str(image_size).encode())
     if layer is not None:
         h.update(layer.encode())
+    if geometry is not None:
+        h.update(json.dumps(geometry.to_dict(), sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
-def pooled_features(model, paths, cache_dir, batch_size=32, verbose=1, backend="auto"):
+def pooled_features(model, paths, cache_dir, batch_size=32, verbose=1, backend="auto",
+                    reader=None):
     """(features, mirrored_features, readable) for `paths`, from the cache when it has them.
 
     `model` is the full classifier; its scaling layer and backbone are run (in inference mode,
     on `backend`, see inference.py) and the feature map is averaged to one vector per image.
     `readable` marks the images that decoded. The features are read-only memory maps.
+    `reader` decodes the files (data.face_reader: cut to a face geometry; default: as given).
     """
     return _cached(model, model_lib.FEATURE_MAP_LAYER, POOLED, paths, cache_dir, batch_size,
-                   verbose, "float32", backend)
+                   verbose, "float32", backend, reader)
 
 
-def feature_maps(model, layer, paths, cache_dir, batch_size=32, verbose=1, backend="auto"):
+def feature_maps(model, layer, paths, cache_dir, batch_size=32, verbose=1, backend="auto",
+                 reader=None):
     """Like `pooled_features`, but the backbone's feature maps at `layer`, kept as float16.
 
     Everything below `layer` is frozen while the blocks above it are fine-tuned on these maps,
     so each image passes through the costly lower blocks once instead of once per epoch.
     float16 halves the memory and disk the maps take; the blocks above compute in float32.
     """
-    return _cached(model, layer, MAPS, paths, cache_dir, batch_size, verbose, "float16", backend)
+    return _cached(model, layer, MAPS, paths, cache_dir, batch_size, verbose, "float16", backend,
+                   reader)
 
 
 MAPS, POOLED = 0, 1  # the outputs of `extractor`
@@ -82,10 +89,11 @@ def extractor(model, layer):
     return keras.Model(inputs, [maps, keras.layers.GlobalAveragePooling2D()(top)])
 
 
-def _cached(model, layer, output, paths, cache_dir, batch_size, verbose, dtype, backend):
+def _cached(model, layer, output, paths, cache_dir, batch_size, verbose, dtype, backend, reader):
     image_size = model_lib.input_size(model)
     backbone = model_lib.backbone_of(model)
-    key = cache_key(paths, backbone, image_size, layer if output == MAPS else None)
+    key = cache_key(paths, backbone, image_size, layer if output == MAPS else None,
+                    getattr(reader, "geometry", None))
     entry = os.path.join(cache_dir, f"features-{key}")
     cached = load_entry(entry)
     if cached is not None:
@@ -102,7 +110,7 @@ def _cached(model, layer, output, paths, cache_dir, batch_size, verbose, dtype, 
                            suffix=f"-features-{key}", dir=cache_dir)
     try:
         write_views(runner, paths, image_size, batch_size, verbose, dtype,
-                    tuple(both.outputs[output].shape[1:]), tmp)
+                    tuple(both.outputs[output].shape[1:]), tmp, reader)
         try:
             os.rename(tmp, entry)  # the entry appears whole, or not at all
         except OSError:
@@ -113,7 +121,8 @@ def _cached(model, layer, output, paths, cache_dir, batch_size, verbose, dtype, 
     return load_entry(entry)
 
 
-def write_views(runner, paths, image_size, batch_size, verbose, dtype, shape, folder):
+def write_views(runner, paths, image_size, batch_size, verbose, dtype, shape, folder,
+                reader=None):
     """Extract both views of every image into `folder`, batch by batch, through `runner`.
 
     Each batch goes to the backend together with its mirror image (one call, twice the batch),
@@ -124,7 +133,7 @@ def write_views(runner, paths, image_size, batch_size, verbose, dtype, shape, fo
                                       shape=(2, len(paths)) + shape)
     readable = np.zeros(len(paths), dtype=bool)
     for start, output, ok in inference.run_paths(runner, paths, image_size, batch_size, verbose,
-                                                 prepare=with_mirror):
+                                                 prepare=with_mirror, reader=reader):
         n = len(ok)
         views[0, start:start + n] = output[:n]
         views[1, start:start + n] = output[n:]

@@ -423,14 +423,16 @@ def _collect(start, futures):
             np.array([ok for _, ok in results], dtype=bool))
 
 
-def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None):
+def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None, reader=None):
     """Yield (start, output, readable flags) for consecutive batches of `paths`, in order.
 
     `prepare` maps a float32 batch to what the model is given (e.g. the batch and its mirror).
+    `reader` decodes the files (a data.ImageReader of `image_size`, cutting faces to the
+    model's geometry; default: the images as given).
     Readable flags come with each batch; when the generator is exhausted, its return value
     (StopIteration.value) is the {path: reason} of every unreadable file.
     """
-    reader = data.ImageReader(image_size)
+    reader = reader or data.ImageReader(image_size)
     flags = {}
 
     def feed():
@@ -447,17 +449,17 @@ def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None)
     return reader.skipped
 
 
-def score_paths(runner, paths, image_size, batch_size=32, verbose=1, tta=False):
+def score_paths(runner, paths, image_size, batch_size=32, verbose=1, tta=False, reader=None):
     """(P(male) for each of `paths`, {unreadable path: reason}).
 
     Scores of unreadable files are NaN, so nothing downstream can mistake them for a score (a
     model that outputs NaN for a readable image is an error, not an unreadable file). `tta`
     scores each image as the mean of its score and its mirror's (a no-op for a runner made
-    with it).
+    with it). `reader`: as for run_paths.
     """
     runner = flip_averaged(runner) if tta else runner
     scores = np.full(len(paths), np.nan, np.float32)
-    batches = run_paths(runner, paths, image_size, batch_size, verbose)
+    batches = run_paths(runner, paths, image_size, batch_size, verbose, reader=reader)
     while True:
         try:
             start, output, readable = next(batches)

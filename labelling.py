@@ -1,7 +1,7 @@
 """Labelling photos: the pipeline that predict.py runs, on this machine or on Ray's workers.
 
-List the images, decode each photo upright, find its faces (OpenCV's Haar cascade) or take the
-image as one face crop, score the crops, threshold them into CSV rows, and at the end write the
+List the images, decode each photo upright, find its faces (MTCNN, faces.py) or take the
+image as one face crop, cut each face to the model's geometry, score the crops, threshold them into CSV rows, and at the end write the
 CSV, the annotated copies and the summary. `predict.py` (the command) and `ray_engine.py`
 (the same work as a Ray Data job) both call these functions, so both give the same rows.
 """
@@ -14,17 +14,19 @@ from PIL import Image
 
 import annotate
 import data
+import faces as faces_lib
 import inference
-from common import CLASS_NAMES, DataError, MissingDependency, ModelError
+from common import CLASS_NAMES, DataError, ModelError
 from outputs import write_csv
 
-CASCADE_FILE = "haarcascade_frontalface_default.xml"
-# Photos are decoded at most this large for detection: the cascade is slow on 20-megapixel
+# Photos are decoded at most this large for detection: the finder is slow on 20-megapixel
 # photos, and a face crop is shrunk to the model's input size anyway.
-MAX_PHOTO_SIDE = 1600
-# The detector's box runs from brow to chin; face-crop data sets include some hair and chin,
-# so each box is widened by this fraction of its size on every side before cropping.
+MAX_PHOTO_SIDE = faces_lib.PHOTO_SIDE
+# The finder's box runs from brow to chin. A model trained on crops as given (no geometry in
+# its sidecar) saw some hair and chin, so its faces are this box widened by this fraction of
+# its size on every side, as before the finder had landmarks.
 FACE_MARGIN = 0.2
+AS_GIVEN_BOX = faces_lib.Geometry("box", 1 + 2 * FACE_MARGIN)
 CHUNK = 256  # faces cropped and scored at a time, to bound memory on big folders
 
 
@@ -63,50 +65,19 @@ def load_photo(path, max_side=MAX_PHOTO_SIDE):
 # ---------------------------------------------------------------------------
 # Faces
 
-_DETECTOR = None
-
-
 def load_face_detector():
-    """OpenCV's frontal-face Haar cascade from the opencv-python-headless wheel (loaded once).
-
-    Any failure to build it is a MissingDependency naming the cause and the install that fixes
-    it: it concerns every photo, so it must stop the run once rather than be mistaken, photo by
-    photo, for unreadable files.
-    """
-    global _DETECTOR
-    if _DETECTOR is None:
-        try:
-            import cv2
-        except ImportError as err:
-            raise MissingDependency(f"--detect_faces needs OpenCV ({err}); "
-                                    "pip install opencv-python-headless") from None
-        try:
-            path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
-            detector = cv2.CascadeClassifier(path)
-        except Exception as err:  # e.g. OpenCV 5 has no CascadeClassifier
-            raise MissingDependency(
-                f"--detect_faces: OpenCV {getattr(cv2, '__version__', '?')} cannot build its "
-                f"Haar face detector ({type(err).__name__}: {err}); "
-                "pip install 'opencv-python-headless>=4.8,<5'") from None
-        if detector.empty():
-            raise MissingDependency(f"{path}: OpenCV could not load its face detector; "
-                                    "pip install --force-reinstall opencv-python-headless")
-        _DETECTOR = detector
-    return _DETECTOR
+    """The face finder (faces.FaceFinder, MTCNN), loaded once; a MissingDependency saying what
+    to install when it cannot be: it concerns every photo, so it stops the run once rather
+    than being mistaken, photo by photo, for unreadable files."""
+    return faces_lib.FaceFinder()
 
 
 def detect_faces(photo, min_size, detector=None):
-    """Face boxes (x, y, w, h) in a PIL RGB image, left to right.
-
-    `detector` has OpenCV's `detectMultiScale`; the default is the Haar cascade.
-    """
-    import cv2
+    """The faces (faces.Face) in a PIL RGB image, left to right. `detector` has
+    faces.FaceFinder's `find`; the default is MTCNN."""
     detector = detector or load_face_detector()
-    grey = cv2.cvtColor(np.asarray(photo), cv2.COLOR_RGB2GRAY)
-    grey = cv2.equalizeHist(grey)  # the cascade is trained on contrast-normalised faces
-    boxes = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
-                                      minSize=(min_size, min_size))
-    return sorted((tuple(int(v) for v in box) for box in boxes), key=lambda b: (b[0], b[1]))
+    found = detector.find([np.asarray(photo)], min_face_size=max(min_size, 12))[0]
+    return sorted(found, key=lambda face: (face.box[0], face.box[1]))
 
 
 def crop_box(box, width, height, margin=FACE_MARGIN):
@@ -120,16 +91,16 @@ def crop_box(box, width, height, margin=FACE_MARGIN):
     return left, top, left + side, top + side
 
 
-def face_crops(photo, scale, image_size, min_face_size, detector):
+def face_crops(photo, scale, image_size, min_face_size, detector, geometry=None):
     """[(box in original pixels, (size, size, 3) uint8 crop)] for each face found in `photo`,
-    a photo from `load_photo` and its scale."""
+    a photo from `load_photo` and its scale, cut by `geometry` (None: the model takes faces as
+    given, so the box with a margin, AS_GIVEN_BOX)."""
     min_size = max(1, round(min_face_size / scale))
     crops = []
-    for box in detect_faces(photo, min_size, detector):
-        crop = photo.crop(crop_box(box, *photo.size))
-        crop = crop.resize((image_size, image_size), Image.BILINEAR)
-        original_box = tuple(int(round(v * scale)) for v in box)
-        crops.append((original_box, np.asarray(crop, dtype=np.uint8)))
+    for face in detect_faces(photo, min_size, detector):
+        crop = faces_lib.canonical_crop(photo, face, geometry or AS_GIVEN_BOX, image_size)
+        original_box = tuple(int(round(v * scale)) for v in face.box)
+        crops.append((original_box, crop))
     return crops
 
 
@@ -152,17 +123,22 @@ def score_cells(p_male, threshold, args):
             *(["flip"] if args.tta else []))
 
 
-def predict_crops(runner, image_size, files, args, threshold):
-    """Rows for the faces the model is shown as given: one per readable file; and the skipped."""
+def predict_crops(runner, image_size, files, args, threshold, geometry=None):
+    """Rows for images of one face each, cut to the model's `geometry` (None: as given): one
+    per readable file; the skipped files; the ones in which no face was found (scored as
+    given)."""
+    found = data.main_faces(files, geometry, args.cache_dir, args.verbose)
+    reader = data.ImageReader(image_size, geometry, found)
     scores, unreadable = inference.score_paths(runner, files, image_size, args.batch_size,
-                                               args.verbose)
+                                               args.verbose, reader=reader)
     rows = [(path, *score_cells(p, threshold, args))
             for path, p in zip(files, scores) if not np.isnan(p)]
-    return rows, unreadable, []
+    return rows, unreadable, data.faceless(files, found, unreadable)
 
 
-def predict_faces(runner, image_size, files, args, threshold, detector=None):
-    """Rows for every detected face: one per face; and the skipped files and faceless photos.
+def predict_faces(runner, image_size, files, args, threshold, detector=None, geometry=None):
+    """Rows for every detected face, cut to the model's `geometry`: one per face; and the
+    skipped files and faceless photos.
 
     Only decoding a photo may fail per file (it is then skipped); the detector is built before
     the first photo, and an error inside it stops the run with its cause.
@@ -188,10 +164,10 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None):
             reader.skip(path, err)
             continue
         try:
-            faces = face_crops(photo, scale, image_size, args.min_face_size, detector)
+            faces = face_crops(photo, scale, image_size, args.min_face_size, detector, geometry)
         except Exception as err:
             raise ModelError(f"the face detector failed on {path} ({type(err).__name__}: "
-                             f"{err}); check the OpenCV install") from None
+                             f"{err}); check the mtcnn install") from None
         if not faces:
             no_face.append(path)
         pending += [(path, k, box, crop) for k, (box, crop) in enumerate(faces)]
@@ -265,10 +241,11 @@ def finish(args, files, rows, skipped, no_face, threshold, source):
     if args.detect_faces:
         print(f"{len(files) - len(skipped) - len(no_face)} of {len(files) - len(skipped)} "
               f"readable photos had a face (smallest side {args.min_face_size} px)")
-        if no_face:
-            print(f"no face found in {len(no_face)} photo(s):")
-            for path in no_face:
-                print(f"  {path}")
+    if no_face:
+        print(f"no face found in {len(no_face)} " + ("photo(s):" if args.detect_faces else
+                                                     "image(s), scored as given:"))
+        for path in no_face:
+            print(f"  {path}")
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s):")
         for path, why in skipped.items():

@@ -11,7 +11,8 @@ import socket
 
 import keras
 
-from common import ModelError  # noqa: F401  (model.ModelError is what callers catch)
+from common import ModelError, UsageError  # noqa: F401  (callers catch model.ModelError)
+import faces
 import losses  # noqa: F401  (registers the focal loss so compiled models reload)
 from outputs import atomic_path, write_json
 
@@ -230,6 +231,17 @@ def decision_threshold(model_path, override=None):
     if "threshold" in sidecar:
         return float(sidecar["threshold"]), "the model's sidecar"
     return 0.5, "default, no sidecar found"
+
+
+def face_geometry(model_path):
+    """The face geometry (faces.Geometry) the model was trained on, from its sidecar: the
+    crop it must be fed. None for a sidecar without one (every model before alignment), or
+    no sidecar: images as given."""
+    try:
+        return faces.geometry_of(load_sidecar(model_path))
+    except (UsageError, AttributeError, TypeError, ValueError) as err:
+        raise ModelError(f"{sidecar_path(model_path)}: face_geometry is not usable ({err}); "
+                         "fix it or retrain the model") from None
 
 
 def load_model(path, safe_mode=True):

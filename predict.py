@@ -3,9 +3,10 @@
     python predict.py PATH [PATH ...] [--model_path model_balanced.h5] [--output predictions.csv]
 
 Each PATH is an image file or a folder, searched recursively (no class sub-folders needed).
-Writes a CSV (path, P(male), label, threshold) and prints a summary. Images are taken as face
-crops, as in training; with --detect_faces each photo is first cut into its detected faces
-(OpenCV's Haar cascade, shipped inside the opencv-python-headless wheel), one row per face.
+Writes a CSV (path, P(male), label, threshold) and prints a summary. Each image is taken as a
+photo of one face, found (MTCNN) and cut to the crop the model was trained on (its sidecar's
+face geometry); with --detect_faces each photo is cut into every face found in it, one row
+per face.
 --annotate DIR also writes each photo with its faces boxed and labelled, and a contact sheet.
 """
 import argparse
@@ -76,6 +77,7 @@ def run(args, detector=None):
     inference.check_backend(args.backend, args.precision)
     model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
     threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
+    geometry = model_lib.face_geometry(args.model_path)
     size = model_lib.input_size(model)
     if args.detect_faces:  # a broken detector stops the run here, before any work
         detector = detector or labelling.load_face_detector()
@@ -83,12 +85,14 @@ def run(args, detector=None):
                                    args.cache_dir, threshold=threshold, tta=args.tta)
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
     print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
-          f"{threshold:.2f} ({source})")
+          f"{threshold:.2f} ({source}); faces: {geometry or 'as given'}")
 
     if args.detect_faces:
-        rows, skipped, no_face = labelling.predict_faces(runner, size, files, args, threshold, detector)
+        rows, skipped, no_face = labelling.predict_faces(runner, size, files, args, threshold,
+                                                         detector, geometry)
     else:
-        rows, skipped, no_face = labelling.predict_crops(runner, size, files, args, threshold)
+        rows, skipped, no_face = labelling.predict_crops(runner, size, files, args, threshold,
+                                                         geometry)
     return labelling.finish(args, files, rows, skipped, no_face, threshold, source)
 
 

@@ -54,6 +54,7 @@ class ShardScorer:
         args = self.args
         model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
         self.size = model_lib.input_size(model)
+        self.geometry = model_lib.face_geometry(args.model_path)
         self.runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
                                             threshold=args.threshold, tta=args.tta)
         self.detector = labelling.load_face_detector() if args.detect_faces else None
@@ -66,10 +67,11 @@ class ShardScorer:
             paths = json.loads(paths)
             if self.args.detect_faces:
                 rows, skipped, no_face = labelling.predict_faces(
-                    self.runner, self.size, paths, self.args, self.args.threshold, self.detector)
+                    self.runner, self.size, paths, self.args, self.args.threshold, self.detector,
+                    self.geometry)
             else:
                 rows, skipped, no_face = labelling.predict_crops(
-                    self.runner, self.size, paths, self.args, self.args.threshold)
+                    self.runner, self.size, paths, self.args, self.args.threshold, self.geometry)
             results.append(json.dumps({"rows": rows, "skipped": skipped, "no_face": no_face,
                                        "node": self.node, "runner": self.runner.name}))
         return {"shard": batch["shard"], "result": np.array(results, dtype=object)}
@@ -263,7 +265,7 @@ def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_aft
         nodes = [n for n in ray.nodes() if n["Alive"]]
         options = {**{k: getattr(args, k) for k in (
             "model_path", "backend", "precision", "tta", "unsafe", "detect_faces",
-            "min_face_size", "batch_size")}, "threshold": threshold, "verbose": 0}
+            "min_face_size", "batch_size", "cache_dir")}, "threshold": threshold, "verbose": 0}
         items = [{"shard": k, "paths": json.dumps(shards[k])} for k in todo]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")

@@ -96,11 +96,12 @@ def cached_validation(extract, val, args):
     return np.asarray(x)[ok], np.asarray(val.labels)[ok], np.asarray(val.sources)[ok]
 
 
-def warm_up_head(model, train, val, args):
-    """Train the head of `model` alone on cached pooled features, mirrored views included."""
+def warm_up_head(model, train, val, args, reader=None):
+    """Train the head of `model` alone on cached pooled features, mirrored views included;
+    `reader` decodes the images (data.ImageReader: cut to the run's face geometry)."""
     print("head warm-up: backbone features (cached in " + args.cache_dir + ")")
     extract = functools.partial(features.pooled_features, model, cache_dir=args.cache_dir,
-                                batch_size=args.batch_size, verbose=args.verbose)
+                                batch_size=args.batch_size, verbose=args.verbose, reader=reader)
     plain, mirrored, ok = extract(train.paths)
     # The same layer objects: training them here trains the full model's head.
     head = model_lib.head_of(model)
@@ -110,7 +111,7 @@ def warm_up_head(model, train, val, args):
                   args.warmup_epochs, "val_loss", 5, args, verbose=2 if args.verbose else 0)
 
 
-def fine_tune_top_blocks(model, train, val, args, checkpoint_dir):
+def fine_tune_top_blocks(model, train, val, args, checkpoint_dir, reader=None):
     """Fine-tune the backbone's top blocks and the head on cached feature maps of those below.
 
     Keeps the epoch with the best `--monitor` score. Returns (that score, the stage's history);
@@ -121,7 +122,7 @@ def fine_tune_top_blocks(model, train, val, args, checkpoint_dir):
     layer = model_lib.FEATURE_MAP_LAYER
     print(f"top-block fine-tune: feature maps at {layer} (cached in {args.cache_dir})")
     extract = functools.partial(features.feature_maps, model, layer, cache_dir=args.cache_dir,
-                                batch_size=args.batch_size, verbose=args.verbose)
+                                batch_size=args.batch_size, verbose=args.verbose, reader=reader)
     plain, mirrored, ok = extract(train.paths)
     on_maps = model_lib.top_on_feature_maps(model, layer)  # shares the layers of `model`
     os.makedirs(checkpoint_dir, exist_ok=True)

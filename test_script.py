@@ -196,13 +196,19 @@ def evaluate(args):
     model_threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
 
     image_size = model_lib.input_size(model)
+    # The model is fed the faces it was trained on: its sidecar's geometry, or as given.
+    geometry = model_lib.face_geometry(args.model_path)
+    found = data.main_faces(paths, geometry, args.cache_dir, args.verbose)
+    reader = data.ImageReader(image_size, geometry, found)
     runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
                                    args.cache_dir, threshold=model_threshold, tta=args.tta)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
           f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
-          + (f", from {len(sources)} sources" if len(sources) > 1 else ""))
+          + (f", from {len(sources)} sources" if len(sources) > 1 else "")
+          + f"; faces: {geometry or 'as given (the model names no face geometry)'}")
     scores, unreadable = inference.score_paths(runner, paths, image_size, args.batch_size,
-                                               args.verbose)
+                                               args.verbose, reader=reader)
+    no_face = data.faceless(paths, found, unreadable)
     keep = ~np.isnan(scores)  # an unreadable file has no score
     paths = [p for p, k in zip(paths, keep) if k]
     source_of = [s for s, k in zip(source_of, keep) if k]
@@ -232,6 +238,9 @@ def evaluate(args):
         "sweep": [{"threshold": float(t), "macro_f1": float(f)} for t, f in zip(thresholds, curve)],
         "backend": runner.name,
         "unreadable_images": unreadable,
+        "face_geometry": geometry and geometry.to_dict(),
+        # Images in which no face was found, scored as given.
+        "images_without_a_face": no_face,
     }
     if len(sources) > 1:
         rows = metrics.group_table(source_of, labels, scores, model_threshold)
@@ -282,7 +291,8 @@ def evaluate(args):
     if not args.no_copy and len(wrong):
         sheet = diagnostics.misclassified_sheet(
             model, paths, labels, scores, model_threshold,
-            os.path.join(out, "misclassified", "contact_sheet.png"), batch_size=args.batch_size)
+            os.path.join(out, "misclassified", "contact_sheet.png"), batch_size=args.batch_size,
+            reader=reader)
         print(f"contact sheet of the {sheet['shown']} most confident mistakes"
               + (f" ({sheet['left_out']} left out)" if sheet["left_out"] else "")
               + f": {sheet['path']}" + (f"; {sheet['note']}" if sheet["note"] else ""))
@@ -290,6 +300,9 @@ def evaluate(args):
         print(f"skipped {len(unreadable)} unreadable image(s):")
         for p, why in unreadable.items():
             print(f"  {p}: {why}")
+    if geometry is not None:
+        print(f"no face found in {len(no_face)} of {len(paths)} images, scored as given"
+              + (" (listed in metrics.json, images_without_a_face)" if no_face else ""))
     print(f"wrote {', '.join(pictures)}, metrics.json, predictions.csv in {os.path.abspath(out)}")
     return results
 

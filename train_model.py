@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import attributes  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
+import faces  # noqa: E402
 import inference  # noqa: E402
 import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
@@ -28,6 +29,7 @@ import plots  # noqa: E402
 import stages  # noqa: E402
 from callbacks import (MONITOR_MODES, EpochCheckpoint, TrainingState,  # noqa: E402
                        ValidationMetrics, load_checkpoint)
+from common import UsageError  # noqa: E402
 from data import CLASS_NAMES, DataError  # noqa: E402
 from losses import BinaryFocalLoss  # noqa: E402
 from outputs import atomic_path, write_text  # noqa: E402
@@ -89,6 +91,11 @@ def parse_args(argv=None):
     p.add_argument("--trainable_layers", type=int, default=None,
                    help="train only this many top backbone layers (default: all; 0 freezes it)")
     p.add_argument("--image_size", type=int, default=224, help="square input size in pixels")
+    p.add_argument("--face_geometry", default=faces.DEFAULT_GEOMETRY,
+                   help="the face crop every image is cut to before it is resized, in training "
+                        "and (through the sidecar) in use: aligned[:SCALE] (five landmarks on "
+                        "a fixed template), box[:SCALE] (the finder's square box), or none (as "
+                        "given); landmarks are cached under --cache_dir")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=25,
                    help="end-to-end epochs; 0 with --init_model trains nothing and only tunes "
@@ -167,6 +174,10 @@ def parse_args(argv=None):
         p.error("--degrade and --grayscale are shares of the images, between 0 and 1")
     if not -1 < args.zoom[0] <= args.zoom[1]:
         p.error("--zoom takes LOW <= HIGH, LOW above -1")
+    try:
+        args.geometry = faces.parse_geometry(args.face_geometry)
+    except UsageError as err:
+        p.error(f"--face_geometry: {err}")
     return args
 
 
@@ -302,10 +313,13 @@ def draw_groups(args, train):
     (group index per image, shares), or (sources, None) to draw from the pooled images as they
     are.
 
-    A group is a data folder, or with --balance_by a (folder, attribute value) pair: a folder's
-    share is split equally over its values, and each group is class-balanced on its own, so
-    that every (class, age band) group of a folder is drawn as often as any other (women over
-    60 as often as women in their 20s).
+    A group is a data folder, or with --balance_by a (folder, attribute value) pair. The
+    folders that carry the attribute (UTKFace's and All-Age-Faces' ages) pool their shares,
+    split them equally over the values (age bands) found in any of them, and each value's
+    share over the folders that have it, in proportion to their images of it; each group is
+    class-balanced on its own. So every (class, age band) group is drawn as often as any other
+    across all of those folders (women over 60 as often as women in their 20s), whichever
+    folder holds them. A folder without the attribute keeps its own share and its own age mix.
     """
     shares = source_weights(args, train.sources)
     if not args.balance_by or not any(train.strata):
@@ -313,9 +327,17 @@ def draw_groups(args, train):
     if shares is None:
         shares = np.bincount(train.sources).tolist()
     groups, keys = strata_groups(train)
-    per_source = np.bincount([source for source, _ in keys], minlength=len(shares))
+    sizes = np.bincount(groups, minlength=len(keys))
+    balanced = {source for source, value in keys if value}  # folders that carry the attribute
+    pooled = sum(shares[source] for source in balanced)
+    values = sorted({value for source, value in keys if source in balanced})
+    per_value = {v: sum(sizes[g] for g, (s, value) in enumerate(keys)
+                        if value == v and s in balanced) for v in values}
     total = float(np.sum(shares))
-    return groups, [shares[source] / total / per_source[source] for source, _ in keys]
+    return groups, [
+        (pooled / len(values) * sizes[g] / per_value[value] if source in balanced
+         else shares[source]) / total
+        for g, (source, value) in enumerate(keys)]
 
 
 def epoch_steps(args, labels, shares, batch_size):
@@ -326,13 +348,13 @@ def epoch_steps(args, labels, shares, batch_size):
     return max(1, -(-images // batch_size))
 
 
-def validation_scores(model, val, batch_size, unreadable, verbose=0):
+def validation_scores(model, val, batch_size, reader, verbose=0):
     """(labels, P(male), sources) for the validation images `val` that decoded; the ones that
-    did not are added to `unreadable` ({path: reason}). Decoding them again each epoch costs
-    about a second per thousand images, far less than the model's pass over them."""
-    scores, bad = inference.score_paths(inference.KerasRunner(model), val.paths,
-                                        model_lib.input_size(model), batch_size, verbose)
-    unreadable.update(bad)
+    did not are added to `reader.skipped` ({path: reason}). Decoding them again each epoch
+    costs about a second per thousand images, far less than the model's pass over them."""
+    scores, _ = inference.score_paths(inference.KerasRunner(model), val.paths,
+                                      model_lib.input_size(model), batch_size, verbose,
+                                      reader=reader)
     keep = ~np.isnan(scores)
     return np.asarray(val.labels)[keep], scores[keep], np.asarray(val.sources)[keep]
 
@@ -351,6 +373,7 @@ def portable_config(args):
         if config[flag] and config[flag] not in ("imagenet", "none"):
             config[flag] = os.path.basename(os.path.normpath(config[flag]))
     config.pop("cache_dir")  # a local folder; says nothing about the model
+    config.pop("geometry")  # the sidecar's face_geometry
     return config
 
 
@@ -397,14 +420,18 @@ def train(args):
     split = split_data(args)
     describe(split, args, replicas, batch_size)
     checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_checkpoints"
+    # Faces are found once, before any training: every stage then reads cached landmarks.
+    found = data.main_faces(split.train.paths + split.val.paths, args.geometry,
+                            args.cache_dir, args.verbose)
     with strategy.scope():
-        model, state = build_or_resume(args, split, checkpoint_dir)
-    reader = data.ImageReader(model_lib.input_size(model))  # training images
+        model, state = build_or_resume(args, split, checkpoint_dir, found)
+    reader = data.ImageReader(model_lib.input_size(model), args.geometry, found)
     scores = functools.partial(validation_scores, val=split.val, batch_size=batch_size,
-                               unreadable=reader.skipped)
+                               reader=reader)
     checkpoint = fine_tune(model, state, split.train, reader, batch_size, scores,
                            split.val_names, checkpoint_dir, args)
     finish(model, checkpoint, scores(model, verbose=args.verbose), split, reader, args, start)
+    return found
 
 
 def describe(split, args, replicas, batch_size):
@@ -430,10 +457,10 @@ def describe(split, args, replicas, batch_size):
             for k, (path, n) in enumerate(zip(args.data_path, sizes))))
 
 
-def build_or_resume(args, split, checkpoint_dir):
+def build_or_resume(args, split, checkpoint_dir, found):
     """The model to fine-tune end to end, and the `TrainingState` of the run so far: resumed
     from `checkpoint_dir`, or built (from --init_model or --weights) and taken through the
-    cached-feature stages the flags ask for."""
+    cached-feature stages the flags ask for, on the images cut by `found` faces."""
     model, state = load_checkpoint(checkpoint_dir) if args.resume else (None, None)
     if args.resume and model is None:
         print(f"no checkpoint in {checkpoint_dir}; starting from scratch")
@@ -453,13 +480,14 @@ def build_or_resume(args, split, checkpoint_dir):
                   loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
                   metrics=["accuracy"], jit_compile=args.xla)
     state = TrainingState(monitor=args.monitor)
+    reader = data.ImageReader(args.image_size, args.geometry, found)
     if args.init_model:
         print(f"starting from the weights of {args.init_model}; no head warm-up")
     elif args.warmup_epochs > 0:
-        stages.warm_up_head(model, split.train, split.val, args)
+        stages.warm_up_head(model, split.train, split.val, args, reader)
     if args.feature_epochs > 0:
         state.baseline, stage = stages.fine_tune_top_blocks(model, split.train, split.val, args,
-                                                            checkpoint_dir)
+                                                            checkpoint_dir, reader)
         state.feature_stage = {"history": stage}
     return model, state
 
@@ -511,7 +539,11 @@ def finish(model, checkpoint, validation, split, reader, args, start):
     sidecar = {
         "class_names": list(CLASS_NAMES),
         "input_size": model_lib.input_size(model),
-        "input": "RGB pixels 0..255, resized to input_size x input_size",
+        "input": ("RGB pixels 0..255, resized to input_size x input_size" if args.geometry is None
+                  else "RGB pixels 0..255 of the face cut by face_geometry (faces.py), at "
+                       "input_size x input_size"),
+        # The crop the model was trained on: test_script.py and predict.py feed it the same.
+        "face_geometry": args.geometry and args.geometry.to_dict(),
         "output": "P(male)",
         "threshold": threshold,
         "threshold_source": (f"best macro-F1 on the validation data ({split.how})"
@@ -533,6 +565,9 @@ def finish(model, checkpoint, validation, split, reader, args, start):
         # Fine-tuning epochs of every run that led here, resumed ones included.
         "epoch_seconds_all_runs": round(sum(history.get("epoch_seconds", [])), 1),
         "unreadable_images": sorted(reader.skipped),
+        # Training and validation images in which no face was found: used as given.
+        "images_without_a_face": len(data.faceless(split.train.paths + split.val.paths,
+                                                   reader.faces, reader.skipped)),
         "config": portable_config(args),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
@@ -552,6 +587,9 @@ def finish(model, checkpoint, validation, split, reader, args, start):
           f"{os.path.join(out_dir, 'training_curves.png')}, {architecture}")
     if reader.skipped:
         print(f"skipped {len(reader.skipped)} unreadable image(s); listed in the sidecar")
+    if args.geometry is not None:
+        print(f"faces cut to {args.geometry}; no face found in "
+              f"{sidecar['images_without_a_face']} image(s), used as given")
 
 
 def main(argv=None):

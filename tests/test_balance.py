@@ -98,3 +98,35 @@ def test_validation_limit_near_the_folder_size_falls_back_to_class_strata(tmp_pa
     args = train_model.parse_args(["--data_path", root, "--balance_by", "age",
                                    "--val_limit", "51"])
     assert len(train_model.split_data(args).val.paths) == 51
+
+
+def test_age_bands_are_balanced_across_the_folders_that_carry_ages(tmp_path):
+    # Two aged folders: the first has only people in their 20s, the second both bands. Every
+    # band gets the same share of the pooled draws, split over the folders by their images of
+    # it; a folder without ages keeps its own share.
+    young = tmp_path / "young"
+    for name in ("female", "male"):
+        os.makedirs(young / "train" / name)
+        for i in range(6):
+            Image.new("RGB", (8, 8)).save(young / "train" / name / f"{i}.png")
+    (young / "train" / "attributes.csv").write_text(
+        "path,age\n" + "".join(f"{n}/{i}.png,23\n" for n in ("female", "male") for i in range(6)))
+    mixed = make_aged_folder(str(tmp_path / "mixed"))
+    plain = str(tmp_path / "plain")
+    os.makedirs(plain)
+    from conftest import make_image_folder
+    make_image_folder(plain, per_class=3)
+    args = train_model.parse_args(["--data_path", str(young), mixed, plain, "--balance_by",
+                                   "age", "--source_weights", "1", "1", "2",
+                                   "--val_path", plain])
+    train = train_model.split_data(args).train
+    groups, shares = train_model.draw_groups(args, train)
+    _, keys = train_model.strata_groups(train)
+    share = dict(zip(keys, shares))
+    # The aged folders pool half the draws over three bands (20s, 60+, unknown): 1/6 each.
+    twenties = share[(0, "20s")] + share[(1, "20s")]
+    assert np.isclose(twenties, 1 / 6) and np.isclose(share[(1, "60+")], 1 / 6)
+    assert np.isclose(share[(1, "unknown")], 1 / 6)
+    # The 20s share follows the images: 12 in the young folder, 36 in the mixed one.
+    assert np.isclose(share[(0, "20s")] / share[(1, "20s")], 12 / 36)
+    assert np.isclose(share[(2, "")], 1 / 2) and np.isclose(sum(shares), 1)

@@ -5,8 +5,9 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
+import faces
 import labelling
 import predict
 from conftest import face_like_image, tree_hashes
@@ -25,25 +26,22 @@ def sidecar_threshold(model_path):
     return json.load(open(os.path.splitext(model_path)[0] + ".json"))["threshold"]
 
 
-def draw_face(draw, cx, cy, s):
-    """A cartoon face, `s` pixels wide, that OpenCV's frontal-face cascade finds."""
-    draw.ellipse([cx - s / 2, cy - s * 0.65, cx + s / 2, cy + s * 0.65], fill=(225, 185, 160))
-    draw.pieslice([cx - s / 2, cy - s * 0.7, cx + s / 2, cy + s * 0.1], 180, 360, fill=(60, 40, 30))
-    for side in (-1, 1):
-        x, y = cx + side * s * 0.2, cy - s * 0.1
-        draw.rectangle([x - s * 0.13, y - s * 0.13, x + s * 0.13, y - s * 0.09], fill=(70, 50, 40))
-        draw.ellipse([x - s * 0.09, y - s * 0.04, x + s * 0.09, y + s * 0.04], fill=(40, 30, 30))
-    nose = [(cx, cy - s * 0.05), (cx - s * 0.07, cy + s * 0.2), (cx + s * 0.07, cy + s * 0.2)]
-    draw.polygon(nose, fill=(205, 160, 140))
-    draw.rectangle([cx - s * 0.18, cy + s * 0.33, cx + s * 0.18, cy + s * 0.38], fill=(150, 60, 60))
+# Two copies of the public-domain portrait that matplotlib's wheel ships, side by side, each
+# 200 px wide: a group photo whose faces a real finder must find (cartoons do not fool MTCNN).
+GROUP_SIZE = (400, 240)
+GROUP_FACE_CENTRES = ((96, 100), (296, 100))
 
 
-def group_photo(path, centres=((80, 100), (230, 100)), s=90, size=(320, 200)):
-    img = Image.new("RGB", size, (120, 140, 160))
-    draw = ImageDraw.Draw(img)
-    for cx, cy in centres:
-        draw_face(draw, cx, cy, s)
-    img.filter(ImageFilter.GaussianBlur(1)).save(path)
+def group_photo(path, count=2):
+    """`count` (1 or 2) portraits side by side, from the left."""
+    import matplotlib.cbook
+    portrait = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg",
+                                                           asfileobj=False)).convert("RGB")
+    portrait = portrait.resize((200, 200 * portrait.height // portrait.width))
+    img = Image.new("RGB", GROUP_SIZE, (120, 140, 160))
+    for k in range(count):
+        img.paste(portrait.crop((0, 0, 200, 240)), (200 * k, 0))
+    img.save(path)
     return str(path)
 
 
@@ -118,23 +116,21 @@ def test_bad_input_exits_2_with_one_line(trained, tmp_path, capsys):
 # ---------------------------------------------------------------------------
 # --detect_faces
 
-def test_the_detector_is_built_once_and_a_missing_opencv_says_what_to_install(
+def test_the_finder_is_built_once_and_a_missing_mtcnn_says_what_to_install(
         trained, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(labelling, "_DETECTOR", None)
-    detector = labelling.load_face_detector()
-    assert hasattr(detector, "detectMultiScale") and labelling.load_face_detector() is detector
-    monkeypatch.setattr(labelling, "_DETECTOR", None)
-    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now fails
+    assert labelling.load_face_detector().mtcnn is labelling.load_face_detector().mtcnn
+    monkeypatch.setattr(faces.FaceFinder, "_mtcnn", None)
+    monkeypatch.setitem(sys.modules, "mtcnn", None)  # `import mtcnn` now fails
     group_photo(tmp_path / "group.png")
     out = tmp_path / "faces.csv"
     assert run([str(tmp_path / "group.png"), "--model_path", trained["model"], "--output",
                 str(out), "--detect_faces"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "pip install opencv-python-headless" in err
+    assert err.count("\n") == 0 and "pip install mtcnn" in err
     assert not out.exists()
 
 
-def test_detect_faces_finds_each_drawn_face(trained, tmp_path, capsys):
+def test_detect_faces_finds_each_face_of_a_group_photo(trained, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     group_photo(photos / "group.png")
@@ -146,10 +142,10 @@ def test_detect_faces_finds_each_drawn_face(trained, tmp_path, capsys):
     assert list(rows[0]) == ["path", "face", "x", "y", "w", "h", "p_male", "label", "threshold"]
     assert [r["face"] for r in rows] == ["0", "1"]
     assert {r["path"] for r in rows} == {str(photos / "group.png")}
-    # Each box holds one drawn face centre (80, 100) and (230, 100), left to right.
-    for r, (cx, cy) in zip(rows, [(80, 100), (230, 100)]):
+    # Each box holds one portrait's face, left to right.
+    for r, (cx, cy) in zip(rows, GROUP_FACE_CENTRES):
         x, y, w, h = (int(r[k]) for k in "xywh")
-        assert x < cx < x + w and y < cy < y + h and 50 < w < 200
+        assert x < cx < x + w and y < cy < y + h and 40 < w < 160
         assert 0 <= float(r["p_male"]) <= 1
     printed = capsys.readouterr().out
     assert "2 faces:" in printed and "no face found in 1 photo(s)" in printed
@@ -157,14 +153,16 @@ def test_detect_faces_finds_each_drawn_face(trained, tmp_path, capsys):
 
 
 class FakeDetector:
-    """Stands in for the cascade: returns fixed boxes (in the coordinates it is shown)."""
+    """Stands in for MTCNN: returns fixed boxes (in the coordinates it is shown)."""
 
     def __init__(self, boxes):
         self.boxes, self.shapes = boxes, []
 
-    def detectMultiScale(self, grey, scaleFactor, minNeighbors, minSize):
-        self.shapes.append((grey.shape, minSize))
-        return np.array(self.boxes).reshape(-1, 4)
+    def find(self, images, min_face_size=20):
+        self.shapes.append((images[0].shape[:2], min_face_size))
+        return [[faces.Face(tuple(map(float, b)),
+                            np.array([[b[0] + b[2] * u, b[1] + b[3] * v] for u, v in
+                                      faces.TEMPLATE_112 / 112]), 0.99) for b in self.boxes]]
 
 
 def test_rows_per_face_and_boxes_in_original_pixels_with_an_injected_detector(trained, tmp_path):
@@ -172,13 +170,13 @@ def test_rows_per_face_and_boxes_in_original_pixels_with_an_injected_detector(tr
     # original's pixels, and so does --min_face_size.
     big = tmp_path / "big.png"
     Image.new("RGB", (labelling.MAX_PHOTO_SIDE * 2, 400), (90, 90, 90)).save(big)
-    # Listed right to left and one hanging over the edge: rows come left to right, crops clamp.
+    # Listed right to left and one hanging over the edge: rows come left to right.
     detector = FakeDetector([[700, 10, 100, 100], [0, 150, 60, 60], [1550, 40, 80, 80]])
     args = predict.parse_args([str(big), "--model_path", trained["model"], "--detect_faces",
                                "--output", str(tmp_path / "f.csv"), "--verbose", "0",
                                "--min_face_size", "80"])
     summary = predict.run(args, detector=detector)
-    assert detector.shapes == [((200, labelling.MAX_PHOTO_SIDE), (40, 40))]
+    assert detector.shapes == [((200, labelling.MAX_PHOTO_SIDE), 40)]
     rows = read_csv(tmp_path / "f.csv")
     assert summary["rows"] == len(rows) == 3
     assert [(r["face"], r["x"], r["y"], r["w"], r["h"]) for r in rows] == [
@@ -203,43 +201,24 @@ def test_faces_are_found_upright_in_an_exif_rotated_photo(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
     sideways.save(tmp_path / "rotated.jpg", exif=exif, quality=90)
     photo, scale = labelling.load_photo(str(tmp_path / "rotated.jpg"))
-    assert photo.size == (320, 200) and scale == 1.0
-    boxes = labelling.detect_faces(photo, 40)
-    assert len(boxes) == 2
-    for (x, y, w, h), (cx, cy) in zip(boxes, [(80, 100), (230, 100)]):
+    assert photo.size == GROUP_SIZE and scale == 1.0
+    found = labelling.detect_faces(photo, 40)
+    assert len(found) == 2
+    for face, (cx, cy) in zip(found, GROUP_FACE_CENTRES):
+        x, y, w, h = face.box
         assert x < cx < x + w and y < cy < y + h
-
-
-def test_a_detector_that_cannot_be_built_is_one_error_not_unreadable_photos(trained, tmp_path,
-                                                                            monkeypatch, capsys):
-    # OpenCV 5 has no CascadeClassifier: every photo is fine, the detector is not.
-    import cv2
-    monkeypatch.delattr(cv2, "CascadeClassifier")
-    monkeypatch.setattr(labelling, "_DETECTOR", None)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("one.png", "two.png", "three.png"):
-        group_photo(photos / name)
-    out = tmp_path / "faces.csv"
-    assert run([str(photos), "--model_path", trained["model"], "--output", str(out),
-                "--detect_faces"]) == 2
-    printed = capsys.readouterr()
-    err = printed.err.strip()
-    assert err.count("\n") == 0 and err.startswith("error:")
-    assert "CascadeClassifier" in err and "face detector" in err
-    assert "unreadable" not in printed.err + printed.out and not out.exists()
 
 
 def test_a_detector_that_fails_on_a_photo_stops_the_run_with_its_cause(trained, tmp_path,
                                                                       capsys):
     class Broken:
-        def detectMultiScale(self, *args, **kwargs):
-            raise RuntimeError("cascade exploded")
+        def find(self, *args, **kwargs):
+            raise RuntimeError("finder exploded")
 
     group_photo(tmp_path / "one.png")
     args = predict.parse_args([str(tmp_path / "one.png"), "--model_path", trained["model"],
                                "--detect_faces", "--output", str(tmp_path / "f.csv"),
                                "--verbose", "0"])
-    with pytest.raises(labelling.ModelError, match="face detector failed.*cascade exploded"):
+    with pytest.raises(labelling.ModelError, match="face detector failed.*finder exploded"):
         predict.run(args, detector=Broken())
     assert "unreadable" not in capsys.readouterr().err

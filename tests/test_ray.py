@@ -42,7 +42,7 @@ def photos(tmp_path_factory):
         face_like_image(i % 2, rng).save(root / ("a" if i < 5 else "a/b") / f"{i}.png")
     (root / "a" / "broken.jpg").write_bytes(b"not an image")
     group_photo(root / "group.png")
-    group_photo(root / "a" / "b" / "pair.png", centres=((100, 100), (250, 110)))
+    group_photo(root / "a" / "b" / "pair.png")
     return str(root)
 
 
