@@ -30,6 +30,7 @@ import plots  # noqa: E402
 from data import CLASS_NAMES, DataError  # noqa: E402
 from outputs import atomic_path, make_writable_dir, write_csv, write_json  # noqa: E402
 
+NO_FACE_SHOWN = 10  # images without a face named on the terminal (metrics.json has them all)
 
 
 def parse_args(argv=None):
@@ -302,7 +303,11 @@ def evaluate(args):
             print(f"  {p}: {why}")
     if geometry is not None:
         print(f"no face found in {len(no_face)} of {len(paths)} images, scored as given"
-              + (" (listed in metrics.json, images_without_a_face)" if no_face else ""))
+              + (" (all listed in metrics.json, images_without_a_face)" if no_face else ""))
+        for p in no_face[:NO_FACE_SHOWN]:
+            print(f"  {p}")
+        if len(no_face) > NO_FACE_SHOWN:
+            print(f"  ... and {len(no_face) - NO_FACE_SHOWN} more")
     print(f"wrote {', '.join(pictures)}, metrics.json, predictions.csv in {os.path.abspath(out)}")
     return results
 

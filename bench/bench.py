@@ -14,6 +14,10 @@ Absolute times drift on shared machines; the ratios, measured side by side, hold
   features  the fast recipe's feature caching (pooled features, then feature maps, of the
             training and validation images, both views, into the cache) on Keras against
             OpenVINO, on the same images
+  align     end-to-end scoring of face crops (the test_script path, OpenVINO float32 where
+            installed) as given, against the same with face alignment: landmarks already
+            cached (every evaluation after the first), and found from scratch (the first),
+            with the face finder's own rate beside them
   quality   wall time from ImageNet weights to dev macro-F1 levels (0.85 ... 0.92), reference
             recipe against the fast one (trains both, an hour or more on a CPU, so it runs
             only when named: --sections quality)
@@ -36,6 +40,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import data  # noqa: E402
+import faces  # noqa: E402
 import inference  # noqa: E402
 import model as model_lib  # noqa: E402
 
@@ -65,6 +70,49 @@ def timed_rounds(fns, rounds=3):
 def row(name, value, unit, ratio=None):
     ratio_text = f"{ratio:8.2f}" if ratio is not None else ""
     print(f"  {name:<72} {value:10.1f} {unit:<9} {ratio_text}")
+
+
+def bench_align(model, model_path, folder, batch_size, limit, threshold):
+    """Images/s of scoring face crops as given, and cut to the aligned geometry: landmarks
+    cached, and found afresh (a new, empty landmark cache each round)."""
+    size = model_lib.input_size(model)
+    paths = data.list_labeled_images(folder)[0][:limit]
+    runner = inference.make_runner(model, "auto", "f32", model_path, threshold=threshold)
+    geometry = faces.Geometry("aligned", 1.0)
+    warm = tempfile.mkdtemp(prefix="bench-landmarks-")
+    found = data.main_faces(paths, geometry, warm, verbose=0)
+
+    def as_given():
+        inference.score_paths(runner, paths, size, batch_size, verbose=0)
+
+    def aligned_cached():
+        cut = data.main_faces(paths, geometry, warm, verbose=0)
+        inference.score_paths(runner, paths, size, batch_size, verbose=0,
+                              reader=data.ImageReader(size, geometry, cut))
+
+    def aligned_cold():
+        with tempfile.TemporaryDirectory(prefix="bench-landmarks-") as cold:
+            cut = data.main_faces(paths, geometry, cold, verbose=0)
+            inference.score_paths(runner, paths, size, batch_size, verbose=0,
+                                  reader=data.ImageReader(size, geometry, cut))
+
+    def finder_alone():
+        with tempfile.TemporaryDirectory(prefix="bench-landmarks-") as cold:
+            data.main_faces(paths, geometry, cold, verbose=0)
+
+    as_given()  # warm up: file cache, conversion, first-call setup
+    aligned_cached()
+    print(f"\n[align] {len(paths)} face crops from {folder} at {size}x{size} on {runner.name}; "
+          f"no face found in {sum(f is None for f in found.values())}; ratios against the "
+          "crops as given (best of 3 rounds, in turns)")
+    seconds = timed_rounds({"as given, end to end": as_given,
+                            "aligned, landmarks cached, end to end": aligned_cached,
+                            "aligned, landmarks found (first run), end to end": aligned_cold,
+                            "the face finder alone (MTCNN, batched)": finder_alone}, rounds=3)
+    base = len(paths) / seconds["as given, end to end"]
+    for name, took in seconds.items():
+        row(name, len(paths) / took, "images/s", len(paths) / took / base)
+    return {name: len(paths) / took for name, took in seconds.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -346,8 +394,9 @@ def main(argv=None):
     p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"))
     p.add_argument("--data_path", default=os.path.join(HERE, "..", "shared", "data", "facecom"),
                    help="a folder with train/ and dev/, each holding female/ and male/")
-    p.add_argument("--sections", nargs="+", default=["eval", "pipeline", "export", "features"],
-                   choices=["eval", "pipeline", "export", "features", "quality"],
+    p.add_argument("--sections", nargs="+",
+                   default=["eval", "pipeline", "export", "features", "align"],
+                   choices=["eval", "pipeline", "export", "features", "align", "quality"],
                    help="quality trains from scratch (an hour or more on a CPU), so it runs "
                         "only when named")
     p.add_argument("--weights", default=os.path.join(HERE, "..", "shared", "weights",
@@ -391,6 +440,8 @@ def main(argv=None):
                      os.path.join(args.data_path, "train"), threshold)
     if "features" in args.sections:
         bench_features(model, args.data_path, args.batch_size, args.limit)
+    if "align" in args.sections:
+        bench_align(model, args.model_path, dev, args.batch_size, args.limit, threshold)
     if "quality" in args.sections:
         bench_quality(args.data_path, args.weights, args.levels, args.budget_minutes,
                       args.recipes)

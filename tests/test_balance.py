@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 import data
+import splits
 import train_model
 
 # (class, age) -> how many images: deliberately lopsided, as UTKFace is (few old women).
@@ -36,8 +37,8 @@ def test_each_class_and_age_band_is_drawn_at_the_asked_rate(tmp_path):
     root = make_aged_folder(str(tmp_path / "faces"))
     args = train_model.parse_args(["--data_path", root, "--balance_by", "age",
                                    "--epoch_images", "64"])
-    train = train_model.split_data(args).train
-    groups, shares = train_model.draw_groups(args, train)
+    train = splits.split_data(args).train
+    groups, shares = splits.draw_groups(args, train)
     # Bands 20s, 60+ and the two images without a row: three groups of one folder.
     assert sorted(set(train.strata)) == ["20s", "60+", "unknown"]
     assert np.allclose(shares, 1 / 3)
@@ -65,15 +66,15 @@ def test_each_class_and_age_band_is_drawn_at_the_asked_rate(tmp_path):
 def test_without_balance_by_images_are_drawn_as_they_are(tmp_path):
     root = make_aged_folder(str(tmp_path / "faces"))
     args = train_model.parse_args(["--data_path", root])
-    train = train_model.split_data(args).train
-    groups, shares = train_model.draw_groups(args, train)
+    train = splits.split_data(args).train
+    groups, shares = splits.draw_groups(args, train)
     assert shares is None and np.array_equal(groups, train.sources)
 
 
 def test_age_bands_are_validation_groups(tmp_path):
     root = make_aged_folder(str(tmp_path / "faces"))
     args = train_model.parse_args(["--data_path", root, "--balance_by", "age"])
-    split = train_model.split_data(args)
+    split = splits.split_data(args)
     assert split.val_names == ["faces/dev 20s", "faces/dev 60+"]
     counts = np.bincount(split.val.sources)
     assert counts.tolist() == [30 + 8, 3 + 12]
@@ -85,7 +86,7 @@ def test_validation_subset_keeps_every_band(tmp_path):
     root = make_aged_folder(str(tmp_path / "faces"))
     args = train_model.parse_args(["--data_path", root, "--balance_by", "age",
                                    "--val_limit", "20"])
-    split = train_model.split_data(args)
+    split = splits.split_data(args)
     val = split.val
     old_women = [s == "60+" and y == 0 for s, y in zip(val.strata, val.labels)]
     assert len(val.paths) == 20 and any(old_women)
@@ -97,7 +98,7 @@ def test_validation_limit_near_the_folder_size_falls_back_to_class_strata(tmp_pa
     root = make_aged_folder(str(tmp_path / "faces"))
     args = train_model.parse_args(["--data_path", root, "--balance_by", "age",
                                    "--val_limit", "51"])
-    assert len(train_model.split_data(args).val.paths) == 51
+    assert len(splits.split_data(args).val.paths) == 51
 
 
 def test_age_bands_are_balanced_across_the_folders_that_carry_ages(tmp_path):
@@ -119,9 +120,9 @@ def test_age_bands_are_balanced_across_the_folders_that_carry_ages(tmp_path):
     args = train_model.parse_args(["--data_path", str(young), mixed, plain, "--balance_by",
                                    "age", "--source_weights", "1", "1", "2",
                                    "--val_path", plain])
-    train = train_model.split_data(args).train
-    groups, shares = train_model.draw_groups(args, train)
-    _, keys = train_model.strata_groups(train)
+    train = splits.split_data(args).train
+    groups, shares = splits.draw_groups(args, train)
+    _, keys = splits.strata_groups(train)
     share = dict(zip(keys, shares))
     # The aged folders pool half the draws over three bands (20s, 60+, unknown): 1/6 each.
     twenties = share[(0, "20s")] + share[(1, "20s")]

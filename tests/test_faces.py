@@ -200,9 +200,9 @@ def test_test_script_and_predict_feed_the_sidecars_geometry(trained, tmp_path, m
     # Landmarks put in the cache beforehand (a tilted face in each image), so no finder runs.
     points = tilted_landmarks((48, 48), 0.5, 15)
     store = faces.LandmarkCache(cache)
-    store.add([(faces.content_key(faces.read_file(p)),
-                faces.Face((20, 20, 56, 56), points, 0.99)) for p in paths])
-    found = {p: faces.Face((20, 20, 56, 56), points, 0.99) for p in paths}
+    keys = [faces.content_key(faces.read_file(p)) for p in paths]
+    store.add([(key, faces.Face((20, 20, 56, 56), points, 0.99)) for key in keys])
+    found = {p: store.entries[key] for p, key in zip(paths, keys)}  # as the cache keeps them
     want = expected_scores(model_path, paths, found, geometry)
 
     out = tmp_path / "eval"

@@ -9,6 +9,7 @@ import pytest
 
 import model as model_lib
 import stages
+import splits
 import train_model
 from callbacks import EpochCheckpoint, TrainingState
 from conftest import IMAGE_SIZE, TINY_TRAINING
@@ -22,7 +23,7 @@ def test_top_block_fine_tune_trains_the_top_blocks_and_starts_the_fine_tune(
     args = train_model.parse_args(TINY_TRAINING + [
         "--data_path", image_folder, "--weights", backbone_weights, "--feature_epochs", "2",
         "--feature_learning_rate", "1e-2", "--cache_dir", str(tmp_path / "cache")])
-    train, val, _, _ = train_model.split_data(args)
+    train, val, _, _ = splits.split_data(args)
     model = model_lib.build_model(IMAGE_SIZE, backbone_weights)
     backbone = model_lib.backbone_of(model)
     names = [layer.name for layer in backbone.layers]

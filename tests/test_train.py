@@ -10,6 +10,7 @@ import pytest
 
 import data
 import metrics
+import splits
 import train_model
 from callbacks import EpochCheckpoint, TrainingState, ValidationMetrics
 from conftest import IMAGE_SIZE, ROOT, TINY_TRAINING
@@ -45,7 +46,7 @@ def test_logged_validation_scores_are_what_keras_evaluate_gives(trained):
     # One pass over the validation images logs the loss and accuracy that fit's own validation
     # would: Keras' evaluate of the saved (only) epoch's model on the same batches agrees.
     args = train_model.parse_args(TINY_TRAINING + ["--data_path", trained["data"]])
-    val_paths, val_labels, _, _ = train_model.split_data(args).val
+    val_paths, val_labels, _, _ = splits.split_data(args).val
     val_ds = data.make_train_dataset(val_paths, val_labels, data.ImageReader(IMAGE_SIZE), 8,
                                      oversample=0, augment=False, shuffle=False)
     # The saved file is inference-only: compile it as training did.
@@ -256,13 +257,13 @@ def test_validation_folder_is_used_when_present(tmp_path):
     make_image_folder(str(tmp_path / "train"), per_class=4, seed=1)
     make_image_folder(str(tmp_path / "dev"), per_class=3, seed=2)
     args = train_model.parse_args(["--data_path", str(tmp_path)])
-    (tr_paths, tr_y, _, _), (va_paths, va_y, _, _), how, _ = train_model.split_data(args)
+    (tr_paths, tr_y, _, _), (va_paths, va_y, _, _), how, _ = splits.split_data(args)
     assert len(tr_paths) == 8 and len(va_paths) == 6 and "dev" in how
 
 
 def test_stratified_split_keeps_both_classes(image_folder):
     args = train_model.parse_args(["--data_path", image_folder, "--val_split", "0.25"])
-    (_, tr_y, _, _), (_, va_y, _, _), how, _ = train_model.split_data(args)
+    (_, tr_y, _, _), (_, va_y, _, _), how, _ = splits.split_data(args)
     assert list(np.bincount(va_y)) == [3, 3] and list(np.bincount(tr_y)) == [9, 9]
     assert "stratified" in how
 
