@@ -85,7 +85,7 @@ def run(args, detector=None):
                                    args.cache_dir, threshold=threshold, tta=args.tta)
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
     print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
-          f"{threshold:.2f} ({source}); faces: {geometry or 'as given'}")
+          f"{threshold:.2f} ({source}); face crop: {geometry or 'as given'}")
 
     if args.detect_faces:
         rows, skipped, no_face = labelling.predict_faces(runner, size, files, args, threshold,

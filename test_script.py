@@ -206,7 +206,7 @@ def evaluate(args):
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
           f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
           + (f", from {len(sources)} sources" if len(sources) > 1 else "")
-          + f"; faces: {geometry or 'as given (the model names no face geometry)'}")
+          + f"; face crop: {geometry or 'as given (the model names no face geometry)'}")
     scores, unreadable = inference.score_paths(runner, paths, image_size, args.batch_size,
                                                args.verbose, reader=reader)
     no_face = data.faceless(paths, found, unreadable)
