@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reprints every table of docs/model_card.md: the model on the whole dev folders, by source, by
-# degradation, by age band and by origin, each cell with its 95% interval.
+# degradation, by age band (UTKFace, All-Age-Faces) and by origin, each cell with its 95% interval.
 #
 # usage (from the repository root): bash docs/model_card_tables.sh [MODEL] [OUT]
 #   MODEL defaults to model_balanced.h5, OUT (links and attributes.csv per dev set) to ../factors;
@@ -18,7 +18,7 @@ FACES=${FACES:-../faces}
 PYTHON=${PYTHON:-.venv/bin/python}
 
 for d in "$FACECOM/facecom/dev" "$FACECOM/facecom_distorted/dev" \
-         "$FACES/celeba/dev" "$FACES/utkface/dev" "$FACES/scut/dev"; do
+         "$FACES/celeba/dev" "$FACES/utkface/dev" "$FACES/scut/dev" "$FACES/aaf/dev"; do
   n=$(basename "$(dirname "$d")")
   mkdir -p "$OUT/$n"
   for c in female male; do ln -sfn "$(realpath "$d/$c")" "$OUT/$n/$c"; done
