@@ -22,27 +22,33 @@ import tensorflow as tf  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
 import model as model_lib  # noqa: E402
-from common import UsageError  # noqa: E402
+from common import UsageError, default_cache_dir  # noqa: E402
 from data import DataError  # noqa: E402
 from outputs import atomic_path, write_json  # noqa: E402
 
-def representative_images(paths, image_size, count=200, seed=0):
-    """Up to `count` readable images, drawn evenly at random, as float32 batches of one."""
+def representative_images(paths, image_size, count=200, seed=0, reader=None):
+    """Up to `count` readable images, drawn evenly at random, as float32 batches of one, cut
+    by `reader` (a data.ImageReader: the model's face crop) where one is given."""
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(paths))
     taken = 0
     for i in chosen:
         if taken >= count:
             break
-        try:
-            image = data.load_image(paths[i], image_size)
-        except Exception:
-            continue  # calibration only needs usable images
+        if reader is not None:
+            image, ok = reader(paths[i])
+            if not ok:
+                continue
+        else:
+            try:
+                image = data.load_image(paths[i], image_size)
+            except Exception:
+                continue  # calibration only needs usable images
         taken += 1
         yield [image[None].astype(np.float32)]
 
 
-def to_tflite(model, kind, calibration_paths=None, count=200):
+def to_tflite(model, kind, calibration_paths=None, count=200, reader=None):
     """Convert a Keras model to TFLite bytes: kind 'float32', 'float16' or 'int8'."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if kind == "float16":
@@ -51,8 +57,8 @@ def to_tflite(model, kind, calibration_paths=None, count=200):
     elif kind == "int8":
         size = model_lib.input_size(model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: representative_images(calibration_paths,
-                                                                         size, count)
+        converter.representative_dataset = lambda: representative_images(
+            calibration_paths, size, count, reader=reader)
         # Integer kernels throughout; input and output stay float so callers need not care.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     elif kind != "float32":
@@ -109,12 +115,18 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
         calibration = data.list_image_files(calibration_path)
         if not calibration:
             raise DataError(f"{calibration_path}: holds no images to calibrate int8 on")
+    reader = None
+    geometry = model_lib.face_geometry(model_path)
+    if calibration and geometry is not None:
+        # Calibrate on the crops the model is fed, not the images as given.
+        reader = data.ImageReader(model_lib.input_size(model), geometry, data.main_faces(
+            calibration, geometry, default_cache_dir(), verbose=0))
     stem = os.path.splitext(os.path.basename(model_path))[0]
     output_dir = output_dir or os.path.dirname(os.path.abspath(model_path))
     written = {}
     for kind in kinds:
         path = os.path.join(output_dir, f"{stem}_{kind}.tflite")
-        blob = to_tflite(model, kind, calibration, calibration_images)
+        blob = to_tflite(model, kind, calibration, calibration_images, reader)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 f.write(blob)
