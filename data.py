@@ -207,7 +207,7 @@ class ImageReader:
     for a `tf.data` pipeline and inference.py's decoding threads alike.
 
     With a `geometry`, each file whose main face is known (`faces`: {path: faces.Face or
-    None}, from `face_reader`) is cut to that geometry's canonical crop; the others are used
+    None}, from `main_faces`) is cut to that geometry's canonical crop; the others are used
     as given. `skipped` maps each unreadable path to the reason, so a script can report them
     at the end.
     """

@@ -1,8 +1,8 @@
 """Labelling photos: the pipeline that predict.py runs, on this machine or on Ray's workers.
 
 List the images, decode each photo upright, find its faces (MTCNN, faces.py) or take the
-image as one face crop, cut each face to the model's geometry, score the crops, threshold them into CSV rows, and at the end write the
-CSV, the annotated copies and the summary. `predict.py` (the command) and `ray_engine.py`
+image as one face, cut each face to the model's geometry, score the crops, threshold them into
+CSV rows, and at the end write the CSV, the annotated copies and the summary. `predict.py` (the command) and `ray_engine.py`
 (the same work as a Ray Data job) both call these functions, so both give the same rows.
 """
 

@@ -239,3 +239,24 @@ def test_mtcnn_finds_grace_hoppers_face_with_its_landmarks_in_place(portrait):
     eye_l, eye_r, nose, mouth_l, mouth_r = found[0].landmarks
     assert 150 < w < 400 and eye_l[0] < nose[0] < eye_r[0]
     assert max(eye_l[1], eye_r[1]) < nose[1] < min(mouth_l[1], mouth_r[1]) < y + h
+
+
+def test_training_writes_its_geometry_and_counts_the_images_without_a_face(trained, tmp_path,
+                                                                         monkeypatch):
+    import train_model
+    from conftest import TINY_TRAINING
+
+    # The synthetic images hold no face a finder could find: every one is used as given and
+    # counted, and the sidecar names the geometry the model is to be fed from now on.
+    monkeypatch.setattr(faces, "FaceFinder", lambda: FakeFinder(None, empty=range(256)))
+    out = tmp_path / "aligned.h5"
+    flags = [f for f in TINY_TRAINING if f not in ("--face_geometry", "none")]
+    assert train_model.main(flags + [
+        "--data_path", trained["data"], "--init_model", trained["model"], "--epochs", "0",
+        "--face_geometry", "aligned:1.1", "--cache_dir", str(tmp_path / "cache"),
+        "--output", str(out)]) == 0
+    sidecar = json.load(open(tmp_path / "aligned.json"))
+    assert sidecar["face_geometry"] == {"finder": "mtcnn", "kind": "aligned", "scale": 1.1}
+    n_images = len(data.list_labeled_images(trained["data"])[0])
+    assert sidecar["images_without_a_face"] == n_images
+    assert sidecar["config"]["face_geometry"] == "aligned:1.1" and "geometry" not in sidecar["config"]
