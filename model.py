@@ -6,12 +6,13 @@ the preprocessing.
 """
 
 import json
+import math
 import os
 import socket
 
 import keras
 
-from common import ModelError, UsageError  # noqa: F401  (callers catch model.ModelError)
+from common import CLASS_NAMES, ModelError, UsageError  # noqa: F401  (callers catch ModelError)
 import faces
 import losses  # noqa: F401  (registers the focal loss so compiled models reload)
 from outputs import atomic_path, write_json
@@ -212,15 +213,41 @@ def save_model(model, path, sidecar=None):
 
 
 def load_sidecar(model_path):
-    """The model's JSON sidecar, or {} when there is none."""
+    """The model's JSON sidecar, or {} when there is none; checked (check_sidecar) in this one
+    place, so that no script acts on a broken threshold."""
     path = sidecar_path(model_path)
     if not os.path.exists(path):
         return {}
     try:
         with open(path) as f:
-            return json.load(f)
+            sidecar = json.load(f)
     except (OSError, ValueError) as err:
         raise ModelError(f"{path}: unreadable sidecar ({err}); fix or delete it") from None
+    check_sidecar(sidecar, path)
+    return sidecar
+
+
+def check_sidecar(sidecar, path):
+    """Raise a ModelError naming the file and the key for a sidecar a script must not use: a
+    threshold that is not a finite number strictly between 0 and 1 (JSON's NaN included),
+    class names other than the two this toolkit trains, an input size that is not a size."""
+    def bad(key, wanted):
+        raise ModelError(f"{path}: {key} is {json.dumps(sidecar[key])}; it must be {wanted} "
+                         "(fix the sidecar or retrain the model)")
+
+    if not isinstance(sidecar, dict):
+        raise ModelError(f"{path}: not a sidecar (a JSON object is expected); fix or delete it")
+    if "threshold" in sidecar:
+        t = sidecar["threshold"]
+        if (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)
+                or not 0 < t < 1):
+            bad("threshold", "a number between 0 and 1, both excluded")
+    if "class_names" in sidecar and sidecar["class_names"] != list(CLASS_NAMES):
+        bad("class_names", json.dumps(list(CLASS_NAMES)))
+    if "input_size" in sidecar:
+        size = sidecar["input_size"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+            bad("input_size", "a whole number of pixels, 32 or more")
 
 
 def decision_threshold(model_path, override=None):
@@ -267,4 +294,8 @@ def load_model(path, safe_mode=True):
             or out[-1] != 1):
         raise ModelError(f"{path}: model takes {shape} and gives {out}; expected square RGB "
                          "images in and one probability out (a model from train_model.py)")
+    size = load_sidecar(path).get("input_size", shape[1])
+    if size != shape[1]:
+        raise ModelError(f"{sidecar_path(path)}: input_size is {size} but the model takes "
+                         f"{shape[1]}x{shape[1]}; the sidecar belongs to another model")
     return model

@@ -53,7 +53,23 @@ def parse_args(argv=None):
         p.error("--ray_address needs --engine ray")
     if args.annotate:
         check_annotate_folder(p, args)
+    check_output(p, args)
     return args
+
+
+def check_output(p, args):
+    """--output is a new CSV, never an input: it must end in .csv (so it is not a photo, the
+    model or its sidecar) and not be a file named on the command line. Checked before any
+    work, so that nothing a user has is overwritten."""
+    if not args.output.lower().endswith(".csv"):
+        p.error(f"--output {args.output}: must end in .csv (the predictions are a CSV; this "
+                "keeps a photo or a model from being written over)")
+    out = os.path.realpath(args.output)
+    for path in args.paths:
+        if out == os.path.realpath(path):
+            p.error(f"--output {args.output}: is an input ({path}); write the CSV elsewhere")
+    if os.path.isdir(out):
+        p.error(f"--output {args.output}: is a folder; name a .csv file")
 
 
 def check_annotate_folder(p, args):

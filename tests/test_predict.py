@@ -222,3 +222,49 @@ def test_a_detector_that_fails_on_a_photo_stops_the_run_with_its_cause(trained, 
     with pytest.raises(labelling.ModelError, match="face detector failed.*finder exploded"):
         predict.run(args, detector=Broken())
     assert "unreadable" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Nothing lost: outputs never write over inputs; broken sidecars are one line
+
+@pytest.mark.parametrize("target", ["photo", "model", "sidecar", "named_csv"])
+def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(
+        trained, tmp_path, capsys, target):
+    import shutil
+    shutil.copy(trained["model"], tmp_path / "m.h5")
+    shutil.copy(os.path.splitext(trained["model"])[0] + ".json", tmp_path / "m.json")
+    face_like_image(0, np.random.default_rng(0)).save(tmp_path / "a.jpg")
+    (tmp_path / "list.csv").write_bytes(Image.open(tmp_path / "a.jpg").tobytes()[:64])
+    inputs = [str(tmp_path / "a.jpg"), str(tmp_path / "list.csv")]
+    out = {"photo": "a.jpg", "model": "m.h5", "sidecar": "m.json", "named_csv": "list.csv"}
+    before = tree_hashes(str(tmp_path))
+    with pytest.raises(SystemExit) as stop:
+        predict.main(inputs + ["--model_path", str(tmp_path / "m.h5"), "--output",
+                               str(tmp_path / out[target]), "--verbose", "0"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--output" in err and out[target] in err
+    assert tree_hashes(str(tmp_path)) == before
+
+
+@pytest.mark.parametrize("key, value", [("threshold", "abc"), ("threshold", None),
+                                        ("threshold", float("nan")), ("threshold", 2.0),
+                                        ("threshold", [0.5]), ("threshold", True),
+                                        ("class_names", ["male", "female"]),
+                                        ("input_size", 999)])
+def test_a_broken_sidecar_is_one_line_naming_the_file_and_key(trained, tmp_path, capsys, key,
+                                                              value):
+    import shutil
+    model_path = str(tmp_path / "m.h5")
+    shutil.copy(trained["model"], model_path)
+    sidecar = json.load(open(os.path.splitext(trained["model"])[0] + ".json"))
+    sidecar[key] = value
+    with open(tmp_path / "m.json", "w") as f:
+        json.dump(sidecar, f)  # NaN goes out as JSON's NaN, as a careless writer leaves it
+    face_like_image(0, np.random.default_rng(0)).save(tmp_path / "a.jpg")
+    before = tree_hashes(str(tmp_path))
+    out = tmp_path.parent / f"{tmp_path.name}.csv"
+    assert run([str(tmp_path / "a.jpg"), "--model_path", model_path, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "m.json" in err and key in err
+    assert not out.exists() and tree_hashes(str(tmp_path)) == before
