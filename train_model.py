@@ -165,6 +165,7 @@ def parse_args(argv=None):
         args.warmup_epochs = args.feature_epochs = 0
     if args.image_size < 32:
         p.error("--image_size must be at least 32")
+    check_ranges(p, args)
     if args.source_weights and len(args.source_weights) != len(args.data_path):
         p.error("--source_weights takes one weight per --data_path folder")
     if args.source_weights and (min(args.source_weights) < 0 or sum(args.source_weights) <= 0):
@@ -178,6 +179,38 @@ def parse_args(argv=None):
     except UsageError as err:
         p.error(f"--face_geometry: {err}")
     return args
+
+
+# Each flag's allowed values: (test, what is allowed), checked before any image is read.
+RANGES = {
+    "dropout": (lambda v: 0 <= v < 1, "from 0 up to, not including, 1"),
+    "lr_factor": (lambda v: 0 < v < 1, "between 0 and 1, both excluded"),
+    "dense_units": (lambda v: v >= 1, "at least 1"),
+    "learning_rate": (lambda v: v > 0, "above 0"),
+    "warmup_learning_rate": (lambda v: v > 0, "above 0"),
+    "feature_learning_rate": (lambda v: v > 0, "above 0"),
+    "focal_alpha": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "focal_gamma": (lambda v: v >= 0, "0 or more"),
+    "oversample": (lambda v: v >= 0, "0 or more"),
+    "patience": (lambda v: v >= 0, "0 or more"),
+    "lr_patience": (lambda v: v >= 0, "0 or more"),
+    "warmup_epochs": (lambda v: v >= 0, "0 or more"),
+    "feature_epochs": (lambda v: v >= 0, "0 or more"),
+    "val_limit": (lambda v: v is None or v >= 2, "at least 2 (one image of each class)"),
+    "epoch_images": (lambda v: v is None or v >= 1, "at least 1"),
+    "trainable_layers": (lambda v: v is None or v >= 0, "0 or more"),
+    "class_weights": (lambda v: min(v) >= 0 and max(v) > 0, "0 or more each, not both 0"),
+}
+
+
+def check_ranges(p, args):
+    """One line and exit code 2 for the first flag out of its range (RANGES): a value Keras
+    would reject with a traceback, or, worse, accept and train a model with."""
+    for flag, (ok, allowed) in RANGES.items():
+        value = getattr(args, flag)
+        if not ok(value):
+            shown = " ".join(map(str, value)) if isinstance(value, list) else value
+            p.error(f"--{flag} {shown}: must be {allowed}")
 
 
 # ---------------------------------------------------------------------------

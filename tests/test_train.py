@@ -339,3 +339,16 @@ def test_validation_metrics_log_the_worst_source_and_print_its_name(capsys):
     assert logs["val_accuracy"] == np.mean((scores > 0.5) == (y == 1))
     assert (f"epoch 1: worst validation source b, macro-F1 {worst:.4f} at threshold "
             f"{threshold:.2f}") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", [["--dropout", "1.5"], ["--lr_factor", "1.0"],
+                                   ["--dense_units", "0"], ["--val_limit", "-1"],
+                                   ["--epoch_images", "0"], ["--focal_gamma", "-1"],
+                                   ["--class_weights", "1", "-1"], ["--learning_rate", "0"]])
+def test_a_flag_out_of_range_is_one_line_before_any_work(tmp_path, capsys, flags):
+    # The data folder does not exist: the flag must be refused before anything is read.
+    with pytest.raises(SystemExit) as stop:
+        train_model.parse_args(["--data_path", str(tmp_path / "nowhere"), *flags])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"error: {flags[0]} " in err and ": must be" in err
