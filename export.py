@@ -26,30 +26,29 @@ from common import UsageError, default_cache_dir  # noqa: E402
 from data import DataError  # noqa: E402
 from outputs import atomic_path, write_json  # noqa: E402
 
-def representative_images(paths, image_size, count=200, seed=0, reader=None):
-    """Up to `count` readable images, drawn evenly at random, as float32 batches of one, cut
-    by `reader` (a data.ImageReader: the model's face crop) where one is given."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.permutation(len(paths))
+def calibration_sample(paths, count=200, seed=0):
+    """Twice `count` of `paths`, drawn evenly at random (seeded): enough for `count` readable
+    ones, and no more to find faces in."""
+    order = np.random.default_rng(seed).permutation(len(paths))[:2 * count]
+    return [paths[i] for i in order]
+
+
+def representative_images(paths, reader, count=200):
+    """The first `count` of `paths` that `reader` (a data.ImageReader: the model's input, its
+    face crop where it has one) decodes, as float32 batches of one."""
     taken = 0
-    for i in chosen:
+    for path in paths:
         if taken >= count:
             break
-        if reader is not None:
-            image, ok = reader(paths[i])
-            if not ok:
-                continue
-        else:
-            try:
-                image = data.load_image(paths[i], image_size)
-            except Exception:
-                continue  # calibration only needs usable images
-        taken += 1
-        yield [image[None].astype(np.float32)]
+        image, ok = reader(path)
+        if ok:  # calibration only needs usable images
+            taken += 1
+            yield [image[None].astype(np.float32)]
 
 
 def to_tflite(model, kind, calibration_paths=None, count=200, reader=None):
-    """Convert a Keras model to TFLite bytes: kind 'float32', 'float16' or 'int8'."""
+    """Convert a Keras model to TFLite bytes: kind 'float32', 'float16' or 'int8'; int8 is
+    calibrated on `calibration_paths` decoded by `reader` (default: as given)."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if kind == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -57,8 +56,9 @@ def to_tflite(model, kind, calibration_paths=None, count=200, reader=None):
     elif kind == "int8":
         size = model_lib.input_size(model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        reader = reader or data.ImageReader(size)
         converter.representative_dataset = lambda: representative_images(
-            calibration_paths, size, count, reader=reader)
+            calibration_paths, reader, count)
         # Integer kernels throughout; input and output stay float so callers need not care.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     elif kind != "float32":
@@ -112,7 +112,8 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
             raise UsageError("int8 needs images to measure activation ranges on; pass "
                              "--calibration_path DIR (a folder of face images)")
         data.check_folder(calibration_path)
-        calibration = data.list_image_files(calibration_path)
+        calibration = calibration_sample(data.list_image_files(calibration_path),
+                                         calibration_images)
         if not calibration:
             raise DataError(f"{calibration_path}: holds no images to calibrate int8 on")
     reader = None

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from common import MissingDependency, UsageError
+from outputs import atomic_path
 
 # The five-point template (left eye, right eye, nose tip, left and right mouth corners) in a
 # 112 x 112 crop: the one of ArcFace/insightface, which most face pipelines align to.
@@ -279,6 +280,11 @@ class LandmarkCache:
             with open(self.path, "rb") as f:
                 for line in f:
                     self._read_line(line)
+        if self.damaged:
+            # Keep only what checks out, so the damage is reported (and skipped) once.
+            with atomic_path(self.path) as tmp:
+                with open(tmp, "w") as f:
+                    f.write("".join(self._line(key, face) for key, face in self.entries.items()))
 
     def _read_line(self, line):
         try:
@@ -291,16 +297,20 @@ class LandmarkCache:
         except (ValueError, KeyError, TypeError, IndexError):
             self.damaged += 1  # a torn last line or a damaged one: that file is detected again
 
+    @staticmethod
+    def _line(key, face):
+        value = None if face is None else face.to_list()
+        crc = zlib.crc32(json.dumps([key, value]).encode())
+        return json.dumps({"key": key, "face": value, "crc": crc}) + "\n"
+
     def add(self, pairs):
         """Append (key, Face or None) pairs, flushed to disk at once."""
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         lines = []
         for key, face in pairs:
-            value = None if face is None else face.to_list()
             # What a later run reads back, so the first run cuts the very same crops.
-            self.entries[key] = None if value is None else Face.from_list(value)
-            crc = zlib.crc32(json.dumps([key, value]).encode())
-            lines.append(json.dumps({"key": key, "face": value, "crc": crc}) + "\n")
+            self.entries[key] = None if face is None else Face.from_list(face.to_list())
+            lines.append(self._line(key, self.entries[key]))
         # One write of whole lines in append mode: processes sharing the file do not interleave.
         with open(self.path, "a") as f:
             f.write("".join(lines))
