@@ -12,7 +12,9 @@ are mild; fog is a patchy blend of about half the image with a light grey; low l
 pixels to about 0.3; noise is mostly grey with a standard deviation about 10; rain darkens the
 image by about 15 and adds short grey streaks; sun glare adds a bright round glow over the face
 that saturates at its centre. The ranges below are wider than those measured, so that the model
-meets a little more than FACECOM shows. `python docs/draw_degradations.py FACE.jpg
+meets a little more than FACECOM shows. Noise and rain belong to the photo, not to the face
+crop cut from it, so they are drawn as coarse as the crop's enlargement of the photo makes them
+(`_coarseness`). `python docs/draw_degradations.py FACE.jpg
 docs/degradations.png` draws one face under each kind.
 
 `degrade` is a pure function of its seed, so tests can pin it; `RandomDegradation` is the Keras
@@ -94,6 +96,8 @@ class RandomAffine(keras.layers.Layer):
 # Weather and camera degradations
 
 KINDS = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "sunny")
+# Noise and rain are drawn on a grid up to this much coarser than the crop (`_coarseness`).
+MAX_COARSENESS = 2.5
 
 
 def _uniform(seed, shape, low, high):
@@ -142,30 +146,60 @@ def _lowlight(images, seed):
     return images * _per_image(_uniform(seed, [tf.shape(images)[0]], 0.18, 0.45))
 
 
+def _coarseness(seed):
+    """How many crop pixels one pixel of the photo became, drawn once per batch.
+
+    A face crop is cut from the photo and resized, so a face 80 pixels wide in a 224-pixel
+    FACECOM portrait is enlarged two times to fill a 160-pixel crop: the photo's pixel noise
+    and rain reach the model as blobs and streaks two pixels wide, not one. Drawing them on a
+    grid this much coarser and enlarging it does the same to every source.
+    """
+    return _uniform(seed, [], 1.0, MAX_COARSENESS)
+
+
+def _enlarged(field_of, seed, h, w):
+    """`field_of(size)` (a batch of fields at `size`) drawn at a coarser grid and resized to
+    (h, w)."""
+    s = tf.random.experimental.stateless_split(seed, 2)
+    k = _coarseness(s[0])
+    small = tf.maximum(2, tf.cast(tf.math.ceil(tf.cast(tf.stack([h, w]), tf.float32) / k),
+                                  tf.int32))
+    return tf.image.resize(field_of(small, s[1]), [h, w], "bilinear")
+
+
 def _noisy(images, seed):
     n, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
-    s = tf.random.experimental.stateless_split(seed, 3)
+    s = tf.random.experimental.stateless_split(seed, 2)
     sigma = _per_image(_uniform(s[0], [n], 5.0, 22.0))
-    grey = tf.random.stateless_normal([n, h, w, 1], s[1])
-    colour = tf.random.stateless_normal([n, h, w, 3], s[2])
-    return images + sigma * (grey + 0.3 * colour)
+
+    def noise(size, seed):
+        grey_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        grey = tf.random.stateless_normal(tf.concat([[n], size, [1]], 0), grey_seed)
+        colour = tf.random.stateless_normal(tf.concat([[n], size, [3]], 0), colour_seed)
+        return grey + 0.3 * colour
+    return images + sigma * _enlarged(noise, s[1], h, w)
 
 
 def _rainy(images, seed, scale):
     n, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
-    s = tf.random.experimental.stateless_split(seed, 5)
+    s = tf.random.experimental.stateless_split(seed, 4)
     darken = _per_image(_uniform(s[0], [n], 5.0, 20.0))
     density = _per_image(_uniform(s[1], [n], 0.02, 0.06))
     amplitude = _per_image(_uniform(s[2], [n], 12.0, 30.0))
-    drops = tf.cast(_uniform(s[3], [n, h, w, 1], 0.0, 1.0) < density, tf.float32)
-    drops *= tf.sign(_uniform(s[4], [n, h, w, 1], -1.0, 0.6))  # more dark streaks than light
     # Short slanted streaks: each drop smeared along a line a few pixels long.
     length = max(2, int(round(3 * scale)))
     kernel = np.zeros((length, length), np.float32)
     for i in range(length):
         kernel[i, min(length - 1, i // 2 + length // 4)] = 1.0
-    streaks = tf.nn.conv2d(drops, tf.constant(kernel[:, :, None, None]), 1, "SAME")
-    return images - darken + amplitude * tf.clip_by_value(streaks, -1.0, 1.0)
+
+    def streaks(size, seed):
+        s = tf.random.experimental.stateless_split(seed, 2)
+        shape = tf.concat([[n], size, [1]], 0)
+        drops = tf.cast(tf.random.stateless_uniform(shape, s[0]) < density, tf.float32)
+        drops *= tf.sign(tf.random.stateless_uniform(shape, s[1], -1.0, 0.6))  # more dark
+        return tf.nn.conv2d(drops, tf.constant(kernel[:, :, None, None]), 1, "SAME")
+    streak = tf.clip_by_value(_enlarged(streaks, s[3], h, w), -1.0, 1.0)
+    return images - darken + amplitude * streak
 
 
 def _resized(images, seed):

@@ -41,7 +41,22 @@ def test_each_kind_does_what_its_name_says():
     detail = lambda x: np.abs(np.diff(x, axis=1)).mean()  # noqa: E731
     assert detail(out["blurred"]) < 0.8 * detail(clean)
     assert detail(out["resized"]) < 0.8 * detail(clean)
-    assert detail(out["noisy"]) > 1.5 * detail(clean)
+    assert (out["noisy"] - images[KINDS.index("noisy")]).std() > 4  # noise added
+
+
+def test_noise_is_drawn_as_coarse_as_a_face_crop_enlarges_the_photo():
+    # Pixel noise of a photo whose face is enlarged k times reaches the crop as blobs k pixels
+    # wide: neighbouring pixels of the added noise are correlated, more so the larger k.
+    images = face_batch(1, size=96)
+    noisy = KINDS.index("noisy")
+
+    def neighbour_correlation(seed):
+        noise = (run(images, [noisy], [seed, 1]) - images)[0, 20:-20, 20:-20, 0]
+        return np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]
+    correlations = [neighbour_correlation(seed) for seed in range(12)]
+    assert min(correlations) > -0.1  # never anti-correlated
+    assert max(correlations) > 0.5  # some batches enlarged about two times or more
+    assert max(correlations) - min(correlations) > 0.2  # and the enlargement varies
 
 
 def test_kind_minus_one_leaves_the_image_alone():
