@@ -10,6 +10,8 @@ patience again.
 """
 
 import dataclasses
+import fcntl
+import glob
 import json
 import os
 import time
@@ -19,6 +21,7 @@ import numpy as np
 import keras
 
 import metrics
+from common import ModelError, UsageError
 from outputs import atomic_path, write_json
 
 # What --monitor may watch, and whether lower or higher is better. Keras guesses the direction
@@ -41,23 +44,123 @@ class TrainingState:
     baseline: float | None = None
     counters: dict = dataclasses.field(default_factory=dict)
     feature_stage: dict | None = None
+    # The flags that made the checkpoint's model (RESUME_FLAGS): a resume must not contradict
+    # them. Checkpoints from before this was kept have none.
+    flags: dict | None = None
 
     @classmethod
     def load(cls, path):
         with open(path) as f:
             saved = json.load(f)
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in saved.items() if k in names})
 
 
+# Flags that the checkpoint's model is made of (its input size, crop, head, loss and
+# optimizer are saved in `last.keras`): a resume given other values would silently train the
+# old model while its sidecar said otherwise.
+RESUME_FLAGS = ("image_size", "face_geometry", "dense_units", "dropout", "trainable_layers",
+                "focal_alpha", "focal_gamma", "learning_rate", "mixed_precision")
+
+
+def resume_flags(args):
+    """The RESUME_FLAGS of a run's parsed arguments, as JSON values (the face geometry as
+    KIND:SCALE or none, so that 'aligned' and 'aligned:1.0' are the same)."""
+    flags = {flag: getattr(args, flag) for flag in RESUME_FLAGS if hasattr(args, flag)}
+    if "face_geometry" in flags:
+        geometry = getattr(args, "geometry", None)
+        flags["face_geometry"] = geometry and f"{geometry.kind}:{geometry.scale:g}" or "none"
+    return flags
+
+
+def check_resume(state, args, input_size, folder):
+    """Raise a UsageError naming the first flag of this run that contradicts the checkpoint in
+    `folder`. `input_size` is the checkpoint model's, for checkpoints that kept no flags."""
+    saved = dict(state.flags or {})
+    saved.setdefault("image_size", input_size)
+    for flag, value in resume_flags(args).items():
+        if flag in saved and saved[flag] != value:
+            raise UsageError(
+                f"--resume: --{flag} {value} contradicts the checkpoint in {folder}, made with "
+                f"--{flag} {saved[flag]}; pass --{flag} {saved[flag]} (or leave it out if that "
+                "is the default), or start over without --resume")
+
+
 def load_checkpoint(folder):
     """Return (model, TrainingState) from a checkpoint folder, or (None, None) when there is
-    none."""
+    none. A damaged or half-written checkpoint is a ModelError naming the file and what to do,
+    never a traceback or a silently wrong start."""
     state_file = os.path.join(folder, "state.json")
     if not os.path.exists(state_file):
         return None, None
-    return (keras.models.load_model(os.path.join(folder, "last.keras")),
-            TrainingState.load(state_file))
+    start_over = (f"start over without --resume (delete {folder} or pass another "
+                  "--checkpoint_dir), or --init_model a model you saved before")
+    try:
+        state = TrainingState.load(state_file)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelError(f"{state_file}: damaged checkpoint state ({err}); {start_over}"
+                         ) from None
+    last = os.path.join(folder, "last.keras")
+    try:
+        model = keras.models.load_model(last)
+    except Exception as err:  # Keras reports a truncated zip as anything from OSError on
+        raise ModelError(f"{last}: damaged or missing checkpoint model "
+                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                         f"{start_over}") from None
+    best = os.path.join(folder, "best.weights.h5")
+    if os.path.exists(best) and not readable_weights(best):
+        raise ModelError(f"{best}: damaged best-epoch weights; {start_over}")
+    return model, state
+
+
+def readable_weights(path):
+    """Whether `path` is a complete HDF5 file (a save killed half-way is not)."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            f.visit(lambda name: None)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class CheckpointFolder:
+    """Holds a checkpoint folder for one training run at a time.
+
+    An exclusive `flock` on `.lock` in the folder: a second run given the same folder is
+    refused while the first holds it, and the lock goes with the process that held it, so a
+    killed run leaves nothing stuck. Holding it, the run deletes what an interrupted save left
+    behind (`.partial-*` files, written only by a run that holds the lock).
+    """
+
+    def __init__(self, folder):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+        self.file = open(os.path.join(folder, ".lock"), "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise UsageError(f"{folder}: in use by another training run ({holder}); wait for "
+                             "it to finish, or pass another --checkpoint_dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}\n")
+        self.file.flush()
+        self.removed = self.remove_partials()
+
+    def remove_partials(self):
+        leftovers = glob.glob(os.path.join(self.folder, ".partial-*"))
+        for path in leftovers:
+            os.remove(path)
+        return leftovers
+
+    def release(self):
+        self.file.close()  # closing the file releases the lock
 
 
 class ValidationMetrics(keras.callbacks.Callback):

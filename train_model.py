@@ -9,6 +9,7 @@ and the model architecture. Every default below is the reference recipe; each is
 
 import argparse
 import functools
+import glob
 import os
 import sys
 import time
@@ -26,12 +27,13 @@ import model as model_lib  # noqa: E402
 import plots  # noqa: E402
 import splits  # noqa: E402
 import stages  # noqa: E402
-from callbacks import (MONITOR_MODES, EpochCheckpoint, TrainingState,  # noqa: E402
-                       ValidationMetrics, load_checkpoint)
+from callbacks import (MONITOR_MODES, CheckpointFolder, EpochCheckpoint,  # noqa: E402
+                       TrainingState, ValidationMetrics, check_resume, load_checkpoint,
+                       resume_flags)
 from common import UsageError  # noqa: E402
 from data import CLASS_NAMES  # noqa: E402
 from losses import BinaryFocalLoss  # noqa: E402
-from outputs import atomic_path, write_text  # noqa: E402
+from outputs import atomic_path, make_writable_dir, write_text  # noqa: E402
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -149,6 +151,9 @@ def parse_args(argv=None):
                    help="where per-epoch checkpoints go (default: <output>_checkpoints/)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last finished epoch")
+    p.add_argument("--allow_output_in_data", action="store_true",
+                   help="let --output and the checkpoints go inside a --data_path or "
+                        "--val_path folder (refused by default: they are not your images)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                    help="Keras progress output")
     recipe = p.parse_known_args(argv)[0].recipe
@@ -178,7 +183,64 @@ def parse_args(argv=None):
         args.geometry = faces.parse_geometry(args.face_geometry)
     except UsageError as err:
         p.error(f"--face_geometry: {err}")
+    check_outputs(p, args)
     return args
+
+
+MODEL_EXTENSIONS = (".h5", ".keras")  # what Keras saves a whole model as, by the name
+
+
+def checkpoint_folder(args):
+    return args.checkpoint_dir or os.path.splitext(args.output)[0] + "_checkpoints"
+
+
+def written_files(args):
+    """Every file the end of a run writes: the model, its sidecar, the curves, the
+    architecture (as a picture or as text)."""
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    return [args.output, model_lib.sidecar_path(args.output)] + [
+        os.path.join(out_dir, name) for name in ("training_curves.png",
+                                                 "model_architecture.png",
+                                                 "model_architecture.txt")]
+
+
+def check_outputs(p, args):
+    """What the run will write is checked before any image is read, so a bad path fails in
+    the first second, not after the training, and names the user's path: --output is a Keras
+    model file, no written file is one of the run's inputs (--init_model, --weights or their
+    sidecars), the output and checkpoint folders can be written, and neither lies inside a
+    data folder (the curves would be read as a face next time) unless
+    --allow_output_in_data."""
+    out = args.output
+    if not out.lower().endswith(MODEL_EXTENSIONS):
+        p.error(f"--output {out}: must end in .h5 or .keras (the file type Keras saves a model "
+                "as is taken from its name)")
+    if os.path.isdir(out):
+        p.error(f"--output {out}: is a folder; name a .h5 file")
+    inputs = [path for path in (args.init_model, args.weights)
+              if path and path not in ("imagenet", "none")]
+    inputs += [model_lib.sidecar_path(path) for path in inputs]
+    for written in written_files(args):
+        for given in inputs:
+            if os.path.realpath(written) == os.path.realpath(given):
+                p.error(f"--output {out}: would write {written} over {given}, an input of "
+                        "this run; name another output file")
+    checkpoint_dir = checkpoint_folder(args)
+    places = (("--output", out), ("--checkpoint_dir", checkpoint_dir))
+    if not args.allow_output_in_data:
+        for folder in args.data_path + (args.val_path or []):
+            root = os.path.realpath(folder)
+            for flag, path in places:
+                real = os.path.realpath(path)
+                if real == root or real.startswith(root + os.sep):
+                    p.error(f"{flag} {path}: is inside the data folder {folder}; write it "
+                            "elsewhere, or pass --allow_output_in_data")
+    for flag, folder in (("--output", os.path.dirname(os.path.abspath(out))),
+                         ("--checkpoint_dir", checkpoint_dir)):
+        try:
+            make_writable_dir(folder)
+        except OSError as err:
+            p.error(f"{flag} {folder}: cannot be written ({err.strerror})")
 
 
 # Each flag's allowed values: (test, what is allowed), checked before any image is read.
@@ -278,6 +340,20 @@ def distribution_strategy(name):
 def train(args):
     """Data, model (built, or resumed from a checkpoint), the cached-feature stages, the
     end-to-end fine-tune, the threshold, the saved model."""
+    checkpoint_dir = checkpoint_folder(args)
+    # Held until the run ends: a second run on the same checkpoints is refused meanwhile.
+    holder = CheckpointFolder(checkpoint_dir)
+    try:
+        leftovers = holder.removed + remove_partial_outputs(args)
+        if leftovers:
+            print(f"removed {len(leftovers)} file(s) left by an interrupted save: "
+                  + ", ".join(map(os.path.basename, leftovers)))
+        return run_training(args, checkpoint_dir)
+    finally:
+        holder.release()
+
+
+def run_training(args, checkpoint_dir):
     start = time.time()
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
@@ -287,7 +363,6 @@ def train(args):
     batch_size = args.batch_size * replicas
     split = splits.split_data(args)
     describe(split, args, replicas, batch_size)
-    checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_checkpoints"
     # Faces are found once, before any training: every stage then reads cached landmarks.
     found = data.main_faces(split.train.paths + split.val.paths, args.geometry,
                             args.cache_dir, args.verbose)
@@ -300,6 +375,18 @@ def train(args):
                            split.val_names, checkpoint_dir, args)
     finish(model, checkpoint, scores(model, verbose=args.verbose), split, reader, args, start)
     return found
+
+
+def remove_partial_outputs(args):
+    """Temporary files that a killed save of this run's outputs left beside them
+    (outputs.atomic_path names them .partial-*.NAME)."""
+    leftovers = []
+    for path in written_files(args):
+        folder, name = os.path.split(os.path.abspath(path))
+        leftovers += glob.glob(os.path.join(glob.escape(folder), f".partial-*.{glob.escape(name)}"))
+    for path in leftovers:
+        os.remove(path)
+    return leftovers
 
 
 def describe(split, args, replicas, batch_size):
@@ -333,6 +420,8 @@ def build_or_resume(args, split, checkpoint_dir, found):
     if args.resume and model is None:
         print(f"no checkpoint in {checkpoint_dir}; starting from scratch")
     if model is not None:
+        check_resume(state, args, model_lib.input_size(model), checkpoint_dir)
+        state.flags = state.flags or resume_flags(args)
         print(f"resuming from {checkpoint_dir} after epoch {state.epochs_done}")
         if state.monitor != args.monitor:
             print(f"note: the kept best epoch was picked by {state.monitor}; from now on "
@@ -347,7 +436,7 @@ def build_or_resume(args, split, checkpoint_dir, found):
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
                   metrics=["accuracy"], jit_compile=args.xla)
-    state = TrainingState(monitor=args.monitor)
+    state = TrainingState(monitor=args.monitor, flags=resume_flags(args))
     reader = data.ImageReader(args.image_size, args.geometry, found)
     if args.init_model:
         print(f"starting from the weights of {args.init_model}; no head warm-up")

@@ -168,6 +168,7 @@ def test_monitor_macro_f1_keeps_the_epoch_with_the_best_macro_f1(trained, tmp_pa
     shutil.copytree(trained["dir"], out)
     code = train_model.main(TINY_TRAINING + [
         "--data_path", trained["data"], "--weights", trained["weights"], "--epochs", "2",
+        "--trainable_layers", "0",  # the fixture's: a resume must not contradict it
         "--output", str(out / "model_balanced.h5"), "--resume", "--monitor", "val_macro_f1",
         "--patience", "5"])
     assert code == 0
