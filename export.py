@@ -33,32 +33,38 @@ def calibration_sample(paths, count=200, seed=0):
     return [paths[i] for i in order]
 
 
-def representative_images(paths, reader, count=200):
+def calibration_images_of(paths, reader, count=200):
     """The first `count` of `paths` that `reader` (a data.ImageReader: the model's input, its
-    face crop where it has one) decodes, as float32 batches of one."""
-    taken = 0
+    face crop where it has one) decodes, as uint8 arrays: decoded once, before conversion, so
+    that an int8 model is never written without them."""
+    images = []
     for path in paths:
-        if taken >= count:
+        if len(images) >= count:
             break
         image, ok = reader(path)
         if ok:  # calibration only needs usable images
-            taken += 1
-            yield [image[None].astype(np.float32)]
+            images.append(np.asarray(image, np.uint8))
+    return images
 
 
-def to_tflite(model, kind, calibration_paths=None, count=200, reader=None):
+def representative_images(images):
+    """The calibration images as float32 batches of one, as the TFLite converter takes them."""
+    for image in images:
+        yield [image[None].astype(np.float32)]
+
+
+def to_tflite(model, kind, calibration=None):
     """Convert a Keras model to TFLite bytes: kind 'float32', 'float16' or 'int8'; int8 is
-    calibrated on `calibration_paths` decoded by `reader` (default: as given)."""
+    calibrated on `calibration`, the model's input images (calibration_images_of)."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if kind == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif kind == "int8":
-        size = model_lib.input_size(model)
+        if not calibration:  # it would write 8-bit weights with guessed activation ranges
+            raise UsageError("int8 needs calibration images; none were given")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        reader = reader or data.ImageReader(size)
-        converter.representative_dataset = lambda: representative_images(
-            calibration_paths, reader, count)
+        converter.representative_dataset = lambda: representative_images(calibration)
         # Integer kernels throughout; input and output stay float so callers need not care.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     elif kind != "float32":
@@ -116,18 +122,24 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
                                          calibration_images)
         if not calibration:
             raise DataError(f"{calibration_path}: holds no images to calibrate int8 on")
-    reader = None
-    geometry = model_lib.face_geometry(model_path)
-    if calibration and geometry is not None:
+        geometry = model_lib.face_geometry(model_path)
         # Calibrate on the crops the model is fed, not the images as given.
-        reader = data.ImageReader(model_lib.input_size(model), geometry, data.main_faces(
-            calibration, geometry, default_cache_dir(), verbose=0))
+        reader = data.ImageReader(model_lib.input_size(model), geometry, None if geometry is None
+                                  else data.main_faces(calibration, geometry,
+                                                       default_cache_dir(), verbose=0))
+        calibration = calibration_images_of(calibration, reader, calibration_images)
+        if not calibration:
+            raise DataError(f"{calibration_path}: none of its images decodes; int8 needs "
+                            "face images to calibrate on")
+        if len(calibration) < calibration_images:
+            print(f"note: calibrating int8 on {len(calibration)} images, not "
+                  f"{calibration_images}: that is all {calibration_path} has that decode")
     stem = os.path.splitext(os.path.basename(model_path))[0]
     output_dir = output_dir or os.path.dirname(os.path.abspath(model_path))
     written = {}
     for kind in kinds:
         path = os.path.join(output_dir, f"{stem}_{kind}.tflite")
-        blob = to_tflite(model, kind, calibration, calibration_images, reader)
+        blob = to_tflite(model, kind, calibration)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 f.write(blob)
@@ -148,8 +160,13 @@ def main(argv=None):
                    choices=["float32", "float16", "int8"])
     p.add_argument("--calibration_path", default=None,
                    help="folder of face images (searched recursively) for int8 calibration")
-    p.add_argument("--calibration_images", type=int, default=200)
+    p.add_argument("--calibration_images", type=int, default=200,
+                   help="how many images to calibrate int8 on (at least 1; 100 or more "
+                        "measure the activation ranges well)")
     args = p.parse_args(argv)
+    if args.calibration_images < 1:
+        p.error(f"--calibration_images {args.calibration_images}: must be at least 1 (int8 "
+                "without calibration images would be written with guessed ranges)")
     return cli.exit_code(export, args.model_path, args.output_dir, args.formats,
                          args.calibration_path, args.calibration_images)
 

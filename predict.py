@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--ray_address", default=None,
                    help="with --engine ray: the cluster to join (host:port or auto); default: "
                         "start Ray on this machine")
+    p.add_argument("--ray_join_timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="with --ray_address: give up, with one line, when the cluster has not "
+                        "let us join within this time")
     p.add_argument("--annotate", metavar="DIR", default=None,
                    help="also write into DIR a copy of each photo with every face boxed and "
                         "labelled (dashed, with a '?', when P(male) is within "
@@ -51,6 +54,8 @@ def parse_args(argv=None):
         p.error("--min_face_size must be at least 1")
     if args.ray_address and args.engine != "ray":
         p.error("--ray_address needs --engine ray")
+    if not args.ray_join_timeout > 0:
+        p.error(f"--ray_join_timeout {args.ray_join_timeout:g}: must be above 0 seconds")
     if args.annotate:
         check_annotate_folder(p, args)
     check_output(p, args)

@@ -17,6 +17,8 @@ import logging
 import os
 import shutil
 import socket
+import sys
+import threading
 import time
 import types
 import warnings
@@ -94,10 +96,49 @@ def check_reachable(address, timeout=5.0):
                         "out --ray_address to run on this machine") from None
 
 
-def connect(address=None, num_cpus=None):
-    """Start Ray in this process (no address), or join the cluster at `address`; inside a job
-    started by `ray job submit` (RAY_ADDRESS set) join that job's cluster. Returns True when it
-    connected, False when Ray was already initialised here (then the caller's, left running)."""
+JOIN_TIMEOUT = 60.0  # seconds a cluster gets to let us in (--ray_join_timeout)
+
+
+def join_within(kwargs, address, timeout):
+    """ray.init(**kwargs) given `timeout` seconds. A port that accepts connections but is not
+    a Ray cluster that lets us in (one that needs a token, another Ray version, another
+    service) makes ray.init retry for minutes, printing as it goes: it runs in a thread
+    whose warnings are kept from the terminal, and is given up on at the deadline."""
+    import ray
+    done, failure = threading.Event(), []
+
+    def join():
+        try:
+            ray.init(**kwargs)
+        except Exception as err:
+            failure.append(err)
+        finally:
+            done.set()
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)  # Ray's C++ client writes its retries straight to fd 2
+    threading.Thread(target=join, name="ray-join", daemon=True).start()
+    if not done.wait(timeout):
+        # The abandoned attempt goes on writing to fd 2 until the process ends: leave that on
+        # /dev/null, and give Python's stderr the terminal back for our one line.
+        sys.stderr = os.fdopen(saved, "w")
+        raise DataError(f"--ray_address {address}: no Ray cluster let us join within "
+                        f"{timeout:g} s (it may need a token, run another Ray version, or not "
+                        "be Ray); check the address, raise --ray_join_timeout, or leave out "
+                        "--ray_address to run on this machine")
+    os.dup2(saved, 2)
+    os.close(saved)
+    if failure:
+        raise failure[0]
+
+
+def connect(address=None, num_cpus=None, join_timeout=JOIN_TIMEOUT):
+    """Start Ray in this process (no address), or join the cluster at `address` within
+    `join_timeout` seconds; inside a job started by `ray job submit` (RAY_ADDRESS set) join
+    that job's cluster. Returns True when it connected, False when Ray was already initialised
+    here (then the caller's, left running)."""
     import ray
     if ray.is_initialized():
         return False
@@ -120,8 +161,13 @@ def connect(address=None, num_cpus=None):
         kwargs = {"address": "local", "num_cpus": num_cpus, "include_dashboard": False,
                   "runtime_env": {"env_vars": env}}
     try:
-        ray.init(**kwargs, **quiet)
+        if address:
+            join_within({**kwargs, **quiet}, address, join_timeout)
+        else:
+            ray.init(**kwargs, **quiet)
         logging.getLogger("ray.data").setLevel(logging.ERROR)
+    except DataError:
+        raise
     except Exception as err:  # e.g. 'auto' with no cluster running
         text = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataError(f"--ray_address {address or os.environ.get('RAY_ADDRESS')}: could not "
@@ -260,7 +306,8 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
 def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_after, num_cpus):
     """Score the shards in `todo` on Ray, saving each as it comes back; True when stopped early."""
     import ray
-    started = connect(args.ray_address, num_cpus)
+    started = connect(args.ray_address, num_cpus,
+                      getattr(args, "ray_join_timeout", JOIN_TIMEOUT))
     try:
         nodes = [n for n in ray.nodes() if n["Alive"]]
         options = {**{k: getattr(args, k) for k in (

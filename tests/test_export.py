@@ -82,3 +82,28 @@ def test_tflite_runs_on_litert_when_installed_and_on_tensorflow_without(monkeypa
     assert export.tflite_interpreter_class() is litert.Interpreter
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     assert export.tflite_interpreter_class() is tf.lite.Interpreter
+
+
+def test_int8_with_0_calibration_images_is_refused_and_nothing_written(trained, image_folder,
+                                                                        tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        export.main(["--model_path", trained["model"], "--output_dir", str(tmp_path),
+                     "--calibration_path", image_folder, "--calibration_images", "0"])
+    assert stop.value.code == 2
+    assert "--calibration_images 0: must be at least 1" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_int8_on_images_that_do_not_decode_is_refused_and_nothing_written(trained, tmp_path,
+                                                                          capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(3):
+        (broken / f"face_{i}.jpg").write_bytes(b"not a JPEG")
+    out = tmp_path / "out"
+    out.mkdir()
+    code = export.main(["--model_path", trained["model"], "--output_dir", str(out),
+                        "--calibration_path", str(broken)])
+    assert code == 2
+    assert f"{broken}: none of its images decodes" in capsys.readouterr().err
+    assert os.listdir(out) == []  # not even the float16 model, which was asked for first

@@ -233,3 +233,23 @@ def test_feature_maps_stream_to_disk_with_bounded_memory(tmp_path):
     want_plain, want_mirrored = expected_maps(model, [paths[i] for i in sample])
     np.testing.assert_allclose(plain[sample], want_plain, rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(mirrored[sample], want_mirrored, rtol=2e-3, atol=2e-3)
+
+
+def test_a_truncated_cache_entry_is_rebuilt_not_used(tmp_path):
+    # The arrays' headers give their shapes: a file shorter than its header says (a disk
+    # that filled, a copy cut short) fails to load and the entry is extracted again.
+    import model as model_lib
+    model = tiny_classifier()
+    paths = tiny_images(str(tmp_path / "images"), 12)
+    cache = tmp_path / "cache"
+    layer = model_lib.FEATURE_MAP_LAYER
+    first = features.feature_maps(model, layer, paths, str(cache), 8, 0, backend="keras")
+    want = np.array(first[0])
+    entry = next(cache.glob("features-*"))
+    views = entry / features.VIEWS_FILE
+    blob = views.read_bytes()
+    views.write_bytes(blob[:len(blob) - 1000])
+    plain, _, readable = features.feature_maps(model, layer, paths, str(cache), 8, 0,
+                                               backend="keras")
+    np.testing.assert_array_equal(plain, want)
+    assert readable.all() and views.stat().st_size == len(blob)

@@ -328,3 +328,25 @@ def test_predict_tta_writes_flip_averaged_scores_and_says_so(tmp_path):
             float(rows["--tta"][b]["p_male"]), abs=2e-6)
         mean = (float(rows["--no-tta"][a]["p_male"]) + float(rows["--no-tta"][b]["p_male"])) / 2
         assert float(rows["--tta"][a]["p_male"]) == pytest.approx(mean, abs=2e-6)
+
+
+@pytest.mark.parametrize("damage", ["truncate the weights", "cut the graph"])
+def test_a_damaged_conversion_in_the_cache_is_converted_again_not_used(tmp_path, damage):
+    # OpenVINO checks every constant's offset and size against the weights file as it reads
+    # the graph, so a torn entry fails to read and is replaced, never run.
+    model = small_model()
+    path = str(tmp_path / "small.h5")
+    model_lib.save_model(model, path)
+    cache = tmp_path / "cache"
+    inference.make_runner(model, "openvino", model_path=path, cache_dir=str(cache))
+    xml = cache / "openvino" / f"{inference.model_file_key(path)}.xml"
+    target = xml.with_suffix(".bin") if "weights" in damage else xml
+    blob = target.read_bytes()
+    target.write_bytes(blob[:len(blob) // 2])
+    runner = inference.make_runner(model, "openvino", model_path=path, cache_dir=str(cache))
+    images = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(runner.predict(images), model.predict(images, verbose=0),
+                               atol=1e-5)
+    import openvino as ov
+    ov.Core().read_model(str(xml))  # and the entry in the cache is whole again
+    assert target.stat().st_size > len(blob) // 2

@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 import model as model_lib  # noqa: E402
 import predict  # noqa: E402
 import ray_engine  # noqa: E402
-from conftest import face_like_image  # noqa: E402
+from conftest import ROOT, face_like_image  # noqa: E402
 from test_inference import small_model  # noqa: E402
 from test_predict import group_photo  # noqa: E402
 
@@ -55,6 +55,36 @@ def test_an_unreachable_cluster_is_one_line_and_exit_2(small_model_file, photos,
                          "--verbose", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no Ray cluster answers" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_cluster_that_does_not_let_us_in_fails_within_the_stated_time(small_model_file,
+                                                                        photos, tmp_path):
+    # A port that accepts connections and never answers, as a cluster that needs a token or
+    # speaks another Ray version looks: ray.init alone retries for minutes. Run as a user
+    # would, in a process of its own (the attempt is abandoned, not cancelled).
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(server.accept()) for _ in range(64)],
+                     daemon=True).start()
+    port = server.getsockname()[1]
+    start = time.time()
+    done = subprocess.run(
+        [sys.executable, "predict.py", photos, "--model_path", small_model_file, "--engine",
+         "ray", "--ray_address", f"127.0.0.1:{port}", "--ray_join_timeout", "3",
+         "--output", str(tmp_path / "p.csv"), "--verbose", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    server.close()
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "no Ray cluster let us join within 3 s" in err[0]
+    assert accepted  # it did reach the port: the refusal is the cluster's, not the network's
+    assert time.time() - start < 60
     assert not (tmp_path / "p.csv").exists()
 
 
