@@ -218,11 +218,30 @@ class ImageReader:
         self.faces = faces or {}
         self.skipped = {}
         self._lock = threading.Lock()
+        self.as_given = 0.0
+        self._rng = None
+
+    def sometimes_as_given(self, share, seed=0):
+        """A reader for training that uses `share` of the images with a face as given anyway
+        (drawn anew at each read), sharing this one's faces and its record of unreadable
+        files. In use, a photo in which no face is found (glare over it, a profile) is scored
+        as given: a model trained on face crops alone has never been taught to read one."""
+        other = ImageReader(self.image_size, self.geometry, self.faces)
+        other.skipped, other._lock = self.skipped, self._lock
+        other.as_given, other._rng = share, np.random.default_rng(seed)
+        return other
+
+    def face_of(self, path):
+        if self.as_given > 0:
+            with self._lock:  # decoding threads share the generator
+                if self._rng.random() < self.as_given:
+                    return None
+        return self.faces.get(path)
 
     def __call__(self, path):
         path = path.decode() if isinstance(path, bytes) else str(path)
         try:
-            return load_image(path, self.image_size, self.faces.get(path), self.geometry), True
+            return load_image(path, self.image_size, self.face_of(path), self.geometry), True
         except Exception as err:  # any decoder error means: skip this file, keep the run going
             self.skip(path, err)
             return np.zeros((self.image_size, self.image_size, 3), np.uint8), False

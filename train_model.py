@@ -111,6 +111,11 @@ def parse_args(argv=None):
     p.add_argument("--zoom", type=float, nargs=2, default=[-0.2, 0.2], metavar=("LOW", "HIGH"),
                    help="zoom range of the augmentation: below 0 zooms in (a tighter crop), "
                         "above 0 out")
+    p.add_argument("--as_given", type=float, default=0.0,
+                   help="with --face_geometry: the share of training images with a face that "
+                        "are used whole, as given, anyway, so the model also learns to read the "
+                        "photos in which no face will be found (glare over it, a profile), "
+                        "which are scored as given")
     p.add_argument("--grayscale", type=float, default=0.0,
                    help="share of training images turned grey, as old photos are")
     p.add_argument("--degrade", type=float, default=0.0,
@@ -175,8 +180,9 @@ def parse_args(argv=None):
         p.error("--source_weights takes one weight per --data_path folder")
     if args.source_weights and (min(args.source_weights) < 0 or sum(args.source_weights) <= 0):
         p.error("--source_weights must be non-negative and not all 0")
-    if not 0 <= args.degrade <= 1 or not 0 <= args.grayscale <= 1:
-        p.error("--degrade and --grayscale are shares of the images, between 0 and 1")
+    if not 0 <= args.degrade <= 1 or not 0 <= args.grayscale <= 1 or not 0 <= args.as_given <= 1:
+        p.error("--degrade, --grayscale and --as_given are shares of the images, between 0 "
+                "and 1")
     if not -1 < args.zoom[0] <= args.zoom[1]:
         p.error("--zoom takes LOW <= HIGH, LOW above -1")
     try:
@@ -454,6 +460,8 @@ def fine_tune(model, state, train_set, reader, batch_size, scores, val_names, ch
     """Fine-tune the whole network with augmentation, checkpointing every epoch; returns the
     checkpoint, whose history and best epoch span every run that led here."""
     groups, shares = splits.draw_groups(args, train_set)
+    if args.as_given > 0 and args.geometry is not None:
+        reader = reader.sometimes_as_given(args.as_given, args.seed)
     train_ds = data.make_train_dataset(
         *train_set[:2], reader, batch_size, args.oversample, args.augment, args.seed,
         class_weights=dict(enumerate(args.class_weights)), sources=groups,

@@ -162,6 +162,29 @@ def test_an_image_without_a_face_is_used_as_given_and_counted(tmp_path):
                                                           found[paths[0]], geometry, 32))
 
 
+def test_a_training_reader_uses_its_share_of_faces_as_given_and_shares_what_it_skips(
+        tmp_path):
+    paths = small_images(tmp_path / "img", 2)
+    yy, xx = np.mgrid[:80, :80]
+    # Not one colour: the crop and the whole image must differ.
+    Image.fromarray(np.stack([xx * 3, yy * 3, xx + yy], -1).astype(np.uint8)).save(paths[0])
+    finder = FakeFinder(tilted_landmarks((80, 80), 1.0, 0))
+    found = dict(zip(paths, faces.find_faces(paths, str(tmp_path / "c"), data.open_rgb, 0,
+                                             finder)))
+    reader = data.ImageReader(32, faces.Geometry("aligned", 1.0), found)
+    whole, cut = data.load_image(paths[0], 32), reader(paths[0])[0]
+    assert not np.array_equal(whole, cut)
+    training = reader.sometimes_as_given(0.3, seed=1)
+    reads = [training(paths[0])[0] for _ in range(400)]
+    as_given = sum(np.array_equal(r, whole) for r in reads)
+    assert sum(np.array_equal(r, cut) for r in reads) == 400 - as_given
+    assert 0.22 < as_given / 400 < 0.38  # about its share, drawn anew at each read
+    assert all(np.array_equal(reader(paths[0])[0], cut) for _ in range(20))  # the original
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a PNG")
+    assert not training(str(broken))[1] and str(broken) in reader.skipped
+
+
 # ---------------------------------------------------------------------------
 # A model is fed the faces it was trained on
 
