@@ -24,7 +24,7 @@ import data  # noqa: E402
 import model as model_lib  # noqa: E402
 from common import UsageError, default_cache_dir  # noqa: E402
 from data import DataError  # noqa: E402
-from outputs import atomic_path, write_json  # noqa: E402
+from outputs import atomic_path, make_writable_dir, write_json  # noqa: E402
 
 def calibration_sample(paths, count=200, seed=0):
     """Twice `count` of `paths`, drawn evenly at random (seeded): enough for `count` readable
@@ -110,6 +110,12 @@ class TFLiteModel:
 def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_path=None,
            calibration_images=200):
     """Write each requested TFLite model and its sidecar; returns {kind: path}."""
+    output_dir = output_dir or os.path.dirname(os.path.abspath(model_path))
+    try:  # before minutes of conversion, not after
+        make_writable_dir(output_dir)
+    except OSError as err:
+        raise UsageError(f"--output_dir {output_dir}: cannot be written ({err.strerror})"
+                         ) from None
     model = model_lib.load_model(model_path)
     sidecar = model_lib.load_sidecar(model_path)
     calibration = None
@@ -135,7 +141,6 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
             print(f"note: calibrating int8 on {len(calibration)} images, not "
                   f"{calibration_images}: that is all {calibration_path} has that decode")
     stem = os.path.splitext(os.path.basename(model_path))[0]
-    output_dir = output_dir or os.path.dirname(os.path.abspath(model_path))
     written = {}
     for kind in kinds:
         path = os.path.join(output_dir, f"{stem}_{kind}.tflite")

@@ -7,6 +7,7 @@ import pytest
 
 import data
 import export
+from conftest import tree_hashes
 
 
 @pytest.mark.slow
@@ -86,12 +87,14 @@ def test_tflite_runs_on_litert_when_installed_and_on_tensorflow_without(monkeypa
 
 def test_int8_with_0_calibration_images_is_refused_and_nothing_written(trained, image_folder,
                                                                         tmp_path, capsys):
+    before = tree_hashes(trained["dir"]), tree_hashes(image_folder)
     with pytest.raises(SystemExit) as stop:
         export.main(["--model_path", trained["model"], "--output_dir", str(tmp_path),
                      "--calibration_path", image_folder, "--calibration_images", "0"])
     assert stop.value.code == 2
     assert "--calibration_images 0: must be at least 1" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+    assert (tree_hashes(trained["dir"]), tree_hashes(image_folder)) == before
 
 
 def test_int8_on_images_that_do_not_decode_is_refused_and_nothing_written(trained, tmp_path,
@@ -102,8 +105,21 @@ def test_int8_on_images_that_do_not_decode_is_refused_and_nothing_written(traine
         (broken / f"face_{i}.jpg").write_bytes(b"not a JPEG")
     out = tmp_path / "out"
     out.mkdir()
+    before = tree_hashes(trained["dir"]), tree_hashes(str(broken))
     code = export.main(["--model_path", trained["model"], "--output_dir", str(out),
                         "--calibration_path", str(broken)])
     assert code == 2
     assert f"{broken}: none of its images decodes" in capsys.readouterr().err
     assert os.listdir(out) == []  # not even the float16 model, which was asked for first
+    assert (tree_hashes(trained["dir"]), tree_hashes(str(broken))) == before
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_converting(trained, tmp_path,
+                                                                           capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code = export.main(["--model_path", trained["model"], "--output_dir", str(blocker / "out"),
+                        "--formats", "float16"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--output_dir {blocker / 'out'}: cannot be written" in err[0]

@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 import model as model_lib  # noqa: E402
 import predict  # noqa: E402
 import ray_engine  # noqa: E402
-from conftest import ROOT, face_like_image  # noqa: E402
+from conftest import ROOT, face_like_image, tree_hashes  # noqa: E402
 from test_inference import small_model  # noqa: E402
 from test_predict import group_photo  # noqa: E402
 
@@ -73,6 +73,7 @@ def test_a_cluster_that_does_not_let_us_in_fails_within_the_stated_time(small_mo
     threading.Thread(target=lambda: [accepted.append(server.accept()) for _ in range(64)],
                      daemon=True).start()
     port = server.getsockname()[1]
+    before = tree_hashes(photos)
     start = time.time()
     done = subprocess.run(
         [sys.executable, "predict.py", photos, "--model_path", small_model_file, "--engine",
@@ -85,7 +86,7 @@ def test_a_cluster_that_does_not_let_us_in_fails_within_the_stated_time(small_mo
     assert len(err) == 1 and "no Ray cluster let us join within 3 s" in err[0]
     assert accepted  # it did reach the port: the refusal is the cluster's, not the network's
     assert time.time() - start < 60
-    assert not (tmp_path / "p.csv").exists()
+    assert not (tmp_path / "p.csv").exists() and tree_hashes(photos) == before
 
 
 @pytest.fixture
