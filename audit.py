@@ -219,3 +219,63 @@ def print_summary(summary):
         print(f"\nscreen time (each face in a frame stands for {st['seconds_per_face']:g} s): "
               f"{seconds}; share female {raw}"
               + (f", corrected {corrected}" if "interval" in st else ""))
+
+
+# ---------------------------------------------------------------------------
+# --report: the faces to look at
+
+def faces_to_show(args, rates, threshold, image_size, geometry, detector):
+    """Gallery tiles (image as the model saw it, caption lines, kind) for report.audit_page:
+    the mistakes on --audit_sample, most confident first, then the collection's faces nearest
+    the threshold. Each face is cut again as it was for scoring (the photo decoded, its faces
+    found again, face k taken; a video's frame read again at its time)."""
+    import data
+    import report
+    tiles = []
+    if rates is not None and rates.sample:
+        paths, true, scores = zip(*rates.sample)
+        y = [CLASS_NAMES.index(t) for t in true]
+        wrong, _ = report.gallery_indices(y, scores, threshold, unsure=0)
+        reader = data.ImageReader(image_size, geometry, data.main_faces(
+            [paths[i] for i in wrong], geometry, args.cache_dir, 0))
+        tiles += [(report.tile_image(reader(paths[i])[0]),
+                   report.caption(paths[i], scores[i], threshold, true[i]), "wrong")
+                  for i in wrong]
+    rows = read_rows(args.output)
+    _, near = report.gallery_indices(None, [float(r["p_male"]) for r in rows], threshold)
+    chosen = [rows[i] for i in near]
+    loose = [r["path"] for r in chosen if "face" not in r]
+    reader = data.ImageReader(image_size, geometry,
+                              data.main_faces(loose, geometry, args.cache_dir, 0))
+    for r in chosen:
+        image = face_as_scored(r, args, image_size, geometry, detector, reader)
+        if image is not None:
+            extra = (f" @{float(r['time']):.1f}s" if r.get("time") else "") + (
+                f" #{r['face']}" if "face" in r else "")
+            tiles.append((report.tile_image(image),
+                          report.caption(r["path"], float(r["p_male"]), threshold, extra=extra),
+                          "unsure"))
+    return tiles
+
+
+def face_as_scored(row, args, image_size, geometry, detector, reader):
+    """The model's input for one CSV row, cut again; None when it cannot be (changed since)."""
+    import labelling
+    if "face" not in row:
+        image, ok = reader(row["path"])
+        return image if ok else None
+    try:
+        if row.get("time"):
+            import video
+            from PIL import Image
+            _, frame = next(video.sampled_frames(row["path"], args.every, float(row["time"])))
+            photo = Image.fromarray(frame)
+            photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
+            scale = frame.shape[1] / photo.size[0]
+        else:
+            photo, scale = labelling.load_photo(row["path"])
+        crops = labelling.face_crops(photo, scale, image_size, args.min_face_size, detector,
+                                     geometry)
+        return crops[int(row["face"])][1]
+    except (StopIteration, IndexError, OSError, ValueError, DataError):
+        return None

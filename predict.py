@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
                    help="for videos: seconds of video between the frames searched for faces; "
                         "each face found stands for this much screen time")
+    p.add_argument("--report", metavar="FILE.html", default=None,
+                   help="also write one self-contained HTML page: the counts, the shares by "
+                        "folder, a figure and the faces as the model saw them")
     p.add_argument("--audit_sample", metavar="DIR", default=None,
                    help="a labelled random sample of this collection (female/ and male/, one "
                         "face an image), scored first: its error rates correct the share of "
@@ -63,6 +66,10 @@ def parse_args(argv=None):
         p.error("--min_face_size must be at least 1")
     if not args.every > 0:
         p.error("--every must be a number of seconds above 0")
+    if args.report and not args.report.lower().endswith((".html", ".htm")):
+        p.error(f"--report {args.report}: must end in .html")
+    if args.report and args.engine == "ray":
+        p.error("--report runs with the plain engine (it cuts the faces it shows again)")
     if args.audit_sample and not os.path.isdir(args.audit_sample):
         p.error(f"--audit_sample {args.audit_sample}: not a folder; pass one holding female/ "
                 "and male/")
@@ -156,6 +163,10 @@ def run(args, detector=None):
     summary = labelling.finish(args, files + videos, rows, skipped, no_face, threshold, source)
     video.remove_progress(args.output)
     summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
+    if args.report:
+        import report
+        tiles = audit.faces_to_show(args, rates, threshold, size, geometry, detector)
+        print(f"wrote {report.write(args.report, report.audit_page(summary['audit'], tiles))}")
     return summary
 
 
