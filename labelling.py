@@ -113,8 +113,11 @@ def label_of(p_male, threshold):
 
 
 def csv_header(args):
-    """The CSV's columns: a `tta` column says the scores are flip-averaged (--tta)."""
+    """The CSV's columns: a `tta` column says the scores are flip-averaged (--tta); a `time`
+    column (seconds into the video; empty for a photo) comes with videos (video.py)."""
     where = ["path", "face", "x", "y", "w", "h"] if args.detect_faces else ["path"]
+    if getattr(args, "videos", False):
+        where.insert(1, "time")
     return where + ["p_male", "label", "threshold"] + (["tta"] if args.tta else [])
 
 

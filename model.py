@@ -230,7 +230,8 @@ def load_sidecar(model_path):
 def check_sidecar(sidecar, path):
     """Raise a ModelError naming the file and the key for a sidecar a script must not use: a
     threshold that is not a finite number strictly between 0 and 1 (JSON's NaN included),
-    class names other than the two this toolkit trains, an input size that is not a size."""
+    class names other than the two this toolkit trains, an input size that is not a size,
+    error rates that are not confusion counts at a threshold."""
     def bad(key, wanted):
         raise ModelError(f"{path}: {key} is {json.dumps(sidecar[key])}; it must be {wanted} "
                          "(fix the sidecar or retrain the model)")
@@ -248,6 +249,45 @@ def check_sidecar(sidecar, path):
         size = sidecar["input_size"]
         if isinstance(size, bool) or not isinstance(size, int) or size < 32:
             bad("input_size", "a whole number of pixels, 32 or more")
+    if "error_rates" in sidecar:
+        check_error_rates(sidecar["error_rates"], lambda wanted: bad("error_rates", wanted))
+
+
+ERROR_RATES_FORM = ('{"confusion_matrix": [[female called female, female called male], '
+                    '[male called female, male called male]] (whole numbers, 0 or more), '
+                    '"threshold": the threshold they were counted at, in (0, 1), "tta": '
+                    'true or false}')
+
+
+def check_error_rates(record, bad):
+    """The sidecar's `error_rates` (the confusion counts on labelled faces at a threshold, which
+    predict.py corrects a collection's count with) must have ERROR_RATES_FORM; else bad(...)."""
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    matrix = record.get("confusion_matrix") if isinstance(record, dict) else None
+    t = record.get("threshold") if isinstance(record, dict) else None
+    if (not isinstance(matrix, list) or len(matrix) != 2
+            or any(not isinstance(row, list) or len(row) != 2 or not all(map(whole, row))
+                   for row in matrix)
+            or isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)
+            or not 0 < t < 1 or not isinstance(record.get("tta", False), bool)):
+        bad(ERROR_RATES_FORM)
+
+
+def store_error_rates(model_path, record):
+    """Write `record` (ERROR_RATES_FORM, plus where it was measured) into the model's sidecar as
+    `error_rates`, keeping every other key; atomically, so a killed run leaves the old file."""
+    path = sidecar_path(model_path)
+    sidecar = dict(load_sidecar(model_path))  # checked: a broken sidecar is not built upon
+
+    def bad(wanted):
+        raise ModelError(f"{path}: error_rates to store are malformed; expected {wanted}")
+
+    check_error_rates(record, bad)
+    sidecar["error_rates"] = record
+    write_json(path, sidecar)
+    return path
 
 
 def decision_threshold(model_path, override=None):

@@ -2,12 +2,15 @@
 
     python predict.py PATH [PATH ...] [--model_path model_balanced.h5] [--output predictions.csv]
 
-Each PATH is an image file or a folder, searched recursively (no class sub-folders needed).
+Each PATH is an image or video file or a folder, searched recursively (no class sub-folders
+needed); a video is searched for faces in a frame every --every seconds.
 Writes a CSV (path, P(male), label, threshold) and prints a summary. Each image is taken as a
 photo of one face, found (MTCNN) and cut to the crop the model was trained on (its sidecar's
 face geometry); with --detect_faces each photo is cut into every face found in it, one row
 per face.
 --annotate DIR also writes each photo with its faces boxed and labelled, and a contact sheet.
+Beside the CSV, <output>.summary.json: the share of women, raw and corrected for the model's
+error rates (--audit_sample DIR, else its sidecar's), with 95% intervals (audit.py).
 """
 import argparse
 import os
@@ -16,11 +19,13 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import annotate  # noqa: E402
+import audit  # noqa: E402
 import cli  # noqa: E402
 import inference  # noqa: E402
 import labelling  # noqa: E402
 import model as model_lib  # noqa: E402
-from common import MissingDependency  # noqa: E402
+import video  # noqa: E402
+from common import MissingDependency, UsageError  # noqa: E402
 from outputs import make_writable_dir  # noqa: E402
 
 
@@ -47,11 +52,30 @@ def parse_args(argv=None):
                         "labelled (dashed, with a '?', when P(male) is within "
                         f"{annotate.LOW_CONFIDENCE_BAND} of the threshold) and "
                         "DIR/contact_sheet.jpg of the faces; the photos are never changed")
+    p.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
+                   help="for videos: seconds of video between the frames searched for faces; "
+                        "each face found stands for this much screen time")
+    p.add_argument("--report", metavar="FILE.html", default=None,
+                   help="also write one self-contained HTML page: the counts, the shares by "
+                        "folder, a figure and the faces as the model saw them")
+    p.add_argument("--audit_sample", metavar="DIR", default=None,
+                   help="a labelled random sample of this collection (female/ and male/, one "
+                        "face an image), scored first: its error rates correct the share of "
+                        "women in the summary, instead of the sidecar's")
     cli.add_model_arguments(p)
     args = p.parse_args(argv)
     cli.check_model_arguments(p, args)
     if args.min_face_size < 1:
         p.error("--min_face_size must be at least 1")
+    if not args.every > 0:
+        p.error("--every must be a number of seconds above 0")
+    if args.report and not args.report.lower().endswith((".html", ".htm")):
+        p.error(f"--report {args.report}: must end in .html")
+    if args.report and args.engine == "ray":
+        p.error("--report runs with the plain engine (it cuts the faces it shows again)")
+    if args.audit_sample and not os.path.isdir(args.audit_sample):
+        p.error(f"--audit_sample {args.audit_sample}: not a folder; pass one holding female/ "
+                "and male/")
     if args.ray_address and args.engine != "ray":
         p.error("--ray_address needs --engine ray")
     if not args.ray_join_timeout > 0:
@@ -92,9 +116,24 @@ def check_annotate_folder(p, args):
         p.error(f"--annotate {args.annotate}: cannot be written ({err.strerror})")
 
 
+def check_videos(args, files, videos):
+    """Videos are searched for faces frame by frame, one row per face: alone they imply
+    --detect_faces; photos beside them must be cut into faces too, for one CSV's columns."""
+    if not videos:
+        return
+    if args.annotate:
+        raise UsageError("--annotate draws on photos; leave it out for videos")
+    if files and not args.detect_faces:
+        raise UsageError(f"{videos[0]}: videos are searched for faces, one row per face; add "
+                         "--detect_faces to cut the photos into faces too, or pass the videos "
+                         "on their own")
+    args.detect_faces = args.videos = True
+
+
 def run(args, detector=None):
-    """Predict for every image under `args.paths`; returns a summary dict."""
-    files = labelling.collect_images(args.paths)
+    """Predict for every image and video under `args.paths`; returns a summary dict."""
+    files, videos = video.collect_inputs(args.paths)
+    check_videos(args, files, videos)
     inference.check_backend(args.backend, args.precision)
     model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
     threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
@@ -104,17 +143,36 @@ def run(args, detector=None):
         detector = detector or labelling.load_face_detector()
     runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
                                    args.cache_dir, threshold=threshold, tta=args.tta)
+    # Which error rates correct the count: chosen (and an unusable sample refused) first.
+    rates, note = audit.choose_rates(args, threshold, lambda folder: audit.sample_rates(
+        folder, runner, size, geometry, threshold, args))
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
+    if videos:
+        what += f", and {len(videos)} video(s), a frame every {args.every:g} s"
     print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
           f"{threshold:.2f} ({source}); face crop: {geometry or 'as given'}")
 
-    if args.detect_faces:
+    rows, skipped, no_face = [], {}, []
+    if files and args.detect_faces:
         rows, skipped, no_face = labelling.predict_faces(runner, size, files, args, threshold,
                                                          detector, geometry)
-    else:
+    elif files:
         rows, skipped, no_face = labelling.predict_crops(runner, size, files, args, threshold,
                                                          geometry)
-    return labelling.finish(args, files, rows, skipped, no_face, threshold, source)
+    if videos:
+        rows = [(row[0], "", *row[1:]) for row in rows]  # a photo's row has no time
+        for path in videos:
+            found = video.predict_video(runner, size, path, args, threshold, detector, geometry)
+            rows += found
+            no_face += [] if found else [path]
+    summary = labelling.finish(args, files + videos, rows, skipped, no_face, threshold, source)
+    video.remove_progress(args.output)
+    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
+    if args.report:
+        import report
+        tiles = audit.faces_to_show(args, rates, threshold, size, geometry, detector)
+        print(f"wrote {report.write(args.report, report.audit_page(summary['audit'], tiles))}")
+    return summary
 
 
 def run_on_ray(args):
@@ -127,7 +185,24 @@ def run_on_ray(args):
         raise MissingDependency(f"--engine ray needs Ray ({err}); pip install 'ray[data]'"
                                 ) from None
     os.environ["FACEGENDER_CACHE"] = args.cache_dir
-    return ray_engine.run(args)
+    if video.collect_inputs(args.paths)[1]:
+        raise UsageError("--engine ray does not read videos (yet); run them with the plain "
+                         "engine, which continues a stopped video where it was")
+    threshold, _ = model_lib.decision_threshold(args.model_path, args.threshold)
+    rates, note = audit.choose_rates(args, threshold, lambda folder: sample_on_driver(
+        folder, args, threshold))
+    summary = ray_engine.run(args)
+    summary["audit"] = audit.summarize(args, rates, note)
+    return summary
+
+
+def sample_on_driver(folder, args, threshold):
+    """--audit_sample with --engine ray: the sample is small, so it is scored here."""
+    model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
+    runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
+                                   args.cache_dir, threshold=threshold, tta=args.tta)
+    return audit.sample_rates(folder, runner, model_lib.input_size(model),
+                              model_lib.face_geometry(args.model_path), threshold, args)
 
 
 def main(argv=None):

@@ -45,9 +45,23 @@ def parse_args(argv=None):
                    help="also report per group: 'suffix' is the file-name part after the last "
                         "underscore (e.g. _blurred), 'folder' the sub-folder inside the class")
     p.add_argument("--no_copy", action="store_true", help="do not copy misclassified images")
+    p.add_argument("--report", metavar="FILE.html", default=None,
+                   help="also write one self-contained HTML page: the numbers, the tables by "
+                        "source and factor, the figures and a gallery of the mistakes and the "
+                        "faces nearest the threshold, as the model saw them")
+    p.add_argument("--store_error_rates", action="store_true",
+                   help="also write this data's confusion counts at the model's threshold into "
+                        "the model's sidecar (error_rates), which predict.py corrects a "
+                        "collection's share of women with; the data should be faces the model "
+                        "picked nothing on")
     cli.add_model_arguments(p)
     args = p.parse_args(argv)
     cli.check_model_arguments(p, args)
+    if args.report and not args.report.lower().endswith((".html", ".htm")):
+        p.error(f"--report {args.report}: must end in .html")
+    if args.store_error_rates and args.threshold is not None:
+        p.error("--store_error_rates counts at the sidecar's threshold, the one predict.py "
+                "uses; leave out --threshold")
     return args
 
 
@@ -309,7 +323,27 @@ def evaluate(args):
         if len(no_face) > NO_FACE_SHOWN:
             print(f"  ... and {len(no_face) - NO_FACE_SHOWN} more")
     print(f"wrote {', '.join(pictures)}, metrics.json, predictions.csv in {os.path.abspath(out)}")
+    if args.report:
+        import report
+        page = report.evaluation_page(results, out, paths, labels, scores,
+                                      lambda i: reader(paths[i])[0])
+        print(f"wrote {report.write(args.report, page)}")
+    if args.store_error_rates:
+        store_error_rates(args, at_model, len(paths), [name for name, _ in sources])
     return results
+
+
+def store_error_rates(args, at_model, images, source_names):
+    """--store_error_rates: this data's confusion counts at the model's threshold, into the
+    model's sidecar, for predict.py's corrected share (audit.py)."""
+    if missing := [n for n, (_, total) in at_model["per_class_accuracy"].items() if not total]:
+        raise DataError(f"--store_error_rates: no {' or '.join(missing)} images in "
+                        f"{' '.join(args.data_path)}; the rates need both classes")
+    path = model_lib.store_error_rates(args.model_path, {
+        "confusion_matrix": at_model["confusion_matrix"], "threshold": at_model["threshold"],
+        "tta": bool(args.tta), "images": images, "measured_on": ", ".join(source_names)})
+    print(f"stored the confusion counts at threshold {at_model['threshold']:.2f} "
+          f"({at_model['confusion_matrix']}) in {path} (error_rates)")
 
 
 def main(argv=None):

@@ -516,6 +516,12 @@ def finish(model, checkpoint, validation, split, reader, args, start):
                              f"over the validation sources ({split.how})"),
         "validation": {k: report[k] for k in ("macro_f1", "accuracy", "per_class_accuracy",
                                                "confusion_matrix")},
+        # The counts predict.py corrects a collection's share of women with (quantify.py).
+        # The data that tuned the threshold, so optimistic: test_script.py --store_error_rates
+        # replaces them with counts on faces the model picked nothing on.
+        "error_rates": {"confusion_matrix": report["confusion_matrix"], "threshold": threshold,
+                        "tta": False, "images": int(len(y_val)),
+                        "measured_on": "the validation data that tuned the threshold"},
         # Each validation source's scores at the threshold, so a user sees who it serves.
         "validation_sources": metrics.group_table([split.val_names[s] for s in val_sources],
                                                   y_val, scores, threshold),

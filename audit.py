@@ -1,0 +1,281 @@
+"""Auditing a collection: the share of its faces that are women's, corrected for the model's
+errors (quantify.py), overall, per sub-folder of the input and, for videos, in screen time.
+
+predict.py calls `choose_rates` before the work (which error rates correct the count: those
+of `--audit_sample DIR`, a labelled sample of the user's own collection scored first, else the
+counts in the model's sidecar) and `summarize` after it, on the CSV it wrote, so that every
+engine gets the same summary. The summary is printed and written beside the CSV as
+`<output>.summary.json`.
+"""
+
+import csv
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+import quantify
+from common import CLASS_NAMES, DataError
+from outputs import write_json
+
+# Faces in the same stretch of a video are mostly the same people in the same shot: the
+# bootstrap resamples stretches this long, not single frames, so that a long shot of one
+# person does not count as many independent faces.
+VIDEO_BLOCK_SECONDS = 60.0
+ASSUMPTION = "assumes the collection's faces are misread as often as the labelled ones"
+
+
+@dataclasses.dataclass
+class Rates:
+    """Confusion counts on labelled faces (rows true female/male, columns called female/male)
+    and where they come from, in words."""
+    confusion: list
+    source: str
+    sample: list = dataclasses.field(default_factory=list)  # [(path, true, p_male)] scored
+
+
+def summary_path(output):
+    """predictions.csv -> predictions.summary.json."""
+    return os.path.splitext(output)[0] + ".summary.json"
+
+
+# ---------------------------------------------------------------------------
+# Which rates
+
+def sidecar_rates(model_path, threshold, tta):
+    """(Rates from the sidecar's error_rates, None) or (None, why there are none usable):
+    counts made at another threshold, or with(out) --tta, do not describe this run's calls."""
+    import model as model_lib
+    record = model_lib.load_sidecar(model_path).get("error_rates")
+    if record is None:
+        return None, "the model's sidecar holds no error rates"
+    if not math.isclose(record["threshold"], threshold, abs_tol=1e-9):
+        return None, (f"the sidecar's error rates were counted at threshold "
+                      f"{record['threshold']:.2f}, this run calls at {threshold:.2f}")
+    if record.get("tta", False) != bool(tta):
+        return None, "the sidecar's error rates were counted " + (
+            "with" if record.get("tta") else "without") + " --tta, unlike this run"
+    n = sum(map(sum, record["confusion_matrix"]))
+    where = record.get("measured_on", "labelled faces")
+    return Rates(record["confusion_matrix"],
+                 f"the model's sidecar ({n} labelled faces: {where})"), None
+
+
+def sample_rates(folder, runner, image_size, geometry, threshold, args):
+    """Rates measured on `folder` (female/ and male/ images, one face each, a random sample of
+    the collection labelled by a person): scored as predict.py scores face images."""
+    import data
+    import inference
+    paths, labels = data.list_labeled_images(folder, required=())
+    found = data.main_faces(paths, geometry, args.cache_dir, args.verbose)
+    reader = data.ImageReader(image_size, geometry, found)
+    scores, _ = inference.score_paths(runner, paths, image_size, args.batch_size,
+                                      args.verbose, reader=reader)
+    keep = ~np.isnan(scores)
+    labels, scores = np.asarray(labels)[keep], scores[keep]
+    called = (scores >= threshold).astype(int)
+    confusion = [[int(np.sum((labels == t) & (called == c))) for c in (0, 1)] for t in (0, 1)]
+    sample = [(p, CLASS_NAMES[y], float(s))
+              for p, y, s in zip([p for p, k in zip(paths, keep) if k], labels, scores)]
+    return Rates(confusion, f"--audit_sample {folder} ({len(labels)} labelled faces of this "
+                            "collection)", sample)
+
+
+def choose_rates(args, threshold, score_sample):
+    """(Rates or None, one line saying which rates correct the count and what that assumes,
+    or why there is no correction). `score_sample(folder)` scores --audit_sample's folder.
+
+    A sample that cannot correct the count (one class only, a model that barely tells the
+    classes apart on it) is a DataError: the user asked for its rates. Sidecar counts that
+    cannot are a note, and the raw count is still given.
+    """
+    if getattr(args, "audit_sample", None):
+        rates = score_sample(args.audit_sample)
+        why = quantify.uncorrectable(rates.confusion)
+        if why:
+            raise DataError(f"--audit_sample {args.audit_sample}: cannot correct the count: "
+                            f"{why}; label more faces of both classes")
+    else:
+        rates, why = sidecar_rates(args.model_path, threshold, args.tta)
+        if rates is None:
+            return None, f"no correction: {why} (label a sample: --audit_sample DIR)"
+        why = quantify.uncorrectable(rates.confusion)
+        if why:
+            return None, f"no correction with the sidecar's error rates: {why}"
+    tpr, fpr = quantify.rates(rates.confusion)
+    return rates, (f"error rates from {rates.source}: female recall {tpr:.3f}, male recall "
+                   f"{1 - fpr:.3f}; {ASSUMPTION}")
+
+
+# ---------------------------------------------------------------------------
+# The summary
+
+def group_of(path, inputs):
+    """The sub-folder of the input that `path` was found in (its first level: a year, an
+    outlet, a channel), prefixed by the input folder's name when there are several; files
+    named on the command line are '(files)', a folder's own files '(top)'."""
+    folders = [os.path.abspath(p) for p in inputs if os.path.isdir(p)]
+    full = os.path.abspath(path)
+    for folder in folders:
+        if full.startswith(folder.rstrip(os.sep) + os.sep):
+            parts = os.path.relpath(full, folder).split(os.sep)
+            group = parts[0] if len(parts) > 1 else "(top)"
+            return f"{os.path.basename(folder)}/{group}" if len(folders) > 1 else group
+    return "(files)"
+
+
+def read_rows(csv_path):
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def clusters_of(rows):
+    """One value per row: faces that are not independent draws share it (a photo's faces;
+    a video's faces within one VIDEO_BLOCK_SECONDS stretch). None when every row is its own."""
+    keys = [(r["path"], math.floor(float(r["time"]) / VIDEO_BLOCK_SECONDS)
+             if r.get("time") not in (None, "") else -1) for r in rows]
+    ids = {}
+    clusters = [ids.setdefault(k, len(ids)) for k in keys]
+    return None if len(ids) == len(keys) else np.array(clusters)
+
+
+def _share(rows, rates, seed=0):
+    called = np.array([r["label"] == CLASS_NAMES[0] for r in rows], dtype=bool)
+    counts = {name: int(np.sum([r["label"] == name for r in rows])) for name in CLASS_NAMES}
+    if rates is None:
+        q = float(called.mean()) if len(called) else float("nan")
+        return {"faces": len(rows), "counts": counts, "raw_share": q}
+    r = quantify.corrected_share(called, rates.confusion, clusters_of(rows), seed=seed)
+    return {"faces": len(rows), "counts": counts, "raw_share": r["raw_share"],
+            "raw_interval": r["raw_interval"], "corrected_share": r["corrected_share"],
+            "interval": r["interval"], "undefined_resamples": r["undefined_resamples"]}
+
+
+def summarize(args, rates, note, every=None):
+    """The audit of the CSV predict.py wrote (args.output): counts, the raw and corrected share
+    of women with 95% intervals, the same per sub-folder of the input and, for video rows
+    (a `time` column), face-seconds by label (each face found in a frame sampled every
+    `every` seconds stands for that many seconds). Printed, written to summary_path, returned.
+    """
+    rows = read_rows(args.output)
+    summary = {"csv": os.path.abspath(args.output), "unit": "faces",
+               "rates": None if rates is None else {
+                   "source": rates.source, "confusion_matrix": rates.confusion,
+                   "female_recall": quantify.rates(rates.confusion)[0],
+                   "male_recall": 1 - quantify.rates(rates.confusion)[1],
+                   "assumption": ASSUMPTION},
+               "note": note, "confidence": quantify.CONFIDENCE,
+               "method": (f"adjusted classify-and-count (Forman 2008), percentile bootstrap, "
+                          f"{quantify.N_RESAMPLES} resamples of the collection (by photo, or "
+                          f"{VIDEO_BLOCK_SECONDS:g} s of video) and of the labelled faces"),
+               **_share(rows, rates)}
+    groups = {}
+    for r in rows:
+        groups.setdefault(group_of(r["path"], args.paths), []).append(r)
+    if len(groups) > 1:
+        summary["by_folder"] = [{"group": g, **_share(groups[g], rates)} for g in sorted(groups)]
+    video_rows = [r for r in rows if r.get("time") not in (None, "")]
+    if video_rows and every:
+        summary["screen_time"] = {
+            "seconds_per_face": every,
+            "face_seconds": {name: every * sum(r["label"] == name for r in video_rows)
+                             for name in CLASS_NAMES},
+            **_share(video_rows, rates)}
+    write_json(summary_path(args.output), summary)
+    print_summary(summary)
+    print(f"wrote {summary_path(os.path.abspath(args.output))}")
+    return summary
+
+
+def _cells(s):
+    raw = f"{s['raw_share']:.3f}"
+    if "raw_interval" in s:
+        raw += f" [{s['raw_interval'][0]:.3f}, {s['raw_interval'][1]:.3f}]"
+    corrected = (f"{s['corrected_share']:.3f} [{s['interval'][0]:.3f}, {s['interval'][1]:.3f}]"
+                 if "interval" in s else "-")
+    return raw, corrected
+
+
+def print_summary(summary):
+    print(f"\n== share of women among the {summary['faces']} faces")
+    print(summary["note"])
+    raw, corrected = _cells(summary)
+    print(f"  called female (the raw count, biased wherever the two recalls differ): {raw}")
+    if summary["rates"]:
+        print(f"  corrected share of women, {summary['confidence']:.0%} interval: {corrected}")
+    if "by_folder" in summary:
+        width = max(12, *(len(g["group"]) for g in summary["by_folder"]))
+        print(f"\n{'folder':<{width}} {'faces':>6} {'female':>6} {'raw share [95%]':>22} "
+              f"{'corrected [95%]':>22}")
+        for g in summary["by_folder"]:
+            raw, corrected = _cells(g)
+            print(f"{g['group']:<{width}} {g['faces']:>6} {g['counts']['female']:>6} "
+                  f"{raw:>22} {corrected:>22}")
+    if "screen_time" in summary:
+        st = summary["screen_time"]
+        raw, corrected = _cells(st)
+        seconds = ", ".join(f"{v:g} s {k}" for k, v in st["face_seconds"].items())
+        print(f"\nscreen time (each face in a frame stands for {st['seconds_per_face']:g} s): "
+              f"{seconds}; share female {raw}"
+              + (f", corrected {corrected}" if "interval" in st else ""))
+
+
+# ---------------------------------------------------------------------------
+# --report: the faces to look at
+
+def faces_to_show(args, rates, threshold, image_size, geometry, detector):
+    """Gallery tiles (image as the model saw it, caption lines, kind) for report.audit_page:
+    the mistakes on --audit_sample, most confident first, then the collection's faces nearest
+    the threshold. Each face is cut again as it was for scoring (the photo decoded, its faces
+    found again, face k taken; a video's frame read again at its time)."""
+    import data
+    import report
+    tiles = []
+    if rates is not None and rates.sample:
+        paths, true, scores = zip(*rates.sample)
+        y = [CLASS_NAMES.index(t) for t in true]
+        wrong, _ = report.gallery_indices(y, scores, threshold, unsure=0)
+        reader = data.ImageReader(image_size, geometry, data.main_faces(
+            [paths[i] for i in wrong], geometry, args.cache_dir, 0))
+        tiles += [(report.tile_image(reader(paths[i])[0]),
+                   report.caption(paths[i], scores[i], threshold, true[i]), "wrong")
+                  for i in wrong]
+    rows = read_rows(args.output)
+    _, near = report.gallery_indices(None, [float(r["p_male"]) for r in rows], threshold)
+    chosen = [rows[i] for i in near]
+    loose = [r["path"] for r in chosen if "face" not in r]
+    reader = data.ImageReader(image_size, geometry,
+                              data.main_faces(loose, geometry, args.cache_dir, 0))
+    for r in chosen:
+        image = face_as_scored(r, args, image_size, geometry, detector, reader)
+        if image is not None:
+            extra = (f" @{float(r['time']):.1f}s" if r.get("time") else "") + (
+                f" #{r['face']}" if "face" in r else "")
+            tiles.append((report.tile_image(image),
+                          report.caption(r["path"], float(r["p_male"]), threshold, extra=extra),
+                          "unsure"))
+    return tiles
+
+
+def face_as_scored(row, args, image_size, geometry, detector, reader):
+    """The model's input for one CSV row, cut again; None when it cannot be (changed since)."""
+    import labelling
+    if "face" not in row:
+        image, ok = reader(row["path"])
+        return image if ok else None
+    try:
+        if row.get("time"):
+            import video
+            from PIL import Image
+            _, frame = next(video.sampled_frames(row["path"], args.every, float(row["time"])))
+            photo = Image.fromarray(frame)
+            photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
+            scale = frame.shape[1] / photo.size[0]
+        else:
+            photo, scale = labelling.load_photo(row["path"])
+        crops = labelling.face_crops(photo, scale, image_size, args.min_face_size, detector,
+                                     geometry)
+        return crops[int(row["face"])][1]
+    except (StopIteration, IndexError, OSError, ValueError, DataError):
+        return None

@@ -1,0 +1,165 @@
+"""predict.py on video files (video.py): sampled frames, one row per face with its time,
+screen time in the summary, a stopped run continued, an unreadable video named."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import faces
+import predict
+import video
+
+FPS, SECONDS, SIZE = 10, 4, (160, 120)
+# Stand-ins for faces: a reddish square (the tiny model's "female" colour, tests/conftest.py)
+# on the left for the first 2 s, a bluish one on the right from 1 s to the end.
+RED = dict(rgb=(200, 90, 60), box=(10, 30, 40, 40), frames=range(0, 20))
+BLUE = dict(rgb=(60, 90, 200), box=(100, 40, 44, 44), frames=range(10, 40))
+
+
+def write_video(path, fps=FPS, frames=FPS * SECONDS, stand_ins=(RED, BLUE)):
+    import cv2
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, SIZE)
+    assert writer.isOpened()
+    for i in range(frames):
+        frame = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
+        for s in stand_ins:
+            if i in s["frames"]:
+                x, y, w, h = s["box"]
+                frame[y:y + h, x:x + w] = s["rgb"]
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return str(path)
+
+
+class BlobDetector:
+    """Stands in for MTCNN on the synthetic video: every saturated square is a face."""
+
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = 0, fail_after
+
+    def find(self, images, min_face_size=20):
+        import cv2
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt  # the user stops the run
+        image = images[0].astype(int)
+        mask = ((image.max(axis=2) - image.min(axis=2)) > 80).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        found = []
+        for x, y, w, h, area in stats[1:n]:
+            if min(w, h) >= 10:
+                landmarks = np.array([[x + w * u, y + h * v]
+                                      for u, v in faces.TEMPLATE_112 / 112])
+                found.append(faces.Face((float(x), float(y), float(w), float(h)), landmarks,
+                                        0.99))
+        return [found]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def expected_times():
+    """(time, face index, stand-in) for every face in the frames sampled every 0.5 s."""
+    out = []
+    for t in np.arange(0, SECONDS, 0.5):
+        present = [s for s in (RED, BLUE) if round(t * FPS) in s["frames"]]
+        out += [(t, k, s) for k, s in enumerate(present)]
+    return out
+
+
+def args_for(paths, trained, output, *extra):
+    return predict.parse_args([*map(str, paths), "--model_path", trained["model"], "--output",
+                               str(output), "--every", "0.5", "--verbose", "0", *extra])
+
+
+def test_a_video_gives_a_row_per_face_with_its_time_and_screen_time(trained, tmp_path):
+    clip = write_video(tmp_path / "clip.avi")
+    out = tmp_path / "pred.csv"
+    summary = predict.run(args_for([clip], trained, out), detector=BlobDetector())
+    rows = read_csv(out)
+    assert list(rows[0])[:7] == ["path", "time", "face", "x", "y", "w", "h"]
+    expected = expected_times()
+    assert len(rows) == len(expected) == 10
+    for row, (t, k, stand_in) in zip(rows, expected):
+        assert row["path"] == clip and float(row["time"]) == pytest.approx(t)
+        assert int(row["face"]) == k
+        box = [int(row[c]) for c in "xywh"]
+        assert np.allclose(box, stand_in["box"], atol=2)  # MJPG blurs an edge by a pixel
+    screen = summary["audit"]["screen_time"]
+    labels = [r["label"] for r in rows]
+    assert screen["face_seconds"] == {name: 0.5 * labels.count(name)
+                                      for name in ("female", "male")}
+    assert sum(screen["face_seconds"].values()) == 5.0
+    written = json.load(open(tmp_path / "pred.summary.json"))
+    assert written["screen_time"]["face_seconds"] == screen["face_seconds"]
+    assert not os.path.exists(video.progress_folder(str(out)))  # gone once the CSV is in
+
+
+def test_a_stopped_video_continues_where_it_was(trained, tmp_path, monkeypatch):
+    clip = write_video(tmp_path / "clip.avi")
+    predict.run(args_for([clip], trained, tmp_path / "whole.csv"), detector=BlobDetector())
+    monkeypatch.setattr(video, "CHECKPOINT_FRAMES", 2)
+    out = tmp_path / "pred.csv"
+    with pytest.raises(KeyboardInterrupt):  # stopped while searching the 6th sampled frame
+        predict.run(args_for([clip], trained, out), detector=BlobDetector(fail_after=5))
+    assert not out.exists() and os.listdir(video.progress_folder(str(out)))
+    again = BlobDetector()
+    predict.run(args_for([clip], trained, out), detector=again)
+    assert again.calls == 8 - 4  # frames 0-3 were recorded at the second checkpoint
+    resumed, whole = read_csv(out), read_csv(tmp_path / "whole.csv")
+    # The same rows; a score may move in its last digit with the batch it was scored in.
+    assert [{**r, "p_male": None} for r in resumed] == [{**r, "p_male": None} for r in whole]
+    assert [float(r["p_male"]) for r in resumed] == pytest.approx(
+        [float(r["p_male"]) for r in whole], abs=1e-5)
+
+
+def test_the_real_face_finder_on_video_frames(trained, tmp_path):
+    """Two seconds of a still group photo (two real faces): MTCNN finds both in each sampled
+    frame."""
+    import cv2
+    from test_predict import GROUP_FACE_CENTRES, GROUP_SIZE, group_photo
+    photo = cv2.imread(group_photo(tmp_path / "group.png"))
+    clip = str(tmp_path / "group.avi")
+    writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 2, GROUP_SIZE)
+    for _ in range(4):
+        writer.write(photo)
+    writer.release()
+    out = tmp_path / "pred.csv"
+    assert predict.main([clip, "--model_path", trained["model"], "--output", str(out),
+                         "--every", "1", "--verbose", "0"]) == 0
+    rows = read_csv(out)
+    assert [(float(r["time"]), int(r["face"])) for r in rows] == [(0, 0), (0, 1), (1, 0),
+                                                                  (1, 1)]
+    for r in rows:
+        cx, cy = GROUP_FACE_CENTRES[int(r["face"])]
+        x, y, w, h = (int(r[c]) for c in "xywh")
+        assert x < cx < x + w and y < cy < y + h
+
+
+def test_an_unreadable_video_is_one_line_naming_it(trained, tmp_path, capsys):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video")
+    code = predict.main([str(bad), "--model_path", trained["model"], "--output",
+                         str(tmp_path / "p.csv"), "--verbose", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert str(bad) in err and "not a readable video" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_videos_with_photos_need_detect_faces_and_ray_refuses_them(trained, tmp_path, capsys):
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    write_video(folder / "clip.avi", frames=5)
+    from conftest import face_like_image
+    face_like_image(0, np.random.default_rng(0)).save(folder / "still.jpg")
+    assert video.collect_inputs([str(folder)]) == ([str(folder / "still.jpg")],
+                                                   [str(folder / "clip.avi")])
+    assert predict.main([str(folder), "--model_path", trained["model"], "--output",
+                         str(tmp_path / "p.csv"), "--verbose", "0"]) == 2
+    assert "add --detect_faces" in capsys.readouterr().err
