@@ -13,13 +13,15 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import quiet
+
+quiet.hide_tensorflow_start_up()  # TensorFlow is imported only where needed, and quietly
 
 import annotate  # noqa: E402
 import cli  # noqa: E402
 import inference  # noqa: E402
 import labelling  # noqa: E402
-import model as model_lib  # noqa: E402
+import sidecar  # noqa: E402
 from common import MissingDependency  # noqa: E402
 from outputs import make_writable_dir  # noqa: E402
 
@@ -91,14 +93,12 @@ def run(args, detector=None):
     """Predict for every image under `args.paths`; returns a summary dict."""
     files = labelling.collect_images(args.paths)
     inference.check_backend(args.backend, args.precision)
-    model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
-    threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
-    geometry = model_lib.face_geometry(args.model_path)
-    size = model_lib.input_size(model)
+    threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
+    geometry = sidecar.face_geometry(args.model_path)
+    runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
+                                         args.cache_dir, threshold, args.tta, not args.unsafe)
     if args.detect_faces:  # a broken detector stops the run here, before any work
         detector = detector or labelling.load_face_detector()
-    runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                   args.cache_dir, threshold=threshold, tta=args.tta)
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
     print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
           f"{threshold:.2f} ({source}); face crop: {geometry or 'as given'}")
@@ -127,6 +127,8 @@ def run_on_ray(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.verbose == 2:
+        quiet.show_tensorflow_start_up()
     return cli.exit_code(run_on_ray if args.engine == "ray" else run, args)
 
 

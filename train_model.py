@@ -23,6 +23,7 @@ import faces  # noqa: E402
 import inference  # noqa: E402
 import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
+import pipeline  # noqa: E402
 import plots  # noqa: E402
 import splits  # noqa: E402
 import stages  # noqa: E402
@@ -365,7 +366,7 @@ def fine_tune(model, state, train_set, reader, batch_size, scores, val_names, ch
     """Fine-tune the whole network with augmentation, checkpointing every epoch; returns the
     checkpoint, whose history and best epoch span every run that led here."""
     groups, shares = splits.draw_groups(args, train_set)
-    train_ds = data.make_train_dataset(
+    train_ds = pipeline.make_train_dataset(
         *train_set[:2], reader, batch_size, args.oversample, args.augment, args.seed,
         class_weights=dict(enumerate(args.class_weights)), sources=groups,
         source_weights=shares, degrade=args.degrade, zoom=tuple(args.zoom),

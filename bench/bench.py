@@ -40,6 +40,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import data  # noqa: E402
+import pipeline  # noqa: E402
 import faces  # noqa: E402
 import inference  # noqa: E402
 import model as model_lib  # noqa: E402
@@ -191,7 +192,7 @@ def legacy_generator(train_dir, size, batch_size):
 
 def bench_pipeline(train_dir, size, batch_size, steps):
     paths, labels = data.list_labeled_images(train_dir)
-    ours = data.make_train_dataset(paths, labels, data.ImageReader(size), batch_size, 1.0, True)
+    ours = pipeline.make_train_dataset(paths, labels, data.ImageReader(size), batch_size, 1.0, True)
     legacy = legacy_generator(train_dir, size, batch_size)
 
     def drain_ours():
