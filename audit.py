@@ -46,8 +46,8 @@ def summary_path(output):
 def sidecar_rates(model_path, threshold, tta):
     """(Rates from the sidecar's error_rates, None) or (None, why there are none usable):
     counts made at another threshold, or with(out) --tta, do not describe this run's calls."""
-    import model as model_lib
-    record = model_lib.load_sidecar(model_path).get("error_rates")
+    import sidecar  # no TensorFlow: the scoring path may run without it
+    record = sidecar.load_sidecar(model_path).get("error_rates")
     if record is None:
         return None, "the model's sidecar holds no error rates"
     if not math.isclose(record["threshold"], threshold, abs_tol=1e-9):

@@ -1,10 +1,12 @@
-"""Reading and feeding face images: listing the class folders, decoding the files, and the
-`tf.data` pipeline that feeds training (its augmentation layers are in augment.py).
+"""Reading face images: listing the class folders and decoding the files, with no TensorFlow
+(the `tf.data` pipeline that feeds training is pipeline.py), so that scoring on OpenVINO
+never imports it.
 
 A data folder holds one sub-folder per class, `female/` and `male/` (any letter case).
 Class index 0 is female and 1 is male, so the model's single sigmoid output is P(male).
 
-Images are decoded with Pillow inside a `tf.data` pipeline: Pillow reads every format people
+Images are decoded with Pillow (in inference.py's threads and inside training's `tf.data`
+pipeline alike): Pillow reads every format people
 actually have (JPEG, PNG, BMP, GIF, WebP, CMYK, 16-bit, palette), honours the EXIF orientation
 tag, and lets a file that cannot be decoded be reported by name and skipped instead of
 crashing a run after minutes of work.
@@ -15,10 +17,8 @@ import sys
 import threading
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image, ImageOps
 
-import augment as augment_lib  # `augment` is make_train_dataset's switch
 import faces as faces_lib
 from common import CLASS_NAMES, DataError  # noqa: F401  (data.DataError is what callers catch)
 
@@ -204,7 +204,8 @@ def load_image(path, image_size, face=None, geometry=None):
 
 class ImageReader:
     """Decodes files into the model's input (load_image) and remembers the ones that failed:
-    for a `tf.data` pipeline and inference.py's decoding threads alike.
+    for training's `tf.data` pipeline (pipeline.tf_decode) and inference.py's decoding threads
+    alike.
 
     With a `geometry`, each file whose main face is known (`faces`: {path: faces.Face or
     None}, from `main_faces`) is cut to that geometry's canonical crop; the others are used
@@ -253,12 +254,6 @@ class ImageReader:
                 self.skipped[path] = f"{type(err).__name__}: {err}"
                 print(f"warning: skipping unreadable image {path} ({err})", file=sys.stderr)
 
-    def tf_decode(self, path):
-        image, ok = tf.numpy_function(self.__call__, [path], [tf.uint8, tf.bool])
-        image.set_shape((self.image_size, self.image_size, 3))
-        ok.set_shape(())
-        return image, ok
-
 
 def main_faces(paths, geometry, cache_dir, verbose=1):
     """{path: its main face (faces.Face), or None where none is found} for an ImageReader that
@@ -286,7 +281,7 @@ def first_readable(paths, image_size=32):
 
 
 # ---------------------------------------------------------------------------
-# Training batches: oversampling, source weights, augmentation
+# Training draws: oversampling (pipeline.py turns them into batches)
 
 def oversample_indices(labels, ratio=1.0, seed=0):
     """Indices into `labels` with the minority class repeated up to `ratio` x the majority count.
@@ -309,63 +304,3 @@ def oversample_indices(labels, ratio=1.0, seed=0):
     added = np.concatenate([np.tile(minority_idx, copies),
                             rng.choice(minority_idx, size=rest, replace=False)])
     return np.concatenate([indices, added])
-
-
-def weighted_examples(paths, labels, oversample, seed, shuffle, class_weights):
-    """A dataset of (path, label, class weight) over the oversampled images, shuffled."""
-    index = oversample_indices(labels, oversample, seed)
-    labels = np.asarray(labels)[index]
-    weights = np.ones(len(labels), np.float32)
-    if class_weights is not None:
-        weights = np.asarray([class_weights[int(y)] for y in labels], np.float32)
-    ds = tf.data.Dataset.from_tensor_slices(
-        (np.asarray(paths, dtype=str)[index], labels.astype(np.float32), weights))
-    if shuffle:
-        ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
-    return ds
-
-
-def make_train_dataset(paths, labels, reader, batch_size=32, oversample=1.0, augment=True,
-                       seed=0, shuffle=True, class_weights=None, sources=None,
-                       source_weights=None, degrade=0.0, zoom=(-0.2, 0.2), grayscale=0.0):
-    """Shuffled, oversampled, augmented batches of (image, label, sample weight).
-
-    Images are float32 in 0..255. The sample weight carries the class weights (`class_weights`
-    maps class index to weight) and is 0 for an unreadable file, which is listed in
-    `reader.skipped` and so drops out of the loss and the metrics while the dataset keeps a
-    known length.
-
-    With `source_weights`, `sources` gives each image's source index and each source is
-    oversampled and shuffled on its own; every image is then drawn from source k with
-    probability `source_weights[k]` (normalised), so one large source does not drown a small
-    one. A "source" is any group of images to be drawn at its own rate: train_model.py makes
-    one per (data folder, age band) to draw every age band of a folder equally often. That
-    dataset repeats without end: pass `steps_per_epoch` to fit.
-    """
-    if source_weights is None:
-        ds = weighted_examples(paths, labels, oversample, seed, shuffle, class_weights)
-    else:
-        paths, labels, sources = np.asarray(paths, dtype=str), np.asarray(labels), \
-            np.asarray(sources)
-        parts = [weighted_examples(paths[sources == k], labels[sources == k], oversample,
-                                   seed + k, True, class_weights).repeat()
-                 for k in range(len(source_weights))]
-        share = np.asarray(source_weights, np.float64) / np.sum(source_weights)
-        ds = tf.data.Dataset.sample_from_datasets(parts, share.tolist(), seed=seed)
-
-    def decode(path, label, weight):
-        image, ok = reader.tf_decode(path)
-        return image, label, weight * tf.cast(ok, tf.float32)
-
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-    augmentation = (augment_lib.make_augmentation(seed, degrade, zoom, grayscale) if augment
-                    else None)
-
-    @tf.autograph.experimental.do_not_convert  # plain tensor code; spares a noisy warning
-    def to_float(images, label, weight):
-        images = tf.cast(images, tf.float32)
-        if augmentation is not None:
-            images = augmentation(images, training=True)
-        return images, label, weight
-
-    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

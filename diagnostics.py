@@ -13,10 +13,8 @@ from sklearn.metrics import (average_precision_score, precision_recall_curve, ro
                              roc_curve)
 
 import data
-import model as model_lib
 import plots
-from common import CLASS_NAMES
-from model import ModelError
+from common import CLASS_NAMES, ModelError
 
 SHEET_MAX_IMAGES = 48  # mistakes shown on the contact sheet, 6 rows of plots.SHEET_COLUMNS
 
@@ -152,6 +150,7 @@ def gradcam(model, images, threshold=0.5, batch_size=32, classes=None):
     """
     import tensorflow as tf
 
+    import model as model_lib
     try:
         features_model, head = model_lib.split_at_backbone(model)
     except ModelError as err:
@@ -179,6 +178,109 @@ def gradcam(model, images, threshold=0.5, batch_size=32, classes=None):
     return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
 
 
+class KerasGradCam:
+    """Grad-CAM (`gradcam`) of a Keras classifier: TensorFlow computes the gradients."""
+
+    def __init__(self, model):
+        self.model = model
+        self.image_size = int(model.input_shape[1])
+
+    def maps(self, images, classes, batch_size=32):
+        return gradcam(self.model, images, batch_size=batch_size, classes=classes)[0]
+
+
+class OpenVINOGradCam:
+    """Grad-CAM of a classifier converted for OpenVINO, with no TensorFlow: the same maps as
+    `gradcam`, from the converted model's own feature maps and head weights.
+
+    The head of a train_model.py classifier is global average pooling, a ReLU dense layer and a
+    sigmoid dense layer, so the logit's gradient with respect to a feature map is the same at
+    every position: g = W1 (w2 * [h > 0]) / (H W), h being the dense layer's ReLU output. Grad-
+    CAM's channel weights (the gradient's mean over positions) are then g itself, known from
+    the weights and h: no backward pass is needed, and the maps come out as Grad-CAM's (the
+    1 / (H W) cancels in the normalisation). `from_model` returns None for a graph whose head is
+    not that shape (the caller falls back to KerasGradCam).
+    """
+
+    def __init__(self, compiled, w1, w2, image_size):
+        self.compiled, self.w1, self.w2, self.image_size = compiled, w1, w2, image_size
+
+    @classmethod
+    def from_model(cls, converted):
+        import openvino as ov
+
+        def source(node, i=0):
+            return node.input_value(i).get_node()
+
+        def constant(node, i=1):
+            c = source(node, i)
+            return c.get_data().astype(np.float64) if c.get_type_name() == "Constant" else None
+
+        def dense_weights(matmul):  # (inputs, outputs), whatever the MatMul's transposes
+            w = constant(matmul)
+            if w is None or matmul.get_type_name() != "MatMul":
+                return None
+            attributes = matmul.get_attributes()
+            if attributes.get("transpose_a"):
+                return None
+            return w.T if attributes.get("transpose_b") else w
+
+        try:
+            chain, node = [], source(converted.get_results()[0])
+            for kind in ("Sigmoid", "Add", "MatMul", "Relu", "Add", "MatMul", "ReduceMean"):
+                if node.get_type_name() != kind:
+                    return None
+                chain.append(node)
+                node = source(node)
+            _, logit, matmul2, relu, _, matmul1, pooled = chain
+            w1, w2 = dense_weights(matmul1), dense_weights(matmul2)
+            features = pooled.input_value(0)
+            shape = features.get_partial_shape()
+            axes = constant(pooled)
+            # OpenVINO keeps the converted feature map channels first: (n, channels, h, w).
+            if (w1 is None or w2 is None or w2.shape[1] != 1 or shape.rank.get_length() != 4
+                    or axes is None or sorted(axes.astype(int).tolist()) != [2, 3]
+                    or w1.shape[0] != shape[1].get_length()):
+                return None
+            model = ov.Model([features, relu.output(0), logit.output(0)],
+                             converted.get_parameters())
+            size = converted.input(0).get_partial_shape()[1].get_length()
+            compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        except Exception:  # a graph this reading does not know: Keras computes the maps
+            return None
+        return cls(compiled, w1, w2[:, 0], size)
+
+    def maps(self, images, classes, batch_size=32):
+        import cv2
+        images = np.asarray(images, np.float32)
+        out = []
+        for start in range(0, len(images), batch_size):
+            features, hidden, _ = self.compiled(images[start:start + batch_size]).values()
+            g = ((hidden > 0) * self.w2) @ self.w1.T  # (n, channels)
+            sign = np.where(np.asarray(classes)[start:start + batch_size] == 1, 1.0, -1.0)
+            cam = np.maximum(np.einsum("nc,nchw->nhw", g * sign[:, None], features), 0)
+            for m in cam.astype(np.float32):
+                # Bilinear with half-pixel centres, as tf.image.resize does in `gradcam`.
+                m = cv2.resize(m, images.shape[2:0:-1], interpolation=cv2.INTER_LINEAR)
+                peak = m.max()
+                out.append(m / peak if peak > 0 else m)
+        return np.stack(out).astype(np.float32)
+
+
+def grad_cam_for(model_path, cache_dir=None, backend="auto", safe_mode=True):
+    """The Grad-CAM of the model saved at `model_path`: on its cached OpenVINO conversion when
+    there is one and the backend is not Keras (no TensorFlow imported), else on Keras."""
+    import inference
+    if backend != "keras" and inference.openvino_available():
+        converted = inference.read_cached(inference.cache_path(
+            inference.model_file_key(model_path), cache_dir))
+        explain = converted is not None and OpenVINOGradCam.from_model(converted)
+        if explain:
+            return explain
+    import model as model_lib
+    return KerasGradCam(model_lib.load_model(model_path, safe_mode=safe_mode))
+
+
 # ---------------------------------------------------------------------------
 # Contact sheet of the misclassified images
 
@@ -197,13 +299,15 @@ def most_confident_mistakes(y_true, scores, threshold, limit=SHEET_MAX_IMAGES):
     return order[:limit], max(0, len(order) - limit)
 
 
-def misclassified_sheet(model, paths, y_true, scores, threshold, path,
+def misclassified_sheet(explain, paths, y_true, scores, threshold, path,
                         limit=SHEET_MAX_IMAGES, batch_size=32, reader=None):
-    """Draw the most confident mistakes among `paths`, with Grad-CAM heat maps, into `path`,
-    as the model saw them (`reader`: the data.ImageReader they were scored with).
+    """Draw the most confident mistakes among `paths`, at most `limit`, with Grad-CAM heat maps
+    (`explain`: a KerasGradCam or OpenVINOGradCam, see grad_cam_for), into `path`, as the model
+    saw them (`reader`: the data.ImageReader they were scored with).
 
-    Returns {"path", "shown", "left_out", "heat_maps", "note"}; with no mistakes nothing is
-    written.
+    Only the shown mistakes are decoded and explained, so its memory does not grow with the
+    number of mistakes. Returns {"path", "shown", "left_out", "heat_maps", "note"}; with no
+    mistakes nothing is written.
     A model that Grad-CAM cannot split still gets a sheet, without heat maps, saying why.
     """
     chosen, left_out = most_confident_mistakes(y_true, scores, threshold, limit)
@@ -211,11 +315,11 @@ def misclassified_sheet(model, paths, y_true, scores, threshold, path,
               "note": ""}
     if len(chosen) == 0:
         return result
-    reader = reader or data.ImageReader(model_lib.input_size(model))
+    reader = reader or data.ImageReader(explain.image_size)
     images = np.stack([reader(paths[i])[0] for i in chosen])
     try:
         predicted = (np.asarray(scores)[chosen] >= threshold).astype(int)
-        maps = gradcam(model, images, threshold, batch_size, classes=predicted)[0]
+        maps = explain.maps(images, predicted, batch_size)
     except ModelError as err:
         maps, result["heat_maps"], result["note"] = None, False, f"no heat maps: {err}"
     captions = []

@@ -34,6 +34,7 @@ from PIL import Image
 
 from common import MissingDependency, UsageError
 from outputs import atomic_path
+from progress import Progress
 
 # The five-point template (left eye, right eye, nose tip, left and right mouth corners) in a
 # 112 x 112 crop: the one of ArcFace/insightface, which most face pipelines align to.
@@ -348,7 +349,7 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None):
             print(f"finding faces in {len(todo)} of {len(paths)} images "
                   f"({len(paths) - len(todo)} cached in {cache.path})", flush=True)
         finder = finder or FaceFinder()
-        progress = progress_bar(len(todo), verbose)
+        progress = Progress(len(todo), verbose, label="faces: ")
 
         def load(i):
             try:
@@ -365,23 +366,8 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None):
                 # JPEGs decode at a reduced scale; the cache holds pixels of the full image.
                 cache.add([(keys[chunk[j]], face and face.scaled(
                     images[j][1] / max(images[j][0].size))) for j, face in zip(ok, found)])
-                progress(min(start + DETECT_BATCH, len(todo)))
+                progress.update(len(chunk))
     if cache.damaged and verbose:
         print(f"note: {cache.damaged} damaged line(s) in {cache.path} were ignored and their "
               "files detected again", file=sys.stderr)
     return [cache.entries.get(k) if k else None for k in keys]
-
-
-def progress_bar(total, verbose):
-    """update(done): a Keras progress bar (verbose 1), a line every tenth (2), or nothing."""
-    if verbose == 1:
-        import keras
-        bar = keras.utils.Progbar(total, unit_name="image")
-        return bar.update
-    marks = set(np.linspace(0, total, 11).astype(int)[1:]) if verbose == 2 else set()
-
-    def update(done):
-        if marks and done >= min(marks):
-            print(f"  faces: {done}/{total} images", flush=True)
-            marks.difference_update({m for m in marks if m <= done})
-    return update

@@ -17,6 +17,7 @@ labels change.
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -28,6 +29,7 @@ import numpy as np
 
 import data
 from common import MissingDependency, ModelError, UsageError, default_cache_dir
+from progress import Progress
 
 BACKENDS = ("auto", "keras", "openvino")
 # bfloat16 moved the log-odds of 99.5% of 7,671 training images (FACECOM, its degraded copies,
@@ -70,27 +72,46 @@ class OpenVINORunner(Runner):
 
     Each batch is cut into requests of REQUEST_BATCH images for the model compiled at that fixed
     shape, the rest go to the model compiled for any batch size; the outputs come back
-    reassembled, batch by batch, in order.
+    reassembled, batch by batch, in order. `fixed` may be a function that compiles the fixed
+    model: it is then called when the first full request comes (compiling it costs a few
+    tenths of a second, more than scoring a photo or two).
     """
 
     def __init__(self, fixed, any_size, precision, request_batch=None):
-        import openvino as ov
         self.name = f"openvino {precision}"
         self.request_batch = request_batch if fixed is not None else None
-        self.queues = [ov.AsyncInferQueue(c, max(1, int(c.get_property(
-            "OPTIMAL_NUMBER_OF_INFER_REQUESTS")))) for c in (fixed, any_size) if c is not None]
+        self.fixed = fixed
+        self.queues = [None, self.queue(any_size)]  # fixed (made when first needed), any size
+        self.finished = None
+
+    @staticmethod
+    def queue(compiled):
+        import openvino as ov
+        return ov.AsyncInferQueue(compiled, max(1, int(compiled.get_property(
+            "OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
+
+    def fixed_queue(self):
+        if self.queues[0] is None:
+            compiled = self.fixed() if callable(self.fixed) else self.fixed
+            self.queues[0] = self.queue(compiled)
+            if self.finished is not None:
+                self.queues[0].set_callback(self.finished)
+        return self.queues[0]
 
     def requests(self, batch):
         """(queue, images) for each request that `batch` is cut into."""
         if self.request_batch is None:
-            return [(self.queues[0], batch)]
+            return [(self.queues[1], batch)]
         n = len(batch) - len(batch) % self.request_batch
-        return ([(self.queues[0], batch[i:i + self.request_batch])
+        return ([(self.fixed_queue(), batch[i:i + self.request_batch])
                  for i in range(0, n, self.request_batch)]
                 + ([(self.queues[1], batch[n:])] if n < len(batch) else []))
 
+    def made(self):
+        return [q for q in self.queues if q is not None]
+
     def map(self, items):
-        for queue in self.queues:
+        for queue in self.made():
             queue.wait_all()  # nothing left over from an earlier, abandoned map
         done, pending, submitted = {}, collections.deque(), 0
 
@@ -102,7 +123,8 @@ class OpenVINORunner(Runner):
                 tag, keys = pending.popleft()
                 yield tag, np.concatenate([done.pop(k) for k in keys])
 
-        for queue in self.queues:
+        self.finished = finished
+        for queue in self.made():
             queue.set_callback(finished)
         for tag, batch in items:
             keys = []
@@ -112,7 +134,7 @@ class OpenVINORunner(Runner):
                 submitted += 1
             pending.append((tag, keys))
             yield from ready()
-        for queue in self.queues:
+        for queue in self.made():
             queue.wait_all()
         yield from ready()
 
@@ -232,13 +254,10 @@ def convert(model, model_path=None, cache_dir=None, key=None):
     xml = None
     name = cache_name(*key) if key else (model_file_key(model_path) if model_path else None)
     if name is not None:
-        folder = os.path.join(cache_dir or default_cache_dir(), "openvino")
-        xml = os.path.join(folder, f"{name}.xml")
-        if os.path.exists(xml):
-            try:
-                return ov.Core().read_model(xml)
-            except Exception:
-                pass  # a damaged cache entry: convert again and overwrite it
+        xml = cache_path(name, cache_dir)
+        converted = read_cached(xml)
+        if converted is not None:
+            return converted
     # OpenVINO prints its conversion settings when "--verbose" is anywhere in sys.argv, which
     # is every run of our scripts given --verbose 0: keep that out of their output.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -258,6 +277,23 @@ def convert(model, model_path=None, cache_dir=None, key=None):
                 if os.path.exists(leftover):
                     os.remove(leftover)
     return converted
+
+
+def cache_path(name, cache_dir=None):
+    """Where the converted model of cache entry `name` is kept (its .xml; the .bin beside it)."""
+    return os.path.join(cache_dir or default_cache_dir(), "openvino", f"{name}.xml")
+
+
+def read_cached(xml):
+    """The converted model saved at `xml`, or None when there is none or it is damaged (it is
+    then converted again and overwritten)."""
+    if not os.path.exists(xml):
+        return None
+    import openvino as ov
+    try:
+        return ov.Core().read_model(xml)
+    except Exception:
+        return None
 
 
 def keras_model_of(model, output):
@@ -294,7 +330,9 @@ def remove_older_conversions(xml):
 
 def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
     """Compile for the CPU, in throughput mode (a stream per core) and the requested precision:
-    (model at a fixed batch of `request_batch`, model for any batch size, precision used).
+    (a function that compiles the model at a fixed batch of `request_batch`, model for any
+    batch size, precision used). OpenVINORunner calls the function when a batch first fills
+    a request, so a run on a photo or two never pays for it.
 
     Requests of a few images to a model compiled at their fixed shape run about a third faster
     than whole batches at an open shape (bench/bench.py's eval section shows both; a small
@@ -316,7 +354,7 @@ def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
     if request_batch and shape.rank.is_static and all(d.is_static for d in list(shape)[1:]):
         model = converted.clone()
         model.reshape([request_batch] + [d.get_length() for d in list(shape)[1:]])
-        fixed = core.compile_model(model, "CPU", config)
+        fixed = functools.partial(core.compile_model, model, "CPU", config)
     return fixed, core.compile_model(converted, "CPU", config), precision
 
 
@@ -377,11 +415,7 @@ def _make_runner(model, backend, precision, model_path, cache_dir, request_batch
         if output is not None:
             import openvino as ov
             converted = ov.Model([converted.output(output)], converted.get_parameters())
-        fixed, any_size, precision = compile_openvino(converted, precision, request_batch)
-        runner = OpenVINORunner(fixed, any_size, precision, request_batch)
-        if precision == "bf16" and threshold is not None:
-            exact = OpenVINORunner(None, compile_openvino(converted, "f32", None)[1], "f32")
-            runner = RecheckedRunner(runner, exact, threshold)
+        runner = openvino_runner(converted, precision, request_batch, threshold)
     except Exception as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
         # A traced error's first line only introduces it ("... error: in user code:").
@@ -390,6 +424,46 @@ def _make_runner(model, backend, precision, model_path, cache_dir, request_batch
               "running it with Keras", file=sys.stderr)
         return KerasRunner(one)
     return runner
+
+
+def openvino_runner(converted, precision="f32", request_batch=REQUEST_BATCH, threshold=None):
+    """A runner for a converted model (an openvino.Model), compiled as compile_openvino does;
+    with `threshold`, a bf16 runner rechecks in float32 what falls near it (RecheckedRunner)."""
+    fixed, any_size, precision = compile_openvino(converted, precision, request_batch)
+    runner = OpenVINORunner(fixed, any_size, precision, request_batch)
+    if precision == "bf16" and threshold is not None:
+        exact = OpenVINORunner(None, compile_openvino(converted, "f32", None)[1], "f32")
+        runner = RecheckedRunner(runner, exact, threshold)
+    return runner
+
+
+def load_runner(model_path, backend="auto", precision="f32", cache_dir=None, threshold=None,
+                tta=False, safe_mode=True):
+    """(runner, input size) for the classifier saved at `model_path`, as make_runner gives it.
+
+    On OpenVINO, a model converted before (the cache holds it for this very file: same path,
+    size and modification time) is read back and compiled without importing TensorFlow or
+    Keras, which costs seconds and most of a gigabyte; the Keras model is loaded only to
+    convert it the first time, or for --backend keras. A model that needed `safe_mode=False`
+    (--unsafe) to load could only have been converted with it; its converted form holds no
+    code, so reading it back runs none.
+    """
+    import sidecar
+    use_openvino = check_backend(backend, precision)
+    sidecar.check_model_file(model_path)
+    if use_openvino:
+        converted = read_cached(cache_path(model_file_key(model_path), cache_dir))
+        if converted is not None:
+            shape = converted.input(0).get_partial_shape()
+            dims = [d.get_length() if d.is_static else None for d in shape]
+            sidecar.check_input_size(model_path, dims)
+            runner = openvino_runner(converted, precision, threshold=threshold)
+            return (flip_averaged(runner) if tta else runner), dims[1]
+    import model as model_lib  # Keras: the first conversion, or --backend keras
+    model = model_lib.load_model(model_path, safe_mode=safe_mode)
+    runner = make_runner(model, backend, precision, model_path, cache_dir, threshold=threshold,
+                         tta=tta)
+    return runner, model_lib.input_size(model)
 
 
 # ---------------------------------------------------------------------------
@@ -480,22 +554,3 @@ def score_images(runner, images, batch_size=32, tta=False):
     chunks = ((i, batch[i:i + batch_size]) for i in range(0, len(batch), batch_size))
     outputs = [np.asarray(out, np.float32).reshape(-1) for _, out in runner.map(chunks)]
     return np.concatenate(outputs) if outputs else np.zeros(0, np.float32)
-
-
-class Progress:
-    """A Keras progress bar (verbose 1), a line every tenth of the way (verbose 2), or nothing."""
-
-    def __init__(self, total, verbose):
-        self.total, self.verbose, self.seen, self.next_line = total, verbose, 0, 0
-        self.bar = None
-        if verbose == 1 and total:
-            import keras
-            self.bar = keras.utils.Progbar(total, unit_name="image")
-
-    def update(self, n):
-        self.seen += n
-        if self.bar is not None:
-            self.bar.update(self.seen)
-        elif self.verbose == 2 and (self.seen >= self.next_line or self.seen == self.total):
-            print(f"  {self.seen}/{self.total} images", flush=True)
-            self.next_line = self.seen + max(1, self.total // 10)

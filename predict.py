@@ -16,14 +16,16 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import quiet
+
+quiet.hide_tensorflow_start_up()  # TensorFlow is imported only where needed, and quietly
 
 import annotate  # noqa: E402
 import audit  # noqa: E402
 import cli  # noqa: E402
 import inference  # noqa: E402
 import labelling  # noqa: E402
-import model as model_lib  # noqa: E402
+import sidecar  # noqa: E402
 import video  # noqa: E402
 from common import MissingDependency, UsageError  # noqa: E402
 from outputs import make_writable_dir  # noqa: E402
@@ -135,14 +137,12 @@ def run(args, detector=None):
     files, videos = video.collect_inputs(args.paths)
     check_videos(args, files, videos)
     inference.check_backend(args.backend, args.precision)
-    model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
-    threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
-    geometry = model_lib.face_geometry(args.model_path)
-    size = model_lib.input_size(model)
+    threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
+    geometry = sidecar.face_geometry(args.model_path)
+    runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
+                                         args.cache_dir, threshold, args.tta, not args.unsafe)
     if args.detect_faces:  # a broken detector stops the run here, before any work
         detector = detector or labelling.load_face_detector()
-    runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                   args.cache_dir, threshold=threshold, tta=args.tta)
     # Which error rates correct the count: chosen (and an unusable sample refused) first.
     rates, note = audit.choose_rates(args, threshold, lambda folder: audit.sample_rates(
         folder, runner, size, geometry, threshold, args))
@@ -188,7 +188,7 @@ def run_on_ray(args):
     if video.collect_inputs(args.paths)[1]:
         raise UsageError("--engine ray does not read videos (yet); run them with the plain "
                          "engine, which continues a stopped video where it was")
-    threshold, _ = model_lib.decision_threshold(args.model_path, args.threshold)
+    threshold, _ = sidecar.decision_threshold(args.model_path, args.threshold)
     rates, note = audit.choose_rates(args, threshold, lambda folder: sample_on_driver(
         folder, args, threshold))
     summary = ray_engine.run(args)
@@ -198,15 +198,16 @@ def run_on_ray(args):
 
 def sample_on_driver(folder, args, threshold):
     """--audit_sample with --engine ray: the sample is small, so it is scored here."""
-    model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
-    runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                   args.cache_dir, threshold=threshold, tta=args.tta)
-    return audit.sample_rates(folder, runner, model_lib.input_size(model),
-                              model_lib.face_geometry(args.model_path), threshold, args)
+    runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
+                                         args.cache_dir, threshold, args.tta, not args.unsafe)
+    return audit.sample_rates(folder, runner, size, sidecar.face_geometry(args.model_path),
+                              threshold, args)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.verbose == 2:
+        quiet.show_tensorflow_start_up()
     return cli.exit_code(run_on_ray if args.engine == "ray" else run, args)
 
 

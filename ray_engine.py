@@ -26,8 +26,8 @@ import warnings
 import numpy as np
 
 import inference
-import model as model_lib
 import labelling
+import sidecar
 from common import USER_ERRORS, DataError
 from outputs import write_csv, write_json
 
@@ -48,17 +48,21 @@ SPREAD = {"scheduling_strategy": "SPREAD", "max_restarts": 0}
 # The actor: one model per worker process
 
 class ShardScorer:
-    """Loads the model once, then gives labelling.py's rows for one shard of files per call."""
+    """Loads the model once, then gives labelling.py's rows for one shard of files per call.
+
+    The driver converted the model before the actors start, so each reads the conversion from
+    the cache, as predict.py does, and imports no TensorFlow (seconds and most of a gigabyte
+    per actor).
+    """
 
     def __init__(self, options):
         import ray
         self.args = types.SimpleNamespace(**options)
         args = self.args
-        model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
-        self.size = model_lib.input_size(model)
-        self.geometry = model_lib.face_geometry(args.model_path)
-        self.runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                            threshold=args.threshold, tta=args.tta)
+        self.runner, self.size = inference.load_runner(
+            args.model_path, args.backend, args.precision, args.cache_dir, args.threshold,
+            args.tta, not args.unsafe)
+        self.geometry = sidecar.face_geometry(args.model_path)
         self.detector = labelling.load_face_detector() if args.detect_faces else None
         context = ray.get_runtime_context()
         self.node = f"{context.get_node_id()[:8]} ({ray.util.get_node_ip_address()})"
@@ -263,17 +267,14 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     if args.ray_address:
         check_reachable(args.ray_address)  # before minutes of work, not after
     files = labelling.collect_images(args.paths)
-    model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
-    threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
-    size = model_lib.input_size(model)
+    threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
+    # Loaded here once: a bad model stops the run before Ray starts, and the model is
+    # converted into the cache, where the actors on this node find it.
+    runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
+                                         args.cache_dir, threshold, args.tta, not args.unsafe)
+    del runner
     if args.detect_faces:  # a broken detector stops the run here, before any work
         labelling.load_face_detector()
-    if args.backend != "keras" and inference.openvino_available():
-        try:  # convert once here, so the actors on this node find it in the cache
-            inference.convert(model, args.model_path)
-        except Exception:
-            pass  # the actors say it, once each, and run on Keras
-    del model
 
     shards = [files[i:i + shard_files] for i in range(0, len(files), shard_files)]
     folder = shard_folder(args.output)
@@ -318,8 +319,9 @@ def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_aft
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 ShardScorer, batch_size=1, fn_constructor_kwargs={"options": options},
+                # A second shard waits at each actor, so it never idles between shards.
                 compute=ray.data.ActorPoolStrategy(size=min(len(nodes), len(todo)),
-                                                   max_tasks_in_flight_per_actor=1),
+                                                   max_tasks_in_flight_per_actor=2),
                 num_cpus=ACTOR_CPUS, **SPREAD)
         print(f"on {len(nodes)} Ray node(s), one actor each")
         saved, files_done, t0 = 0, 0, time.time()

@@ -4,7 +4,7 @@ Reads the --data_path / --val_path folders (and their attributes.csv), holds out
 split where there is no validation folder, groups the images by source and by --balance_by
 value (age band), and gives each group its share of the draws and each validation group its
 name, so that the worst group picks the epoch and the threshold. train_model.py asks it once
-and wires the answer into the pipeline (data.make_train_dataset) and the callbacks.
+and wires the answer into the pipeline (pipeline.make_train_dataset) and the callbacks.
 """
 
 import os

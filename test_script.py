@@ -15,7 +15,9 @@ import os
 import shutil
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import quiet
+
+quiet.hide_tensorflow_start_up()  # TensorFlow is imported only where needed, and quietly
 
 import numpy as np  # noqa: E402
 
@@ -25,8 +27,8 @@ import data  # noqa: E402
 import diagnostics  # noqa: E402
 import inference  # noqa: E402
 import metrics  # noqa: E402
-import model as model_lib  # noqa: E402
 import plots  # noqa: E402
+import sidecar  # noqa: E402
 from data import CLASS_NAMES, DataError  # noqa: E402
 from outputs import atomic_path, make_writable_dir, write_csv, write_json  # noqa: E402
 
@@ -207,16 +209,14 @@ def evaluate(args):
         class_roots += [class_dirs[CLASS_NAMES[k]] for k in y]
     labels = np.concatenate(labels)
     inference.check_backend(args.backend, args.precision)
-    model = model_lib.load_model(args.model_path, safe_mode=not args.unsafe)
-    model_threshold, source = model_lib.decision_threshold(args.model_path, args.threshold)
-
-    image_size = model_lib.input_size(model)
+    model_threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
+    runner, image_size = inference.load_runner(args.model_path, args.backend, args.precision,
+                                               args.cache_dir, model_threshold, args.tta,
+                                               not args.unsafe)
     # The model is fed the faces it was trained on: its sidecar's geometry, or as given.
-    geometry = model_lib.face_geometry(args.model_path)
+    geometry = sidecar.face_geometry(args.model_path)
     found = data.main_faces(paths, geometry, args.cache_dir, args.verbose)
     reader = data.ImageReader(image_size, geometry, found)
-    runner = inference.make_runner(model, args.backend, args.precision, args.model_path,
-                                   args.cache_dir, threshold=model_threshold, tta=args.tta)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
           f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
           + (f", from {len(sources)} sources" if len(sources) > 1 else "")
@@ -304,8 +304,10 @@ def evaluate(args):
     print(f"\n{len(wrong)} misclassified at threshold {model_threshold:.2f}"
           + ("" if args.no_copy else f", copied into {os.path.join(out, 'misclassified')}"))
     if not args.no_copy and len(wrong):
+        explain = diagnostics.grad_cam_for(args.model_path, args.cache_dir, args.backend,
+                                           not args.unsafe)
         sheet = diagnostics.misclassified_sheet(
-            model, paths, labels, scores, model_threshold,
+            explain, paths, labels, scores, model_threshold,
             os.path.join(out, "misclassified", "contact_sheet.png"), batch_size=args.batch_size,
             reader=reader)
         print(f"contact sheet of the {sheet['shown']} most confident mistakes"
@@ -339,7 +341,7 @@ def store_error_rates(args, at_model, images, source_names):
     if missing := [n for n, (_, total) in at_model["per_class_accuracy"].items() if not total]:
         raise DataError(f"--store_error_rates: no {' or '.join(missing)} images in "
                         f"{' '.join(args.data_path)}; the rates need both classes")
-    path = model_lib.store_error_rates(args.model_path, {
+    path = sidecar.store_error_rates(args.model_path, {
         "confusion_matrix": at_model["confusion_matrix"], "threshold": at_model["threshold"],
         "tta": bool(args.tta), "images": images, "measured_on": ", ".join(source_names)})
     print(f"stored the confusion counts at threshold {at_model['threshold']:.2f} "
@@ -348,6 +350,8 @@ def store_error_rates(args, at_model, images, source_names):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.verbose == 2:
+        quiet.show_tensorflow_start_up()
     return cli.exit_code(evaluate, args)
 
 

@@ -24,6 +24,7 @@ import faces  # noqa: E402
 import inference  # noqa: E402
 import metrics  # noqa: E402
 import model as model_lib  # noqa: E402
+import pipeline  # noqa: E402
 import plots  # noqa: E402
 import splits  # noqa: E402
 import stages  # noqa: E402
@@ -462,7 +463,7 @@ def fine_tune(model, state, train_set, reader, batch_size, scores, val_names, ch
     groups, shares = splits.draw_groups(args, train_set)
     if args.as_given > 0 and args.geometry is not None:
         reader = reader.sometimes_as_given(args.as_given, args.seed)
-    train_ds = data.make_train_dataset(
+    train_ds = pipeline.make_train_dataset(
         *train_set[:2], reader, batch_size, args.oversample, args.augment, args.seed,
         class_weights=dict(enumerate(args.class_weights)), sources=groups,
         source_weights=shares, degrade=args.degrade, zoom=tuple(args.zoom),

@@ -18,6 +18,10 @@ Absolute times drift on shared machines; the ratios, measured side by side, hold
             installed) as given, against the same with face alignment: landmarks already
             cached (every evaluation after the first), and found from scratch (the first),
             with the face finder's own rate beside them
+  scripts   the scripts as users run them, whole processes with warm caches: test_script.py
+            on the dev face crops, aligned and as given, against Keras predict on tensors;
+            its peak memory with the misclassified copies and sheet against --no_copy; a
+            fresh predict.py on one photo, and whether it imported TensorFlow
   quality   wall time from ImageNet weights to dev macro-F1 levels (0.85 ... 0.92), reference
             recipe against the fast one (trains both, an hour or more on a CPU, so it runs
             only when named: --sections quality)
@@ -26,6 +30,8 @@ Absolute times drift on shared machines; the ratios, measured side by side, hold
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +49,7 @@ import data  # noqa: E402
 import faces  # noqa: E402
 import inference  # noqa: E402
 import model as model_lib  # noqa: E402
+import pipeline  # noqa: E402
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,6 +120,116 @@ def bench_align(model, model_path, folder, batch_size, limit, threshold):
     for name, took in seconds.items():
         row(name, len(paths) / took, "images/s", len(paths) / took / base)
     return {name: len(paths) / took for name, took in seconds.items()}
+
+
+# ---------------------------------------------------------------------------
+# The scripts as users run them: whole processes, timed from start to exit
+
+def run_script(args, importtime=False):
+    """(wall seconds, peak resident memory in MB, stdout, top-level modules imported) of one
+    of the scripts run in a fresh Python, which must succeed."""
+    flags = ["-X", "importtime"] if importtime else []
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        # A child's peak memory counts what it was forked from (Linux keeps it across exec):
+        # a small Python starts the script and reports its peak, not this process's gigabyte.
+        done = subprocess.run([sys.executable, "-c", MEASURED, sys.executable, *flags, *args],
+                              cwd=HERE, stdout=out, stderr=err, text=True)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if done.returncode != 0:
+        sys.exit(f"failed: {' '.join(args)}\n{stderr[-2000:]}")
+    stderr, _, measured = stderr.rstrip().rpartition("\n")
+    seconds, peak_kb = map(float, measured.split())
+    modules = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in stderr.splitlines()
+               if line.startswith("import time:") and "|" in line}
+    return seconds, peak_kb / 1024, stdout, modules
+
+
+# Runs the command in argv and prints its wall seconds and peak resident kB on stderr's last line.
+MEASURED = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.call(sys.argv[1:])
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(f"\\n{time.perf_counter() - start} {peak}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def aligned_copy(model_path, folder):
+    """A copy of the model whose sidecar names the aligned geometry, so the scripts align
+    (for timing: a model not trained on aligned crops scores them worse)."""
+    copy = os.path.join(folder, "aligned.h5")
+    shutil.copy2(model_path, copy)
+    side = model_lib.load_sidecar(model_path)
+    side["face_geometry"] = faces.Geometry("aligned", 1.0).to_dict()
+    with open(model_lib.sidecar_path(copy), "w") as f:
+        json.dump(side, f)
+    return copy
+
+
+def bench_scripts(model, model_path, folder, batch_size, limit):
+    """The issue-30 targets, each a ratio: test_script.py end to end (aligned, landmarks and
+    conversion cached) against Keras predict on tensors; aligned against as given; peak
+    memory with the misclassified copies and sheet against --no_copy; a fresh predict.py on one
+    photo (seconds, and whether TensorFlow was imported)."""
+    size = model_lib.input_size(model)
+    paths = data.list_labeled_images(folder)[0]
+    images = np.stack([data.load_image(p, size) for p in paths[:limit]]).astype(np.float32)
+    model.predict(images[:batch_size], verbose=0)
+    keras_rate = limit / min(timed(lambda: model.predict(images, batch_size=batch_size,
+                                                         verbose=0)) for _ in range(3))
+    with tempfile.TemporaryDirectory(prefix="bench-scripts-") as tmp:
+        cache = os.path.join(tmp, "cache")
+        aligned = aligned_copy(model_path, tmp)
+
+        def evaluate(model_file, *extra, name="eval", importtime=False):
+            return run_script(["test_script.py", "--data_path", folder, "--model_path",
+                               model_file, "--cache_dir", cache, "--verbose", "0",
+                               "--output_dir", os.path.join(tmp, name), *extra], importtime)
+
+        cold = evaluate(aligned, "--no_copy")[0]  # landmarks found, model converted
+        evaluate(model_path, "--no_copy")  # converted
+        runs = {"as given": [], "aligned": [], "aligned, copies": []}
+        for _ in range(2):  # in turns, best of two
+            runs["as given"].append(evaluate(model_path, "--no_copy"))
+            runs["aligned"].append(evaluate(aligned, "--no_copy", importtime=True))
+            runs["aligned, copies"].append(evaluate(aligned, name=f"copies{_}"))
+        best = {name: min(r, key=lambda t: t[0]) for name, r in runs.items()}
+        photo = paths[0]
+        one = [run_script(["predict.py", photo, "--model_path", model_path, "--cache_dir", cache,
+                           "--verbose", "0", "--output", os.path.join(tmp, "one.csv")],
+                          importtime=True) for _ in range(3)]
+    n = len(paths)
+    rate = {name: n / r[0] for name, r in best.items()}
+    print(f"\n[scripts] test_script.py on {n} face crops from {folder} (whole processes, "
+          "conversion and landmarks cached); ratios against Keras predict on tensors "
+          f"({limit} in memory, batch {batch_size})")
+    row("keras predict, tensors in memory", keras_rate, "images/s", 1.0)
+    row("test_script.py --no_copy, as given", rate["as given"], "images/s",
+        rate["as given"] / keras_rate)
+    row("test_script.py --no_copy, aligned (target >= 2.0x)", rate["aligned"], "images/s",
+        rate["aligned"] / keras_rate)
+    row("test_script.py --no_copy, aligned, landmarks found (first run)", n / cold, "images/s",
+        n / cold / keras_rate)
+    row("aligned against as given (target >= 0.5x)", rate["aligned"], "images/s",
+        rate["aligned"] / rate["as given"])
+    row("aligned, first run against as given", n / cold, "images/s",
+        n / cold / rate["as given"])
+    row("peak memory, --no_copy", best["aligned"][1], "MB", 1.0)
+    row("peak memory, misclassified copies and sheet (target <= 1.2x)",
+        best["aligned, copies"][1], "MB", best["aligned, copies"][1] / best["aligned"][1])
+    tf_in = {"tensorflow", "keras"} & best["aligned"][3]
+    print(f"  test_script.py --no_copy imported {', '.join(sorted(tf_in)) or 'no TensorFlow'}")
+    fastest = min(one, key=lambda r: r[0])
+    tf_in = set.union(*(r[3] for r in one)) & {"tensorflow", "keras"}
+    row("predict.py on one photo, fresh process, warm caches (target < 1 s)", fastest[0],
+        "seconds")
+    print(f"  predict.py on one photo imported {', '.join(sorted(tf_in)) or 'no TensorFlow'} "
+          f"(python -X importtime); peak memory {fastest[1]:.0f} MB")
+    return {"keras": keras_rate, **rate, "cold": n / cold, "one_photo_s": fastest[0],
+            "memory_ratio": best["aligned, copies"][1] / best["aligned"][1]}
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +308,7 @@ def legacy_generator(train_dir, size, batch_size):
 
 def bench_pipeline(train_dir, size, batch_size, steps):
     paths, labels = data.list_labeled_images(train_dir)
-    ours = data.make_train_dataset(paths, labels, data.ImageReader(size), batch_size, 1.0, True)
+    ours = pipeline.make_train_dataset(paths, labels, data.ImageReader(size), batch_size, 1.0, True)
     legacy = legacy_generator(train_dir, size, batch_size)
 
     def drain_ours():
@@ -395,8 +512,9 @@ def main(argv=None):
     p.add_argument("--data_path", default=os.path.join(HERE, "..", "shared", "data", "facecom"),
                    help="a folder with train/ and dev/, each holding female/ and male/")
     p.add_argument("--sections", nargs="+",
-                   default=["eval", "pipeline", "export", "features", "align"],
-                   choices=["eval", "pipeline", "export", "features", "align", "quality"],
+                   default=["eval", "pipeline", "export", "features", "align", "scripts"],
+                   choices=["eval", "pipeline", "export", "features", "align", "scripts",
+                            "quality"],
                    help="quality trains from scratch (an hour or more on a CPU), so it runs "
                         "only when named")
     p.add_argument("--weights", default=os.path.join(HERE, "..", "shared", "weights",
@@ -442,6 +560,8 @@ def main(argv=None):
         bench_features(model, args.data_path, args.batch_size, args.limit)
     if "align" in args.sections:
         bench_align(model, args.model_path, dev, args.batch_size, args.limit, threshold)
+    if "scripts" in args.sections:
+        bench_scripts(model, args.model_path, dev, args.batch_size, args.limit)
     if "quality" in args.sections:
         bench_quality(args.data_path, args.weights, args.levels, args.budget_minutes,
                       args.recipes)

@@ -114,10 +114,15 @@ def main():
             load = f.read().split()[0]
         print(f"{files} images in {args.data_path}; {os.cpu_count()} CPUs, load {load}")
         plain, _ = timed(flags)
+        with open(flags[-1]) as f:
+            plain_rows = f.read()
         ray, out_ray = timed(flags + ["--engine", "ray"])
+        with open(flags[-1]) as f:
+            same = f.read() == plain_rows
         print(f"plain predict.py:    {files / plain:6.1f} images/s ({plain:.1f} s)")
         print(f"--engine ray:        {files / ray:6.1f} images/s ({ray:.1f} s)")
-        print(f"ray / plain:         {plain / ray:.2f}x (target >= 0.85x)")
+        print(f"ray / plain:         {plain / ray:.2f}x (target >= 0.85x); the CSVs are "
+              + ("identical" if same else "DIFFERENT"))
         if args.two_nodes:
             two_nodes(flags, files)
 

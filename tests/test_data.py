@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 import data
+import pipeline
 from conftest import make_image_folder
 
 
@@ -102,7 +103,7 @@ def test_reader_reports_an_undecodable_file_by_name_and_keeps_going(tmp_path):
     assert image.shape == (16, 16, 3) and not ok and not image.any()
     assert list(reader.skipped) == [str(bad)]
     # In training the bad file gets zero weight, so it never reaches the loss.
-    ds = data.make_train_dataset([str(good), str(bad)], [0, 1], reader, batch_size=2,
+    ds = pipeline.make_train_dataset([str(good), str(bad)], [0, 1], reader, batch_size=2,
                                  oversample=0, augment=False, shuffle=False)
     _, labels, weights = next(iter(ds))
     assert list(weights.numpy()) == [1.0, 0.0]
@@ -130,7 +131,7 @@ def test_train_dataset_balances_weights_and_augments(tmp_path):
     paths, labels = data.list_labeled_images(str(tmp_path))
     paths, labels = paths[:8], labels[:8]  # 6 female, 2 male
     reader = data.ImageReader(32)
-    ds = data.make_train_dataset(paths, labels, reader, batch_size=4, oversample=1.0,
+    ds = pipeline.make_train_dataset(paths, labels, reader, batch_size=4, oversample=1.0,
                                  augment=True, class_weights={0: 1.0, 1: 0.9})
     seen = [(y, w) for _, ys, ws in ds for y, w in zip(ys.numpy(), ws.numpy())]
     assert len(seen) == 12
@@ -152,7 +153,7 @@ def test_source_weights_set_the_share_of_each_source(tmp_path):
             paths.append(path)
             labels.append(int(i < males))
             sources.append(source)
-    ds = data.make_train_dataset(paths, np.array(labels), data.ImageReader(8), batch_size=50,
+    ds = pipeline.make_train_dataset(paths, np.array(labels), data.ImageReader(8), batch_size=50,
                                  augment=False, sources=np.array(sources),
                                  source_weights=[1, 1], seed=0)
     images, y, _ = (np.concatenate(parts) for parts in zip(*[
@@ -168,7 +169,7 @@ def test_train_dataset_with_source_weights_repeats_and_decodes(tmp_path):
     pa, ya = data.list_labeled_images(str(tmp_path / "a"))
     pb, yb = data.list_labeled_images(str(tmp_path / "b"))
     reader = data.ImageReader(32)
-    ds = data.make_train_dataset(pa + pb, np.concatenate([ya, yb]), reader, batch_size=4,
+    ds = pipeline.make_train_dataset(pa + pb, np.concatenate([ya, yb]), reader, batch_size=4,
                                  sources=np.array([0] * 8 + [1] * 8), source_weights=[3, 1],
                                  degrade=0.5, seed=0)
     batches = list(ds.take(10))  # more images than the two sources hold: it repeats

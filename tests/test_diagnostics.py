@@ -111,6 +111,28 @@ def test_gradcam_maps_have_the_image_shape_and_vary(model_and_images):
     np.testing.assert_allclose(p_male, expected, atol=1e-4)
 
 
+@pytest.mark.skipif(not __import__("inference").openvino_available(), reason="needs OpenVINO")
+def test_grad_cam_on_the_openvino_conversion_is_kerass_without_gradients(model_and_images):
+    import inference
+    model, _, _, images = model_and_images
+    explain = diagnostics.OpenVINOGradCam.from_model(inference.convert(model))
+    assert explain is not None and explain.image_size == images.shape[1]
+    classes = np.arange(len(images)) % 2  # each class explained, for images of both
+    want = diagnostics.KerasGradCam(model).maps(images, classes, batch_size=10)
+    got = explain.maps(images, classes, batch_size=7)
+    assert np.ptp(want) > 0.5  # the comparison is not vacuous
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-3)
+
+
+def test_grad_cam_on_openvino_declines_a_head_it_cannot_read():
+    import keras
+    import inference
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    other = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    assert diagnostics.OpenVINOGradCam.from_model(inference.convert(other)) is None
+
+
 def test_gradcam_refuses_a_model_without_backbone_and_head():
     import keras
     inputs = keras.Input((32, 32, 3))
@@ -127,7 +149,8 @@ def test_misclassified_sheet_shows_the_most_confident_and_says_how_many_left_out
     # At threshold 0 every image is called male, so the 12 female ones are mistakes.
     scores = model.predict(images.astype("float32"), verbose=0)[:, 0]
     path = str(tmp_path / "misclassified" / "contact_sheet.png")
-    sheet = diagnostics.misclassified_sheet(model, paths, labels, scores, 0.0, path, limit=5)
+    sheet = diagnostics.misclassified_sheet(diagnostics.KerasGradCam(model), paths, labels,
+                                            scores, 0.0, path, limit=5)
     assert (sheet["shown"], sheet["left_out"], sheet["heat_maps"]) == (5, 7, True)
     with Image.open(path) as img:
         assert img.size == plots.sheet_layout(5)[2:]

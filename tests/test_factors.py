@@ -184,7 +184,7 @@ def test_malformed_attributes_exit_2_with_one_line_and_nothing_written(
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the attributes were checked")
 
-    monkeypatch.setattr(test_script.model_lib, "load_model", never)
+    monkeypatch.setattr(test_script.inference, "load_runner", never)
     out = tmp_path / "eval"
     assert run(["--data_path", folder, "--model_path", trained["model"],
                 "--output_dir", str(out)]) == 2

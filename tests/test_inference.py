@@ -60,12 +60,17 @@ def test_openvino_cuts_batches_into_fixed_size_requests_and_keeps_their_order():
     assert np.ptp(np.concatenate(expected)) > 1e-3  # the comparison is not vacuous
     for request_batch in (3, None):  # 10 = 3+3+3+1 at a fixed shape and an open one; whole
         runner = inference.make_runner(model, "openvino", request_batch=request_batch)
-        assert len(runner.queues) == (2 if request_batch else 1)
         out = list(runner.map((k, b) for k, b in enumerate(batches)))
+        # The fixed-shape model is compiled once a batch fills a request, never without one.
+        assert len(runner.made()) == (2 if request_batch else 1)
         assert [tag for tag, _ in out] == [0, 1, 2, 3]
         for (_, got), want in zip(out, expected):
             assert got.shape == want.shape
             np.testing.assert_allclose(got, want, rtol=0, atol=5e-5)
+    # A photo or two never fill a request: the fixed-shape model is not compiled at all.
+    runner = inference.make_runner(model, "openvino", request_batch=3)
+    list(runner.map([(0, batches[3])]))
+    assert len(runner.made()) == 1
 
 
 def test_the_converted_model_is_cached_by_model_file(tmp_path, monkeypatch):

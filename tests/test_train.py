@@ -10,6 +10,7 @@ import pytest
 
 import data
 import metrics
+import pipeline
 import splits
 import train_model
 from callbacks import EpochCheckpoint, TrainingState, ValidationMetrics
@@ -47,7 +48,7 @@ def test_logged_validation_scores_are_what_keras_evaluate_gives(trained):
     # would: Keras' evaluate of the saved (only) epoch's model on the same batches agrees.
     args = train_model.parse_args(TINY_TRAINING + ["--data_path", trained["data"]])
     val_paths, val_labels, _, _ = splits.split_data(args).val
-    val_ds = data.make_train_dataset(val_paths, val_labels, data.ImageReader(IMAGE_SIZE), 8,
+    val_ds = pipeline.make_train_dataset(val_paths, val_labels, data.ImageReader(IMAGE_SIZE), 8,
                                      oversample=0, augment=False, shuffle=False)
     # The saved file is inference-only: compile it as training did.
     model = keras.models.load_model(trained["model"], compile=False)
