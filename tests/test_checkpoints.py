@@ -14,6 +14,11 @@ from callbacks import CheckpointFolder
 from conftest import IMAGE_SIZE, ROOT, TINY_TRAINING, tree_hashes
 
 
+def user_files(root):
+    """tree_hashes without the run's own lock file (`.lock`, which holds nothing of theirs)."""
+    return {k: v for k, v in tree_hashes(root).items() if os.path.basename(k) != ".lock"}
+
+
 def refused(capsys, argv):
     """Run train_model.py with argv; return its one line of error (exit code 2)."""
     with pytest.raises(SystemExit) as stop:
@@ -106,22 +111,22 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(trained, run_copy, capsys
         target.write_bytes(blob[:len(blob) // 2])
     else:
         target.write_text("")
-    before = tree_hashes(str(run_copy))
+    before = user_files(str(run_copy))
     line = refused(capsys, resume(trained, run_copy))
     assert str(target) in line and "damaged" in line
     assert "start over without --resume" in line
-    assert tree_hashes(str(run_copy)) == before  # nothing written over, nothing deleted
+    assert user_files(str(run_copy)) == before  # nothing written over, nothing deleted
 
 
 def test_a_resume_that_contradicts_the_checkpoint_names_the_flag(trained, run_copy, capsys):
-    before = tree_hashes(str(run_copy))
+    before = user_files(str(run_copy))
     other = str(IMAGE_SIZE + 32)
     line = refused(capsys, resume(trained, run_copy, "--image_size", other))
     assert f"--image_size {other} contradicts the checkpoint" in line
     assert f"made with --image_size {IMAGE_SIZE}" in line
     line = refused(capsys, resume(trained, run_copy, "--dropout", "0.5"))
     assert "--dropout 0.5 contradicts" in line
-    assert tree_hashes(str(run_copy)) == before
+    assert user_files(str(run_copy)) == before
 
 
 def test_a_checkpoint_of_before_kept_flags_is_still_checked_for_its_input_size(
