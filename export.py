@@ -14,7 +14,9 @@ import io
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import quiet  # noqa: E402
+
+quiet.hide_tensorflow_start_up()  # TensorFlow's start-up lines stay off the terminal
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
