@@ -300,13 +300,15 @@ def most_confident_mistakes(y_true, scores, threshold, limit=SHEET_MAX_IMAGES):
 
 
 def misclassified_sheet(explain, paths, y_true, scores, threshold, path,
-                        limit=SHEET_MAX_IMAGES, batch_size=32, reader=None):
+                        limit=SHEET_MAX_IMAGES, batch_size=8, reader=None):
     """Draw the most confident mistakes among `paths`, at most `limit`, with Grad-CAM heat maps
     (`explain`: a KerasGradCam or OpenVINOGradCam, see grad_cam_for), into `path`, as the model
     saw them (`reader`: the data.ImageReader they were scored with).
 
     Only the shown mistakes are decoded and explained, so its memory does not grow with the
-    number of mistakes. Returns {"path", "shown", "left_out", "heat_maps", "note"}; with no
+    number of mistakes; they go through the explaining model `batch_size` at a time, few,
+    since its activations grow with the batch and a second network in memory is what the
+    sheet costs. Returns {"path", "shown", "left_out", "heat_maps", "note"}; with no
     mistakes nothing is written.
     A model that Grad-CAM cannot split still gets a sheet, without heat maps, saying why.
     """

@@ -275,7 +275,8 @@ class LandmarkCache:
 
     def __init__(self, cache_dir):
         self.path = os.path.join(cache_dir, "landmarks", f"{self.VERSION}.jsonl")
-        self.entries = {}
+        self.entries = {}  # key -> Face or None, parsed when first asked for (get)
+        self._lines = {}  # key -> (its checked line, the face's JSON text), not parsed yet
         self.damaged = 0
         if os.path.exists(self.path):
             with open(self.path, "rb") as f:
@@ -285,18 +286,36 @@ class LandmarkCache:
             # Keep only what checks out, so the damage is reported (and skipped) once.
             with atomic_path(self.path) as tmp:
                 with open(tmp, "w") as f:
-                    f.write("".join(self._line(key, face) for key, face in self.entries.items()))
+                    f.write("".join(line for line, _ in self._lines.values()))
 
-    def _read_line(self, line):
+    def _read_line(self, raw):
+        """Check one line's CRC from its text, without parsing it: a cache holds a line for
+        every image ever seen (about 90,000 for the dev and training folders here), and a run
+        needs the faces of its own images only (get parses those)."""
         try:
-            entry = json.loads(line)
-            body = json.dumps([entry["key"], entry["face"]]).encode()
-            if zlib.crc32(body) != entry["crc"]:
+            line = raw.decode()
+            # The line as _line writes it: {"key": K, "face": F, "crc": C}; its CRC covers [K, F].
+            if not (line.startswith('{"key": "') and line.endswith("}\n")):
+                raise ValueError("torn")
+            key_end, face_end = line.index(', "face": '), line.rindex(', "crc": ')
+            key_text, face_text = line[8:key_end], line[key_end + 10:face_end]
+            if zlib.crc32(f"[{key_text}, {face_text}]".encode()) != int(line[face_end + 9:-2]):
                 raise ValueError("checksum")
-            self.entries[entry["key"]] = (None if entry["face"] is None
-                                          else Face.from_list(entry["face"]))
-        except (ValueError, KeyError, TypeError, IndexError):
+            key = key_text[1:-1]  # a hex digest: nothing in it is escaped
+            self._lines[key] = (line, face_text)
+            self.entries.pop(key, None)  # a later line for the same file wins
+        except (ValueError, UnicodeDecodeError):
             self.damaged += 1  # a torn last line or a damaged one: that file is detected again
+
+    def __contains__(self, key):
+        return key in self.entries or key in self._lines
+
+    def get(self, key):
+        """The Face (or None: no face) cached for `key`; None also when it is not cached."""
+        if key not in self.entries and key in self._lines:
+            value = json.loads(self._lines.pop(key)[1])
+            self.entries[key] = None if value is None else Face.from_list(value)
+        return self.entries.get(key)
 
     @staticmethod
     def _line(key, face):
@@ -311,6 +330,7 @@ class LandmarkCache:
         for key, face in pairs:
             # What a later run reads back, so the first run cuts the very same crops.
             self.entries[key] = None if face is None else Face.from_list(face.to_list())
+            self._lines.pop(key, None)
             lines.append(self._line(key, self.entries[key]))
         # One write of whole lines in append mode: processes sharing the file do not interleave.
         with open(self.path, "a") as f:
@@ -343,7 +363,7 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None):
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(key_of, range(len(paths))))
-    todo = sorted({k: i for i, k in enumerate(keys) if k and k not in cache.entries}.values())
+    todo = sorted({k: i for i, k in enumerate(keys) if k and k not in cache}.values())
     if todo:
         if verbose:
             print(f"finding faces in {len(todo)} of {len(paths)} images "
@@ -370,4 +390,4 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None):
     if cache.damaged and verbose:
         print(f"note: {cache.damaged} damaged line(s) in {cache.path} were ignored and their "
               "files detected again", file=sys.stderr)
-    return [cache.entries.get(k) if k else None for k in keys]
+    return [cache.get(k) if k else None for k in keys]

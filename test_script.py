@@ -223,6 +223,10 @@ def evaluate(args):
           + f"; face crop: {geometry or 'as given (the model names no face geometry)'}")
     scores, unreadable = inference.score_paths(runner, paths, image_size, args.batch_size,
                                                args.verbose, reader=reader)
+    backend = runner.name
+    # Its compiled models are done with: let them go before the Grad-CAM model is compiled,
+    # so the mistakes' sheet costs what it shows, not a second copy of the network.
+    del runner
     no_face = data.faceless(paths, found, unreadable)
     keep = ~np.isnan(scores)  # an unreadable file has no score
     paths = [p for p, k in zip(paths, keep) if k]
@@ -251,7 +255,7 @@ def evaluate(args):
         "model_threshold": {**at_model, "source": source},
         "best_threshold": at_best,
         "sweep": [{"threshold": float(t), "macro_f1": float(f)} for t, f in zip(thresholds, curve)],
-        "backend": runner.name,
+        "backend": backend,
         "unreadable_images": unreadable,
         "face_geometry": geometry and geometry.to_dict(),
         # Images in which no face was found, scored as given.
@@ -308,8 +312,7 @@ def evaluate(args):
                                            not args.unsafe)
         sheet = diagnostics.misclassified_sheet(
             explain, paths, labels, scores, model_threshold,
-            os.path.join(out, "misclassified", "contact_sheet.png"), batch_size=args.batch_size,
-            reader=reader)
+            os.path.join(out, "misclassified", "contact_sheet.png"), reader=reader)
         print(f"contact sheet of the {sheet['shown']} most confident mistakes"
               + (f" ({sheet['left_out']} left out)" if sheet["left_out"] else "")
               + f": {sheet['path']}" + (f"; {sheet['note']}" if sheet["note"] else ""))
