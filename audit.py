@@ -147,9 +147,12 @@ def _share(rows, rates, seed=0):
         q = float(called.mean()) if len(called) else float("nan")
         return {"faces": len(rows), "counts": counts, "raw_share": q}
     r = quantify.corrected_share(called, rates.confusion, clusters_of(rows), seed=seed)
+    # No interval (JSON null) for too few photos to bootstrap (quantify.MIN_UNITS).
+    interval = None if math.isnan(r["interval"][0]) else r["interval"]
+    raw_interval = None if math.isnan(r["raw_interval"][0]) else r["raw_interval"]
     return {"faces": len(rows), "counts": counts, "raw_share": r["raw_share"],
-            "raw_interval": r["raw_interval"], "corrected_share": r["corrected_share"],
-            "interval": r["interval"], "undefined_resamples": r["undefined_resamples"]}
+            "raw_interval": raw_interval, "corrected_share": r["corrected_share"],
+            "interval": interval, "undefined_resamples": r["undefined_resamples"]}
 
 
 def summarize(args, rates, note, every=None):
@@ -189,11 +192,14 @@ def summarize(args, rates, note, every=None):
 
 
 def _cells(s):
+    def interval(v):
+        return (f" [{v[0]:.3f}, {v[1]:.3f}]" if v else
+                f" [n/a: < {quantify.MIN_UNITS} photos]")
     raw = f"{s['raw_share']:.3f}"
     if "raw_interval" in s:
-        raw += f" [{s['raw_interval'][0]:.3f}, {s['raw_interval'][1]:.3f}]"
-    corrected = (f"{s['corrected_share']:.3f} [{s['interval'][0]:.3f}, {s['interval'][1]:.3f}]"
-                 if "interval" in s else "-")
+        raw += interval(s["raw_interval"])
+    corrected = (f"{s['corrected_share']:.3f}" + interval(s["interval"]) if "interval" in s
+                 else "-")
     return raw, corrected
 
 

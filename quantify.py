@@ -25,6 +25,10 @@ import numpy as np
 MIN_RATE_GAP = 0.2
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
+# With fewer independent units (photos, or stretches of video) than this, a bootstrap of the
+# collection says little of its sampling error (one face: every draw the same, an interval of
+# width 0), so no interval is given.
+MIN_UNITS = 20
 # Bootstrap draws of the collection are made this many cells (resamples x clusters) at a time.
 _CHUNK_CELLS = 4_000_000
 
@@ -124,7 +128,8 @@ def corrected_share(predicted_female, confusion, clusters=None, n_resamples=N_RE
     (the count's share, its interval from the collection's draws only), corrected_share and
     interval (adjusted classify-and-count, both sources of error), tpr, fpr, and
     undefined_resamples (draws in which tpr* - fpr* <= 0, left out of the interval).
-    Share and intervals are NaN for no faces; call `uncorrectable` first.
+    Share and intervals are NaN for no faces; the intervals are NaN for fewer than MIN_UNITS
+    independent units (faces, or clusters); call `uncorrectable` first.
     """
     called = np.asarray(predicted_female, dtype=bool)
     tpr, fpr = rates(confusion)
@@ -140,6 +145,11 @@ def corrected_share(predicted_female, confusion, clusters=None, n_resamples=N_RE
     defined = p_star[~np.isnan(p_star)]
     tails = [50 * (1 - confidence), 50 * (1 + confidence)]
     q = float(called.mean())
+    units = len(called) if clusters is None else len(np.unique(clusters))
+    if units < MIN_UNITS:
+        return {**out, "raw_share": q, "raw_interval": [nan, nan],
+                "corrected_share": adjusted_share(q, tpr, fpr), "interval": [nan, nan],
+                "undefined_resamples": 0}
     return {**out, "raw_share": q,
             "raw_interval": [float(v) for v in np.percentile(q_star, tails)],
             "corrected_share": adjusted_share(q, tpr, fpr),

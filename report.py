@@ -192,9 +192,10 @@ def evaluation_page(results, out_dir, paths, y_true, scores, crop):
 
 
 def share_cells(s):
-    raw = f"{s['raw_share']:.3f}" + (f" {interval(s['raw_interval'])}"
-                                      if "raw_interval" in s else "")
-    corrected = (f"{s['corrected_share']:.3f} {interval(s['interval'])}" if "interval" in s
+    def bounds(v):  # None: too few photos for an interval (quantify.MIN_UNITS)
+        return f" {interval(v)}" if v else " (too few photos for an interval)"
+    raw = f"{s['raw_share']:.3f}" + (bounds(s["raw_interval"]) if "raw_interval" in s else "")
+    corrected = (f"{s['corrected_share']:.3f}{bounds(s['interval'])}" if "interval" in s
                  else "-")
     return raw, corrected
 
@@ -207,12 +208,12 @@ def shares_figure(summary):
     ax = fig.add_subplot()
     ys = np.arange(len(rows))[::-1]
     for y, r in zip(ys, rows):
-        ax.errorbar(r["raw_share"], y + 0.12, xerr=None if "raw_interval" not in r else
+        ax.errorbar(r["raw_share"], y + 0.12, xerr=None if not r.get("raw_interval") else
                     [[r["raw_share"] - r["raw_interval"][0]], [r["raw_interval"][1]
                                                                 - r["raw_share"]]],
                     fmt="o", color="#999999", label="called female (raw)" if y == ys[0] else None)
         if "interval" in r:
-            ax.errorbar(r["corrected_share"], y - 0.12, xerr=[
+            ax.errorbar(r["corrected_share"], y - 0.12, xerr=None if not r["interval"] else [
                 [r["corrected_share"] - r["interval"][0]],
                 [r["interval"][1] - r["corrected_share"]]], fmt="o", color="#c0392b",
                 label="corrected, 95% interval" if y == ys[0] else None)

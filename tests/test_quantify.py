@@ -88,3 +88,17 @@ def test_clusters_widen_the_interval_when_a_photo_s_faces_go_together():
 def test_no_faces_gives_nan_not_an_error():
     r = quantify.corrected_share([], [[8, 2], [1, 9]])
     assert r["faces"] == 0 and np.isnan(r["corrected_share"]) and np.isnan(r["interval"][0])
+
+
+def test_too_few_photos_get_no_interval_rather_than_a_false_one():
+    # One face called male: every bootstrap draw is the same, which is no evidence that the
+    # share is exactly 0; the estimate stays, the intervals go.
+    one = quantify.corrected_share([False], [[90, 10], [5, 95]])
+    assert one["corrected_share"] == 0.0
+    assert np.isnan(one["interval"]).all() and np.isnan(one["raw_interval"]).all()
+    # Photos, not faces, are the units: 30 faces in 3 photos are still too few.
+    faces = np.arange(30) % 2 == 0
+    few = quantify.corrected_share(faces, [[90, 10], [5, 95]], clusters=np.arange(30) // 10)
+    assert np.isnan(few["interval"]).all()
+    enough = quantify.corrected_share(faces, [[90, 10], [5, 95]])
+    assert enough["interval"][0] < enough["corrected_share"] < enough["interval"][1]
