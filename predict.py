@@ -185,14 +185,15 @@ def run_on_ray(args):
         raise MissingDependency(f"--engine ray needs Ray ({err}); pip install 'ray[data]'"
                                 ) from None
     os.environ["FACEGENDER_CACHE"] = args.cache_dir
-    if video.collect_inputs(args.paths)[1]:
-        raise UsageError("--engine ray does not read videos (yet); run them with the plain "
-                         "engine, which continues a stopped video where it was")
+    files, videos = video.collect_inputs(args.paths)
+    check_videos(args, files, videos)
     threshold, _ = sidecar.decision_threshold(args.model_path, args.threshold)
     rates, note = audit.choose_rates(args, threshold, lambda folder: sample_on_driver(
         folder, args, threshold))
     summary = ray_engine.run(args)
-    summary["audit"] = audit.summarize(args, rates, note)
+    if summary.get("stopped"):
+        return summary
+    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
     return summary
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import inference
 import labelling
 import sidecar
+import video
 from common import USER_ERRORS, DataError
 from outputs import write_csv, write_json
 
@@ -71,6 +72,13 @@ class ShardScorer:
         results = []
         for paths in batch["paths"]:
             paths = json.loads(paths)
+            if video.is_video(paths[0]):  # a video is a shard of its own
+                rows = video.predict_video(self.runner, self.size, paths[0], self.args,
+                                           self.args.threshold, self.detector, self.geometry)
+                results.append(json.dumps({"rows": rows, "skipped": {},
+                                           "no_face": [] if rows else paths,
+                                           "node": self.node, "runner": self.runner.name}))
+                continue
             if self.args.detect_faces:
                 rows, skipped, no_face = labelling.predict_faces(
                     self.runner, self.size, paths, self.args, self.args.threshold, self.detector,
@@ -78,6 +86,8 @@ class ShardScorer:
             else:
                 rows, skipped, no_face = labelling.predict_crops(
                     self.runner, self.size, paths, self.args, self.args.threshold, self.geometry)
+            if getattr(self.args, "videos", False):
+                rows = [(row[0], "", *row[1:]) for row in rows]  # a photo's row has no time
             results.append(json.dumps({"rows": rows, "skipped": skipped, "no_face": no_face,
                                        "node": self.node, "runner": self.runner.name}))
         return {"shard": batch["shard"], "result": np.array(results, dtype=object)}
@@ -187,7 +197,7 @@ def fingerprint(files, args, threshold, shard_files):
     st = os.stat(args.model_path)
     what = [files, os.path.abspath(args.model_path), st.st_size, st.st_mtime_ns, threshold,
             args.detect_faces, args.min_face_size, args.tta, args.backend, args.precision,
-            shard_files]
+            shard_files, getattr(args, "every", None)]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
 
@@ -266,7 +276,7 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     start = time.time()
     if args.ray_address:
         check_reachable(args.ray_address)  # before minutes of work, not after
-    files = labelling.collect_images(args.paths)
+    files, videos = video.collect_inputs(args.paths)
     threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
     # Loaded here once: a bad model stops the run before Ray starts, and the model is
     # converted into the cache, where the actors on this node find it.
@@ -276,13 +286,18 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     if args.detect_faces:  # a broken detector stops the run here, before any work
         labelling.load_face_detector()
 
+    # A video is one shard (one task): a killed run continues it from its progress record
+    # (video.py), beside the output, where the actors of this machine write it.
     shards = [files[i:i + shard_files] for i in range(0, len(files), shard_files)]
+    shards += [[path] for path in videos]
     folder = shard_folder(args.output)
-    manifest = open_manifest(folder, fingerprint(files, args, threshold, shard_files),
-                             len(files), len(shards), shard_files)
+    manifest = open_manifest(folder, fingerprint(files + videos, args, threshold, shard_files),
+                             len(files) + len(videos), len(shards), shard_files)
     header = labelling.csv_header(args)
     todo = [k for k in range(len(shards)) if str(k) not in manifest["done"]]
     what = "photos, cropping detected faces" if args.detect_faces else "face images"
+    if videos:
+        what += f", and {len(videos)} video(s), a frame every {args.every:g} s"
     print(f"predicting {len(files)} {what} at {size}x{size} with Ray, threshold "
           f"{threshold:.2f} ({source}); {len(shards)} shards of up to {shard_files} files, "
           f"{len(shards) - len(todo)} already done in {folder}")
@@ -293,7 +308,8 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
             return {"stopped": True, "done": len(manifest["done"]), "shards": len(shards)}
 
     rows, skipped, no_face = read_shards(folder, manifest)
-    summary = labelling.finish(args, files, rows, skipped, no_face, threshold, source)
+    summary = labelling.finish(args, files + videos, rows, skipped, no_face, threshold, source)
+    video.remove_progress(args.output)
     per_node = {}
     for shard in manifest["done"].values():
         per_node[shard["node"]] = per_node.get(shard["node"], 0) + shard["rows"]
@@ -313,7 +329,10 @@ def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_aft
         nodes = [n for n in ray.nodes() if n["Alive"]]
         options = {**{k: getattr(args, k) for k in (
             "model_path", "backend", "precision", "tta", "unsafe", "detect_faces",
-            "min_face_size", "batch_size", "cache_dir")}, "threshold": threshold, "verbose": 0}
+            "min_face_size", "batch_size", "cache_dir")}, "threshold": threshold, "verbose": 0,
+            # For videos: where their progress records go, and how often a frame is sampled.
+            "output": os.path.abspath(args.output), "every": getattr(args, "every", None),
+            "videos": getattr(args, "videos", False)}
         items = [{"shard": k, "paths": json.dumps(shards[k])} for k in todo]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")

@@ -100,6 +100,38 @@ def ray_started():
 
 
 @pytest.mark.slow
+def test_a_video_on_ray_is_one_task_and_gives_the_rows_of_the_plain_run(ray_started,
+                                                                       small_model_file,
+                                                                       tmp_path):
+    # Two seconds of a still group photo beside the photo itself: the video is one shard,
+    # scored by an actor with the real face finder, its rows timed as the plain run's.
+    import audit
+    import cv2
+    from test_predict import GROUP_SIZE
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    photo = cv2.imread(group_photo(folder / "group.png"))
+    clip = str(folder / "clip.avi")
+    writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 2, GROUP_SIZE)
+    for _ in range(4):
+        writer.write(photo)
+    writer.release()
+    flags = [str(folder), "--model_path", small_model_file, "--verbose", "0",
+             "--detect_faces", "--every", "1"]
+    plain, out = tmp_path / "plain.csv", tmp_path / "ray.csv"
+    assert predict.main(flags + ["--output", str(plain)]) == 0
+    assert predict.main(flags + ["--output", str(out), "--engine", "ray"]) == 0
+    rows = read_rows(out)
+    assert rows == read_rows(plain) and rows[0][:2] == ["path", "time"]
+    assert sorted((r[1], r[2]) for r in rows[1:] if r[0] == clip) == [
+        ("0.000", "0"), ("0.000", "1"), ("1.000", "0"), ("1.000", "1")]
+    assert {r[1] for r in rows[1:] if r[0] != clip} == {""}  # the photo's rows: no time
+    summary = json.load(open(audit.summary_path(str(out))))
+    assert sum(summary["screen_time"]["face_seconds"].values()) == 4  # 2 faces x 2 s
+    assert not os.path.exists(str(out) + ".progress")  # the video's record, done with
+
+
+@pytest.mark.slow
 def test_a_killed_run_resumed_gives_every_row_of_the_plain_run_once(ray_started,
                                                                     small_model_file, photos,
                                                                     tmp_path, capsys):

@@ -152,7 +152,7 @@ def test_an_unreadable_video_is_one_line_naming_it(trained, tmp_path, capsys):
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_videos_with_photos_need_detect_faces_and_ray_refuses_them(trained, tmp_path, capsys):
+def test_videos_with_photos_need_detect_faces(trained, tmp_path, capsys):
     folder = tmp_path / "archive"
     folder.mkdir()
     write_video(folder / "clip.avi", frames=5)
