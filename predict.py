@@ -73,8 +73,6 @@ def parse_args(argv=None):
         p.error("--every must be a number of seconds above 0")
     if args.report and not args.report.lower().endswith((".html", ".htm")):
         p.error(f"--report {args.report}: must end in .html")
-    if args.report and args.engine == "ray":
-        p.error("--report runs with the plain engine (it cuts the faces it shows again)")
     if args.audit_sample and not os.path.isdir(args.audit_sample):
         p.error(f"--audit_sample {args.audit_sample}: not a folder; pass one holding female/ "
                 "and male/")
@@ -169,10 +167,21 @@ def run(args, detector=None):
     video.remove_progress(args.output)
     summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
     if args.report:
-        import report
-        tiles = audit.faces_to_show(args, rates, threshold, size, geometry, detector)
-        print(f"wrote {report.write(args.report, report.audit_page(summary['audit'], tiles))}")
+        write_report(args, summary, rates, threshold, size, geometry, detector)
     return summary
+
+
+def write_report(args, summary, rates, threshold, size=None, geometry=None, detector=None):
+    """--report: the audit's page, with the faces nearest the threshold (and the sample's
+    mistakes) cut again as they were scored; what is not given is loaded here (Ray's driver)."""
+    import report
+    if size is None:
+        size = inference.load_runner(args.model_path, args.backend, args.precision,
+                                     args.cache_dir, threshold, args.tta, not args.unsafe)[1]
+        geometry = sidecar.face_geometry(args.model_path)
+        detector = labelling.load_face_detector() if args.detect_faces else None
+    tiles = audit.faces_to_show(args, rates, threshold, size, geometry, detector)
+    print(f"wrote {report.write(args.report, report.audit_page(summary['audit'], tiles))}")
 
 
 def run_on_ray(args):
@@ -194,6 +203,8 @@ def run_on_ray(args):
     if summary.get("stopped"):
         return summary
     summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
+    if args.report:  # the gallery's few faces are cut again here, on the driver
+        write_report(args, summary, rates, threshold)
     return summary
 
 

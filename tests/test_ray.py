@@ -120,7 +120,12 @@ def test_a_video_on_ray_is_one_task_and_gives_the_rows_of_the_plain_run(ray_star
              "--detect_faces", "--every", "1"]
     plain, out = tmp_path / "plain.csv", tmp_path / "ray.csv"
     assert predict.main(flags + ["--output", str(plain)]) == 0
-    assert predict.main(flags + ["--output", str(out), "--engine", "ray"]) == 0
+    # A threshold next to a face's score puts faces in the report's gallery of unsure ones.
+    flags += ["--threshold", f"{float(read_rows(plain)[1][-3]) + 0.01:.4f}"]
+    plain_page, page = tmp_path / "plain.html", tmp_path / "audit.html"
+    assert predict.main(flags + ["--output", str(plain), "--report", str(plain_page)]) == 0
+    assert predict.main(flags + ["--output", str(out), "--engine", "ray", "--report",
+                                 str(page)]) == 0
     rows = read_rows(out)
     assert rows == read_rows(plain) and rows[0][:2] == ["path", "time"]
     assert sorted((r[1], r[2]) for r in rows[1:] if r[0] == clip) == [
@@ -129,6 +134,10 @@ def test_a_video_on_ray_is_one_task_and_gives_the_rows_of_the_plain_run(ray_star
     summary = json.load(open(audit.summary_path(str(out))))
     assert sum(summary["screen_time"]["face_seconds"].values()) == 4  # 2 faces x 2 s
     assert not os.path.exists(str(out) + ".progress")  # the video's record, done with
+    # The report: its gallery's faces cut again on the driver, as the plain run cuts them.
+    html, plain_html = page.read_text(), plain_page.read_text()
+    assert html.count("data:image/") == plain_html.count("data:image/") >= 2  # figure, faces
+    assert "src=\"http" not in html
 
 
 @pytest.mark.slow
