@@ -466,6 +466,23 @@ def load_runner(model_path, backend="auto", precision="f32", cache_dir=None, thr
     return runner, model_lib.input_size(model)
 
 
+def prepare_model(model_path, backend="auto", precision="f32", cache_dir=None, safe_mode=True):
+    """The input size of the classifier at `model_path`, checked, with its OpenVINO conversion
+    in the cache (converted now when it is not): what Ray's driver needs before its actors
+    read the conversion. A conversion already cached is only read, not compiled (a second or
+    so that the driver would spend on a model it never runs)."""
+    import sidecar
+    sidecar.check_model_file(model_path)
+    if check_backend(backend, precision):
+        converted = read_cached(cache_path(model_file_key(model_path), cache_dir))
+        if converted is not None:
+            shape = converted.input(0).get_partial_shape()
+            dims = [d.get_length() if d.is_static else None for d in shape]
+            sidecar.check_input_size(model_path, dims)
+            return dims[1]
+    return load_runner(model_path, backend, precision, cache_dir, safe_mode=safe_mode)[1]
+
+
 # ---------------------------------------------------------------------------
 # Decoding ahead of the model
 

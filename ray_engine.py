@@ -280,9 +280,8 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
     # Loaded here once: a bad model stops the run before Ray starts, and the model is
     # converted into the cache, where the actors on this node find it.
-    runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
-                                         args.cache_dir, threshold, args.tta, not args.unsafe)
-    del runner
+    size = inference.prepare_model(args.model_path, args.backend, args.precision,
+                                   args.cache_dir, not args.unsafe)
     if args.detect_faces:  # a broken detector stops the run here, before any work
         labelling.load_face_detector()
 
