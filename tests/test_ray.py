@@ -106,16 +106,10 @@ def test_a_video_on_ray_is_one_task_and_gives_the_rows_of_the_plain_run(ray_star
     # Two seconds of a still group photo beside the photo itself: the video is one shard,
     # scored by an actor with the real face finder, its rows timed as the plain run's.
     import audit
-    import cv2
-    from test_predict import GROUP_SIZE
+    from test_video import group_clip
     folder = tmp_path / "archive"
     folder.mkdir()
-    photo = cv2.imread(group_photo(folder / "group.png"))
-    clip = str(folder / "clip.avi")
-    writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 2, GROUP_SIZE)
-    for _ in range(4):
-        writer.write(photo)
-    writer.release()
+    clip = group_clip(folder / "clip.avi", folder / "group.png")
     flags = [str(folder), "--model_path", small_model_file, "--verbose", "0",
              "--detect_faces", "--every", "1"]
     plain, out = tmp_path / "plain.csv", tmp_path / "ray.csv"

@@ -118,17 +118,24 @@ def test_a_stopped_video_continues_where_it_was(trained, tmp_path, monkeypatch):
         [float(r["p_male"]) for r in whole], abs=1e-5)
 
 
-def test_the_real_face_finder_on_video_frames(trained, tmp_path):
-    """Two seconds of a still group photo (two real faces): MTCNN finds both in each sampled
-    frame."""
+def group_clip(clip, photo_path):
+    """Two seconds (4 frames at 2 fps) of the test group photo (two real faces), written to
+    `clip` (.avi) beside the photo itself at `photo_path`; returns the clip's path."""
     import cv2
-    from test_predict import GROUP_FACE_CENTRES, GROUP_SIZE, group_photo
-    photo = cv2.imread(group_photo(tmp_path / "group.png"))
-    clip = str(tmp_path / "group.avi")
-    writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 2, GROUP_SIZE)
+    from test_predict import GROUP_SIZE, group_photo
+    photo = cv2.imread(group_photo(photo_path))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 2, GROUP_SIZE)
     for _ in range(4):
         writer.write(photo)
     writer.release()
+    return str(clip)
+
+
+def test_the_real_face_finder_on_video_frames(trained, tmp_path):
+    """Two seconds of a still group photo (two real faces): MTCNN finds both in each sampled
+    frame."""
+    from test_predict import GROUP_FACE_CENTRES
+    clip = group_clip(tmp_path / "group.avi", tmp_path / "group.png")
     out = tmp_path / "pred.csv"
     assert predict.main([clip, "--model_path", trained["model"], "--output", str(out),
                          "--every", "1", "--verbose", "0"]) == 0
