@@ -452,13 +452,10 @@ def load_runner(model_path, backend="auto", precision="f32", cache_dir=None, thr
     use_openvino = check_backend(backend, precision)
     sidecar.check_model_file(model_path)
     if use_openvino:
-        converted = read_cached(cache_path(model_file_key(model_path), cache_dir))
+        converted, size = cached_conversion(model_path, cache_dir)
         if converted is not None:
-            shape = converted.input(0).get_partial_shape()
-            dims = [d.get_length() if d.is_static else None for d in shape]
-            sidecar.check_input_size(model_path, dims)
             runner = openvino_runner(converted, precision, threshold=threshold)
-            return (flip_averaged(runner) if tta else runner), dims[1]
+            return (flip_averaged(runner) if tta else runner), size
     import model as model_lib  # Keras: the first conversion, or --backend keras
     model = model_lib.load_model(model_path, safe_mode=safe_mode)
     runner = make_runner(model, backend, precision, model_path, cache_dir, threshold=threshold,
@@ -474,13 +471,23 @@ def prepare_model(model_path, backend="auto", precision="f32", cache_dir=None, s
     import sidecar
     sidecar.check_model_file(model_path)
     if check_backend(backend, precision):
-        converted = read_cached(cache_path(model_file_key(model_path), cache_dir))
+        converted, size = cached_conversion(model_path, cache_dir)
         if converted is not None:
-            shape = converted.input(0).get_partial_shape()
-            dims = [d.get_length() if d.is_static else None for d in shape]
-            sidecar.check_input_size(model_path, dims)
-            return dims[1]
+            return size
     return load_runner(model_path, backend, precision, cache_dir, safe_mode=safe_mode)[1]
+
+
+def cached_conversion(model_path, cache_dir=None):
+    """(converted model, input size) of the model file from the cache, its input checked
+    against the sidecar; (None, None) when the cache does not have it."""
+    import sidecar
+    converted = read_cached(cache_path(model_file_key(model_path), cache_dir))
+    if converted is None:
+        return None, None
+    shape = converted.input(0).get_partial_shape()
+    dims = [d.get_length() if d.is_static else None for d in shape]
+    sidecar.check_input_size(model_path, dims)
+    return converted, dims[1]
 
 
 # ---------------------------------------------------------------------------
