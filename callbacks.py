@@ -26,7 +26,13 @@ from outputs import atomic_path, write_json
 
 # What --monitor may watch, and whether lower or higher is better. Keras guesses the direction
 # from the name and would guess wrong for macro-F1, so it is always passed explicitly.
-MONITOR_MODES = {"val_loss": "min", "val_macro_f1": "max"}
+MONITOR_MODES = {"val_loss": "min", "val_macro_f1": "max", "val_worst_recall": "max"}
+
+
+def threshold_criterion(monitor):
+    """What the decision threshold is chosen for under `monitor` (metrics.CRITERIA): the
+    score that picked the epoch also picks the threshold."""
+    return "worst_recall" if monitor == "val_worst_recall" else "macro_f1"
 
 
 def is_better(value, than, monitor):
@@ -169,7 +175,8 @@ class ValidationMetrics(keras.callbacks.Callback):
     `val_loss` and `val_accuracy` are what fit's own validation would log (the compiled loss,
     and accuracy at 0.5); `val_macro_f1` is the macro-F1 at its best threshold (with several
     validation sources: the worst source's macro-F1 at the one threshold that serves them all),
-    which is what the model is judged by. Computing all three from one set of predictions
+    which is what the model is judged by; `val_worst_recall` the lowest recall of any
+    (source, class) at the threshold that raises it most. Computing all four from one set of predictions
     replaces fit(validation_data=...), which would run the model over the same images a second
     time every epoch. Must come before the callbacks that read the logs.
     """
@@ -187,12 +194,21 @@ class ValidationMetrics(keras.callbacks.Callback):
         logs["val_loss"] = float(keras.ops.convert_to_numpy(loss))
         logs["val_accuracy"] = float(np.mean((scores > 0.5) == (y == 1)))
         threshold, logs["val_macro_f1"] = metrics.best_threshold(y, scores, groups=sources)
+        recall_at, logs["val_worst_recall"] = metrics.best_threshold(
+            y, scores, groups=sources, criterion="worst_recall")
         if self.names and len(self.names) > 1:
             # The logs hold numbers only, so which source held the score down is printed.
             rows = metrics.group_table([self.names[s] for s in sources], y, scores, threshold)
             worst = min(rows, key=lambda r: r["macro_f1"])
             print(f"epoch {epoch + 1}: worst validation source {worst['group']}, macro-F1 "
                   f"{worst['macro_f1']:.4f} at threshold {threshold:.2f}", flush=True)
+            rows = metrics.group_table([self.names[s] for s in sources], y, scores, recall_at)
+            cells = [(c / n, f"{r['group']} {name}") for r in rows for name in ("female", "male")
+                     for c, n in [r[name]] if n >= metrics.MIN_RECALL_CELL]
+            if cells:
+                recall, cell = min(cells)
+                print(f"epoch {epoch + 1}: worst validation recall {cell}, {recall:.4f} at "
+                      f"threshold {recall_at:.2f}", flush=True)
 
 
 class HistoryRecorder(keras.callbacks.Callback):

@@ -33,26 +33,53 @@ def worst_group_f1_curve(y_true, scores, groups, thresholds):
                    for g in np.unique(groups)], axis=0)
 
 
-def sweep_thresholds(y_true, scores, step=0.01, groups=None):
-    """Return (thresholds, macro_f1) for thresholds step, 2*step, ..., 1 - step.
+# A (group, class) cell needs this many images for its recall to count towards the worst:
+# below it one image moves the recall by more than 5 points, and the worst cell would be
+# whichever tiny group happens to hold one hard image.
+MIN_RECALL_CELL = 20
 
-    With `groups` (one label per sample), the score at each threshold is the worst group's
-    macro-F1, so that one threshold serves every group rather than the largest.
+
+def worst_recall_curve(y_true, scores, groups, thresholds, min_count=MIN_RECALL_CELL):
+    """At each threshold, the lowest recall over every (group, class) cell that holds at least
+    `min_count` images (every cell when none does): the people the model serves worst."""
+    y = np.asarray(y_true).astype(bool)
+    groups = np.zeros(len(y), int) if groups is None else np.asarray(groups)
+    pred = np.asarray(scores)[None, :] >= np.asarray(thresholds)[:, None]
+    cells = [(groups == g) & (y == k) for g in np.unique(groups) for k in (False, True)]
+    counted = [c for c in cells if c.sum() >= min_count] or [c for c in cells if c.any()]
+    recalls = [np.mean(pred[:, c] == y[c][None, :], axis=1) for c in counted]
+    return np.min(recalls, axis=0)
+
+
+# What a threshold can be chosen for: the (worst group's) macro-F1, or the worst (group,
+# class) recall, which weighs a small group's missed class as much as a large one's.
+CRITERIA = ("macro_f1", "worst_recall")
+
+
+def sweep_thresholds(y_true, scores, step=0.01, groups=None, criterion="macro_f1"):
+    """Return (thresholds, score) for thresholds step, 2*step, ..., 1 - step.
+
+    The score is the macro-F1; with `groups` (one label per sample), the worst group's
+    macro-F1, so that one threshold serves every group rather than the largest. With
+    `criterion="worst_recall"` it is worst_recall_curve's lowest (group, class) recall.
     """
     thresholds = np.round(np.arange(step, 1.0 - step / 2, step), 6)
+    if criterion == "worst_recall":
+        return thresholds, worst_recall_curve(y_true, scores, groups, thresholds)
     if groups is None:
         return thresholds, macro_f1_curve(y_true, scores, thresholds)
     return thresholds, worst_group_f1_curve(y_true, scores, groups, thresholds)
 
 
-def best_threshold(y_true, scores, step=0.01, groups=None):
+def best_threshold(y_true, scores, step=0.01, groups=None, criterion="macro_f1"):
     """The threshold with the highest macro-F1 (with `groups`: the highest worst-group
-    macro-F1), and that score.
+    macro-F1; with `criterion="worst_recall"`: the highest worst (group, class) recall), and
+    that score.
 
     Often a whole range of thresholds ties for the best; the middle of the widest tied range is
     returned, the choice least sensitive to small shifts in the scores on new data.
     """
-    thresholds, f1 = sweep_thresholds(y_true, scores, step, groups)
+    thresholds, f1 = sweep_thresholds(y_true, scores, step, groups, criterion)
     best = np.isclose(f1, f1.max())
     # Find runs of consecutive best thresholds and take the centre of the longest one.
     runs, start = [], None

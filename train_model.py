@@ -32,7 +32,7 @@ import splits  # noqa: E402
 import stages  # noqa: E402
 from callbacks import (MONITOR_MODES, CheckpointFolder, EpochCheckpoint,  # noqa: E402
                        TrainingState, ValidationMetrics, check_resume, load_checkpoint,
-                       resume_flags)
+                       resume_flags, threshold_criterion)
 from common import UsageError  # noqa: E402
 from data import CLASS_NAMES  # noqa: E402
 from losses import BinaryFocalLoss  # noqa: E402
@@ -131,7 +131,10 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--monitor", choices=sorted(MONITOR_MODES), default="val_loss",
                    help="the validation score that picks the kept epoch and drives EarlyStopping "
-                        "and ReduceLROnPlateau (val_macro_f1: macro-F1 at its best threshold)")
+                        "and ReduceLROnPlateau (val_macro_f1: macro-F1 at its best threshold, with several "
+                        "validation sources the worst one's; val_worst_recall: the lowest recall "
+                        "of any (source, class) with 20 images or more, at its best threshold). "
+                        "The threshold is chosen for the same score")
     p.add_argument("--patience", type=int, default=5,
                    help="EarlyStopping patience in epochs without a better --monitor")
     p.add_argument("--lr_patience", type=int, default=3,
@@ -500,8 +503,10 @@ def finish(model, checkpoint, validation, split, reader, args, start):
     """Tune the decision threshold on the validation images, save the model with its sidecar,
     draw the curves and print the validation report."""
     y_val, scores, val_sources = validation
-    # One threshold for every validation source: the one whose worst source does best.
-    threshold, _ = metrics.best_threshold(y_val, scores, groups=val_sources)
+    # One threshold for every validation source: the one whose worst source does best, by
+    # the score that picked the epoch.
+    criterion = threshold_criterion(args.monitor)
+    threshold, _ = metrics.best_threshold(y_val, scores, groups=val_sources, criterion=criterion)
     report = metrics.evaluation_report(y_val, scores, threshold)
     history = checkpoint.history
     sidecar = {
@@ -514,9 +519,11 @@ def finish(model, checkpoint, validation, split, reader, args, start):
         "face_geometry": args.geometry and args.geometry.to_dict(),
         "output": "P(male)",
         "threshold": threshold,
-        "threshold_source": (f"best macro-F1 on the validation data ({split.how})"
-                             if len(split.val_names) == 1 else "best worst-source macro-F1 "
-                             f"over the validation sources ({split.how})"),
+        "threshold_source": (
+            f"best worst (source, class) recall over the validation sources ({split.how})"
+            if criterion == "worst_recall" else
+            f"best macro-F1 on the validation data ({split.how})" if len(split.val_names) == 1
+            else f"best worst-source macro-F1 over the validation sources ({split.how})"),
         "validation": {k: report[k] for k in ("macro_f1", "accuracy", "per_class_accuracy",
                                                "confusion_matrix")},
         # The counts predict.py corrects a collection's share of women with (quantify.py).

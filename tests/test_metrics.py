@@ -76,3 +76,35 @@ def test_group_table_counts_each_group_at_the_threshold():
     assert rows[0]["female"] == (1, 2) and rows[0]["male"] == (2, 2)
     assert rows[1]["female"] == (1, 1) and rows[1]["male"] == (0, 1)
     assert rows[0]["images"] == 4
+
+
+def test_worst_recall_threshold_serves_the_class_a_group_misses_most():
+    # Group a's men score low (a degraded photo) and group b's women score high (older
+    # women): the threshold for the worst (group, class) recall meets both halfway, where the
+    # worst group's macro-F1 gives up more of b's women.
+    y_a = np.array([0] * 25 + [1] * 50)
+    s_a = np.concatenate([np.linspace(0.02, 0.2, 25), np.linspace(0.25, 0.9, 50)])
+    y_b = np.array([0] * 25 + [1] * 25)
+    s_b = np.concatenate([np.linspace(0.1, 0.6, 25), np.linspace(0.7, 0.99, 25)])
+    y, scores = np.concatenate([y_a, y_b]), np.concatenate([s_a, s_b])
+    groups = np.array(["a"] * 75 + ["b"] * 50)
+    t, worst = metrics.best_threshold(y, scores, groups=groups, criterion="worst_recall")
+    recall = lambda yy, ss, k: np.mean((ss[yy == k] >= t) == k)  # noqa: E731
+    by_hand = min(recall(y_a, s_a, 0), recall(y_a, s_a, 1), recall(y_b, s_b, 0),
+                  recall(y_b, s_b, 1))
+    assert worst == pytest.approx(by_hand)
+    # By hand: a's men are found at (0.9 - t) / 0.65, b's women at (t - 0.1) / 0.5; the two
+    # meet at t = 0.45, both near 0.69 (34 of 50 men, 17 of 25 women).
+    assert t == pytest.approx(0.45) and worst == pytest.approx(0.68)
+    f1_t, _ = metrics.best_threshold(y, scores, groups=groups)
+    assert metrics.worst_recall_curve(y, scores, groups, [f1_t])[0] < worst
+
+
+def test_worst_recall_leaves_out_cells_too_small_to_judge():
+    # One man in group "tiny", called a woman at every threshold, does not set the score.
+    y = np.array([0] * 30 + [1] * 30 + [1])
+    scores = np.concatenate([np.full(30, 0.2), np.full(30, 0.8), [0.001]])
+    groups = np.array(["big"] * 60 + ["tiny"])
+    thresholds = [0.5]
+    assert metrics.worst_recall_curve(y, scores, groups, thresholds)[0] == 1.0
+    assert metrics.worst_recall_curve(y, scores, groups, thresholds, min_count=1)[0] == 0.0

@@ -161,28 +161,36 @@ def test_saved_file_is_inference_only_and_matches_its_sidecar(which, trained):
 
 
 @pytest.mark.slow
-def test_monitor_macro_f1_keeps_the_epoch_with_the_best_macro_f1(trained, tmp_path, capsys):
-    # Resume the fixture's one-epoch run for one more epoch, now picking by macro-F1: the saved
-    # model must be the epoch whose logged macro-F1 is the highest, and score exactly that.
+@pytest.mark.parametrize("monitor", ["val_macro_f1", "val_worst_recall"])
+def test_monitor_keeps_the_epoch_with_the_best_score(trained, tmp_path, capsys, monitor):
+    # Resume the fixture's one-epoch run for one more epoch, now picking by a validation score:
+    # the saved model must be the epoch whose logged score is the highest, at a threshold
+    # chosen for that score, and score exactly that.
     import shutil
-    out = tmp_path / "by_f1"
+    out = tmp_path / "by_score"
     shutil.copytree(trained["dir"], out)
     code = train_model.main(TINY_TRAINING + [
         "--data_path", trained["data"], "--weights", trained["weights"], "--epochs", "2",
         "--trainable_layers", "0",  # the fixture's: a resume must not contradict it
-        "--output", str(out / "model_balanced.h5"), "--resume", "--monitor", "val_macro_f1",
+        "--output", str(out / "model_balanced.h5"), "--resume", "--monitor", monitor,
         "--patience", "5"])
     assert code == 0
-    assert "from now on --monitor val_macro_f1 picks it" in capsys.readouterr().out
+    assert f"from now on --monitor {monitor} picks it" in capsys.readouterr().out
     with open(out / "model_balanced.json") as f:
         sidecar = json.load(f)
     with open(out / "model_balanced_checkpoints" / "state.json") as f:
         state = json.load(f)
-    f1 = state["history"]["val_macro_f1"]
-    assert len(f1) == 2 and state["monitor"] == "val_macro_f1"
-    assert sidecar["best_epoch_by"] == "val_macro_f1"
-    assert sidecar["best_epoch"] == state["best_epoch"] == int(np.argmax(f1)) + 1
-    assert sidecar["validation"]["macro_f1"] == pytest.approx(max(f1))
+    scores = state["history"][monitor]
+    assert len(scores) == 2 and state["monitor"] == monitor
+    assert sidecar["best_epoch_by"] == monitor
+    assert sidecar["best_epoch"] == state["best_epoch"] == int(np.argmax(scores)) + 1
+    if monitor == "val_macro_f1":
+        assert sidecar["validation"]["macro_f1"] == pytest.approx(max(scores))
+    else:
+        # One validation source: the worst recall is the lower of the two classes'.
+        recalls = [c / n for c, n in sidecar["validation"]["per_class_accuracy"].values()]
+        assert min(recalls) == pytest.approx(max(scores))
+        assert sidecar["threshold_source"].startswith("best worst (source, class) recall")
 
 
 def test_patience_counters_survive_a_resume(tmp_path):
@@ -339,8 +347,15 @@ def test_validation_metrics_log_the_worst_source_and_print_its_name(capsys):
     threshold, worst = metrics.best_threshold(y, scores, groups=sources)
     assert logs["val_macro_f1"] == worst < 1.0
     assert logs["val_accuracy"] == np.mean((scores > 0.5) == (y == 1))
+    recall_at, worst_recall = metrics.best_threshold(y, scores, groups=sources,
+                                                     criterion="worst_recall")
+    assert logs["val_worst_recall"] == worst_recall == 0.5  # b's two women: 0.1 and 0.7
+    out = capsys.readouterr().out
     assert (f"epoch 1: worst validation source b, macro-F1 {worst:.4f} at threshold "
-            f"{threshold:.2f}") in capsys.readouterr().out
+            f"{threshold:.2f}") in out
+    # Every (source, class) here holds two images, fewer than a recall needs to count, so no
+    # worst cell is named.
+    assert "worst validation recall" not in out
 
 
 @pytest.mark.parametrize("flags", [["--dropout", "1.5"], ["--lr_factor", "1.0"],
