@@ -3,7 +3,7 @@
 List the images, decode each photo upright, find its faces (MTCNN, faces.py) or take the
 image as one face, cut each face to the model's geometry, score the crops, threshold them into
 CSV rows, and at the end write the CSV, the annotated copies and the summary. `predict.py` (the
-command) and `ray_engine.py` (the same work as a Ray Data job) both call these functions, so
+command) and `ray_engine.py` (the same work as a Ray job) both call these functions, so
 both give the same rows.
 """
 

@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--min_face_size", type=int, default=40,
                    help="with --detect_faces: smallest face side, in pixels of the photo")
     p.add_argument("--engine", choices=["plain", "ray"], default="plain",
-                   help="ray: run as a Ray Data job, resumable, on this machine or a cluster "
+                   help="ray: run as a Ray job, resumable, on this machine or a cluster "
                         "(ray_engine.py)")
     p.add_argument("--ray_address", default=None,
                    help="with --engine ray: the cluster to join (host:port or auto); default: "
@@ -191,7 +191,7 @@ def run_on_ray(args):
         import ray  # noqa: F401
         import ray_engine
     except ImportError as err:
-        raise MissingDependency(f"--engine ray needs Ray ({err}); pip install 'ray[data]'"
+        raise MissingDependency(f"--engine ray needs Ray ({err}); pip install ray"
                                 ) from None
     os.environ["FACEGENDER_CACHE"] = args.cache_dir
     files, videos = video.collect_inputs(args.paths)

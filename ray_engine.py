@@ -1,8 +1,11 @@
-"""predict.py --engine ray: the same predictions as a Ray Data job, on this machine or a cluster.
+"""predict.py --engine ray: the same predictions as a Ray job, on this machine or a cluster.
 
-The file list is cut into shards of SHARD_FILES files, in listing order. A pool of actors, one
-per node, each holding the model once, runs labelling.py's code (what predict.py runs) on one shard at a time
-(decode, detect faces, crop, score, threshold) and hands back its rows. The driver writes each
+The file list is cut into shards of SHARD_FILES files, in listing order. A pool of Ray actors,
+one per node, each holding the model once, runs labelling.py's code (what predict.py runs) on
+one shard at a time (decode, detect faces, crop, score, threshold) and hands back its rows.
+Ray Core's actors and `ray.wait` are all it takes: each shard is one call, so Ray Data's
+blocks, its streaming executor and its import (pyarrow, pandas: a second or two per process)
+would add cost and nothing else. The driver writes each
 finished shard to `<output>.shards/` and records it in the manifest there, so a killed run,
 started again with the same command, only does the shards the manifest does not list. When
 every shard is in, the CSV is written from them in listing order: the rows of the plain run,
@@ -10,6 +13,7 @@ in its order. Images and the model are read by the actors, so every node must se
 same paths (a shared file system, or the same copy on each node).
 """
 
+import collections
 import csv
 import hashlib
 import json
@@ -21,9 +25,6 @@ import sys
 import threading
 import time
 import types
-import warnings
-
-import numpy as np
 
 import inference
 import labelling
@@ -37,12 +38,14 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # about a second to score here, far more than a shard's overhead.
 SHARD_FILES = 256
 # Each actor asks this little of Ray's CPU count: OpenVINO uses every core of its node anyway,
-# and on a 2-CPU node two actors of 1 CPU each starve Ray Data's own tasks and hang.
+# and a driver started inside a Ray job needs some too.
 ACTOR_CPUS = 0.5
 # Actors on different nodes (Ray packs small ones onto one node first), not restarted (the
-# others do a lost actor's shards). Ray 2.60 warns that remote arguments given this way go
-# in 2.64; it offers no other way to spread actors, hence requirements.txt's bound.
+# others do a lost actor's shards).
 SPREAD = {"scheduling_strategy": "SPREAD", "max_restarts": 0}
+# Shards sent to each actor at a time: a second one waits at the actor, so it never idles
+# between shards.
+IN_FLIGHT = 2
 
 
 # ---------------------------------------------------------------------------
@@ -68,29 +71,25 @@ class ShardScorer:
         context = ray.get_runtime_context()
         self.node = f"{context.get_node_id()[:8]} ({ray.util.get_node_ip_address()})"
 
-    def __call__(self, batch):
-        results = []
-        for paths in batch["paths"]:
-            paths = json.loads(paths)
-            if video.is_video(paths[0]):  # a video is a shard of its own
-                rows = video.predict_video(self.runner, self.size, paths[0], self.args,
-                                           self.args.threshold, self.detector, self.geometry)
-                results.append(json.dumps({"rows": rows, "skipped": {},
-                                           "no_face": [] if rows else paths,
-                                           "node": self.node, "runner": self.runner.name}))
-                continue
-            if self.args.detect_faces:
-                rows, skipped, no_face = labelling.predict_faces(
-                    self.runner, self.size, paths, self.args, self.args.threshold, self.detector,
-                    self.geometry)
-            else:
-                rows, skipped, no_face = labelling.predict_crops(
-                    self.runner, self.size, paths, self.args, self.args.threshold, self.geometry)
-            if getattr(self.args, "videos", False):
-                rows = [(row[0], "", *row[1:]) for row in rows]  # a photo's row has no time
-            results.append(json.dumps({"rows": rows, "skipped": skipped, "no_face": no_face,
-                                       "node": self.node, "runner": self.runner.name}))
-        return {"shard": batch["shard"], "result": np.array(results, dtype=object)}
+    def score(self, paths):
+        """labelling.py's rows for one shard (a list of files, or one video), with what it
+        skipped, the files with no face, this actor's node and its runner's name."""
+        if video.is_video(paths[0]):  # a video is a shard of its own
+            rows = video.predict_video(self.runner, self.size, paths[0], self.args,
+                                       self.args.threshold, self.detector, self.geometry)
+            return {"rows": rows, "skipped": {}, "no_face": [] if rows else paths,
+                    "node": self.node, "runner": self.runner.name}
+        if self.args.detect_faces:
+            rows, skipped, no_face = labelling.predict_faces(
+                self.runner, self.size, paths, self.args, self.args.threshold, self.detector,
+                self.geometry)
+        else:
+            rows, skipped, no_face = labelling.predict_crops(
+                self.runner, self.size, paths, self.args, self.args.threshold, self.geometry)
+        if getattr(self.args, "videos", False):
+            rows = [(row[0], "", *row[1:]) for row in rows]  # a photo's row has no time
+        return {"rows": rows, "skipped": skipped, "no_face": no_face, "node": self.node,
+                "runner": self.runner.name}
 
 
 # ---------------------------------------------------------------------------
@@ -157,9 +156,6 @@ def connect(address=None, num_cpus=None, join_timeout=JOIN_TIMEOUT):
     if ray.is_initialized():
         return False
     logging.getLogger("ray").setLevel(logging.ERROR)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # our own progress line says it once per shard
-    context.print_on_execution_start = False
     # The actors import this folder's modules and share the converted-model cache.
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -179,7 +175,6 @@ def connect(address=None, num_cpus=None, join_timeout=JOIN_TIMEOUT):
             join_within({**kwargs, **quiet}, address, join_timeout)
         else:
             ray.init(**kwargs, **quiet)
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
     except DataError:
         raise
     except Exception as err:  # e.g. 'auto' with no cluster running
@@ -269,7 +264,7 @@ def original_error(err):
 # The job
 
 def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
-    """predict.run's work as a Ray Data job; returns its summary dict, with rows per node.
+    """predict.run's work as a Ray job; returns its summary dict, with rows per node.
 
     `stop_after` ends the run, as a kill would, once that many shards are saved (for tests).
     """
@@ -332,33 +327,51 @@ def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_aft
             # For videos: where their progress records go, and how often a frame is sampled.
             "output": os.path.abspath(args.output), "every": getattr(args, "every", None),
             "videos": getattr(args, "videos", False)}
-        items = [{"shard": k, "paths": json.dumps(shards[k])} for k in todo]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
-            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                ShardScorer, batch_size=1, fn_constructor_kwargs={"options": options},
-                # A second shard waits at each actor, so it never idles between shards.
-                compute=ray.data.ActorPoolStrategy(size=min(len(nodes), len(todo)),
-                                                   max_tasks_in_flight_per_actor=2),
-                num_cpus=ACTOR_CPUS, **SPREAD)
+        scorer = ray.remote(ShardScorer).options(num_cpus=ACTOR_CPUS, **SPREAD)
+        actors = [scorer.remote(options) for _ in range(min(len(nodes), len(todo)))]
         print(f"on {len(nodes)} Ray node(s), one actor each")
+        waiting, running = collections.deque(todo), {}  # running: call -> (actor, shard)
+
+        def send(actor):
+            if waiting:
+                k = waiting.popleft()
+                running[actor.score.remote(shards[k])] = (actor, k)
+
+        for actor in actors:
+            for _ in range(IN_FLIGHT):
+                send(actor)
         saved, files_done, t0 = 0, 0, time.time()
-        try:
-            for out in ds.iter_rows():
-                result = json.loads(out["result"])
-                save_shard(folder, manifest, int(out["shard"]), result, header)
-                saved += 1
-                files_done += len(shards[int(out["shard"])])
-                if args.verbose:
-                    print(f"  shard {len(manifest['done'])}/{len(shards)}: {files_done} files in "
-                          f"{time.time() - t0:.1f} s on {result['runner']}", flush=True)
-                if stop_after is not None and saved >= stop_after:
-                    return True
-        except Exception as err:
-            known = original_error(err)
-            if known is None:
-                raise
-            raise known from None
+        while running:
+            [call], _ = ray.wait(list(running), num_returns=1)
+            actor, k = running.pop(call)
+            try:
+                result = ray.get(call)
+            except ray.exceptions.RayActorError:
+                # A lost node or a killed actor: its shards go to the others.
+                waiting.appendleft(k)
+                actors.remove(actor)
+                for other in [c for c, (a, _) in running.items() if a is actor]:
+                    waiting.appendleft(running.pop(other)[1])
+                if not actors:
+                    raise DataError("every Ray actor was lost; run the same command again to "
+                                    "continue from the saved shards") from None
+                for other in actors:
+                    send(other)
+                continue
+            except Exception as err:
+                known = original_error(err)
+                if known is None:
+                    raise
+                raise known from None
+            save_shard(folder, manifest, k, result, header)
+            saved += 1
+            files_done += len(shards[k])
+            if args.verbose:
+                print(f"  shard {len(manifest['done'])}/{len(shards)}: {files_done} files in "
+                      f"{time.time() - t0:.1f} s on {result['runner']}", flush=True)
+            if stop_after is not None and saved >= stop_after:
+                return True
+            send(actor)
         return False
     finally:
         if started:

@@ -174,12 +174,15 @@ def bench_scripts(model, model_path, folder, batch_size, limit):
     conversion cached) against Keras predict on tensors; aligned against as given; peak
     memory with the misclassified copies and sheet against --no_copy; a fresh predict.py on one
     photo (seconds, and whether TensorFlow was imported)."""
+    import openvino as ov
+
     size = model_lib.input_size(model)
     paths = data.list_labeled_images(folder)[0]
     images = np.stack([data.load_image(p, size) for p in paths[:limit]]).astype(np.float32)
     model.predict(images[:batch_size], verbose=0)
     keras_rate = limit / min(timed(lambda: model.predict(images, batch_size=batch_size,
                                                          verbose=0)) for _ in range(3))
+    bf16 = inference.cpu_has_bf16(ov.Core())  # the flag's row only where the CPU has it
     with tempfile.TemporaryDirectory(prefix="bench-scripts-") as tmp:
         cache = os.path.join(tmp, "cache")
         aligned = aligned_copy(model_path, tmp)
@@ -192,10 +195,14 @@ def bench_scripts(model, model_path, folder, batch_size, limit):
         cold = evaluate(aligned, "--no_copy")[0]  # landmarks found, model converted
         evaluate(model_path, "--no_copy")  # converted
         runs = {"as given": [], "aligned": [], "aligned, copies": []}
+        if bf16:
+            runs["aligned, bf16"] = []
         for _ in range(2):  # in turns, best of two
             runs["as given"].append(evaluate(model_path, "--no_copy"))
             runs["aligned"].append(evaluate(aligned, "--no_copy", importtime=True))
             runs["aligned, copies"].append(evaluate(aligned, name=f"copies{_}"))
+            if bf16:
+                runs["aligned, bf16"].append(evaluate(aligned, "--no_copy", "--precision", "bf16"))
         best = {name: min(r, key=lambda t: t[0]) for name, r in runs.items()}
         photo = paths[0]
         one = [run_script(["predict.py", photo, "--model_path", model_path, "--cache_dir", cache,
@@ -211,6 +218,10 @@ def bench_scripts(model, model_path, folder, batch_size, limit):
         rate["as given"] / keras_rate)
     row("test_script.py --no_copy, aligned (target >= 2.0x)", rate["aligned"], "images/s",
         rate["aligned"] / keras_rate)
+    if bf16:
+        # Scores in bfloat16, those near the threshold again in float32 (RecheckedRunner).
+        row("test_script.py --no_copy --precision bf16, aligned", rate["aligned, bf16"],
+            "images/s", rate["aligned, bf16"] / keras_rate)
     row("test_script.py --no_copy, aligned, landmarks found (first run)", n / cold, "images/s",
         n / cold / keras_rate)
     row("aligned against as given (target >= 0.5x)", rate["aligned"], "images/s",

@@ -170,3 +170,30 @@ def test_a_killed_run_resumed_gives_every_row_of_the_plain_run_once(ray_started,
     assert tail(printed) == tail(plain_out)
     assert "2 of 12 readable photos had a face" in tail(printed) and "broken.jpg: " in tail(printed)
     assert not os.path.exists(folder)  # the CSV is whole: shards removed
+
+
+@pytest.mark.slow
+def test_a_lost_actor_stops_with_one_line_and_the_same_command_continues(
+        ray_started, small_model_file, photos, tmp_path, monkeypatch):
+    # The only actor dies (as on a lost node) at its first shard: the run names what happened
+    # and what to do; the same command again gives the plain run's rows.
+    died = str(tmp_path / "died")
+
+    class DiesOnce(ray_engine.ShardScorer):
+        def score(self, paths):
+            if not os.path.exists(died):
+                open(died, "w").close()
+                os._exit(1)
+            return super().score(paths)
+
+    monkeypatch.setattr(ray_engine, "ShardScorer", DiesOnce)
+    flags = [photos, "--model_path", small_model_file, "--verbose", "0"]
+    plain, out = tmp_path / "plain.csv", tmp_path / "ray.csv"
+    assert predict.main(flags + ["--output", str(plain)]) == 0
+    args = predict.parse_args(flags + ["--output", str(out), "--engine", "ray"])
+    with pytest.raises(ray_engine.DataError, match="every Ray actor was lost; run the same "
+                                                   "command again"):
+        ray_engine.run(args, shard_files=4)
+    assert os.path.exists(died) and not out.exists()
+    ray_engine.run(args, shard_files=4)
+    assert read_rows(out) == read_rows(plain)
