@@ -243,8 +243,14 @@ def finish(args, files, rows, skipped, no_face, threshold, source):
     unit = "faces" if args.detect_faces else "images"
     print(f"\n{len(rows)} {unit}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
     if args.detect_faces:
-        print(f"{len(files) - len(skipped) - len(no_face)} of {len(files) - len(skipped)} "
-              f"readable photos had a face (smallest side {args.min_face_size} px)")
+        from video import is_video  # video.py builds on this module
+        kinds = []
+        for name, is_kind in (("photos", lambda p: not is_video(p)), ("videos", is_video)):
+            readable = [p for p in files if is_kind(p) and p not in skipped]
+            found = len(readable) - sum(map(is_kind, no_face))
+            if readable or name == "photos" and not kinds:
+                kinds.append(f"{found} of {len(readable)} readable {name}")
+        print(f"{' and '.join(kinds)} had a face (smallest side {args.min_face_size} px)")
     if no_face:
         print(f"no face found in {len(no_face)} " + ("photo(s):" if args.detect_faces else
                                                      "image(s), scored as given:"))

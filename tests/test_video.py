@@ -131,15 +131,19 @@ def group_clip(clip, photo_path):
     return str(clip)
 
 
-def test_the_real_face_finder_on_video_frames(trained, tmp_path):
+def test_the_real_face_finder_on_video_frames(trained, tmp_path, capsys):
     """Two seconds of a still group photo (two real faces): MTCNN finds both in each sampled
     frame."""
     from test_predict import GROUP_FACE_CENTRES
     clip = group_clip(tmp_path / "group.avi", tmp_path / "group.png")
     out = tmp_path / "pred.csv"
-    assert predict.main([clip, "--model_path", trained["model"], "--output", str(out),
-                         "--every", "1", "--verbose", "0"]) == 0
-    rows = read_csv(out)
+    assert predict.main([clip, str(tmp_path / "group.png"), "--model_path", trained["model"],
+                         "--output", str(out), "--every", "1", "--verbose", "0",
+                         "--detect_faces"]) == 0
+    # The summary counts the video as a video, not as a photo.
+    assert ("1 of 1 readable photos and 1 of 1 readable videos had a face"
+            in capsys.readouterr().out)
+    rows = [r for r in read_csv(out) if r["path"] == clip]
     assert [(float(r["time"]), int(r["face"])) for r in rows] == [(0, 0), (0, 1), (1, 0),
                                                                   (1, 1)]
     for r in rows:
