@@ -164,8 +164,9 @@ def wilson_interval(successes, total, confidence=0.95):
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # max/min only guard the last bit of rounding at 0/n and n/n.
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # The interval holds p; max/min only guard the last bit of rounding, which at 0/n and
+    # n/n left a bound a hair inside it (and matplotlib refuses a negative error bar).
+    return float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half)))
 
 
 def macro_f1_from_counts(confusion):

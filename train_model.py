@@ -557,7 +557,9 @@ def finish(model, checkpoint, validation, split, reader, args, start):
     plots.save(plots.training_curves_figure(history), os.path.join(out_dir, "training_curves.png"))
     architecture = save_architecture(model, out_dir)
 
-    print(f"\nvalidation at threshold {threshold:.2f} (tuned for macro-F1):")
+    tuned_for = ("the worst (source, class) recall" if criterion == "worst_recall"
+                 else "macro-F1")
+    print(f"\nvalidation at threshold {threshold:.2f} (tuned for {tuned_for}):")
     print(report["report_text"])
     for name, (ok, n) in report["per_class_accuracy"].items():
         print(f"  {name:>6} accuracy: {ok}/{n}")

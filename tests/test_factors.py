@@ -55,6 +55,10 @@ def test_wilson_interval_matches_the_hand_computed_one():
     assert metrics.wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert metrics.wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
     assert all(np.isnan(metrics.wilson_interval(0, 0)))
+    # Exactly, not a rounding hair inside: 0/n at 149, 153 and 104 ended at 1.7e-18 and n/n
+    # at 0.9999999999999999, and the recall-by-age plot's error bars then went negative.
+    for n in (40, 104, 149, 153, 1000):
+        assert metrics.wilson_interval(0, n)[0] == 0.0 and metrics.wilson_interval(n, n)[1] == 1.0
 
 
 def test_macro_f1_from_counts_agrees_with_scikit_learn():
