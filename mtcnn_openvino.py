@@ -94,7 +94,9 @@ def convert(name):
     # OpenVINO prints its settings when "--verbose" is in sys.argv: keep that out of the output.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        return ov.convert_model(traced)
+        # Weights copied: shared, they would be TensorFlow's memory, freed with `model` on
+        # return (the networks then found nothing, or other faces).
+        return ov.convert_model(traced, share_weights=False)
 
 
 # ---------------------------------------------------------------------------

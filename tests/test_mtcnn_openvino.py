@@ -2,6 +2,7 @@
 step by step against the package's own functions, the faces it finds against MTCNN on
 TensorFlow, and its cached conversions (read back without TensorFlow, rebuilt when torn)."""
 
+import gc
 import glob
 import json
 import os
@@ -108,18 +109,26 @@ def test_a_new_process_reads_the_cached_networks_without_tensorflow(portrait, fi
     assert json.loads(done.stdout) == want
 
 
-def test_a_torn_conversion_is_converted_again(tmp_path, finders):
-    cached = glob.glob(os.path.join(os.environ["FACEGENDER_CACHE"], "openvino", "mtcnn_rnet-*"))
+def test_a_torn_conversion_is_converted_again_and_runs_as_the_cached_one(tmp_path, finders):
+    import openvino as ov
+    cached = glob.glob(os.path.join(os.environ["FACEGENDER_CACHE"], "openvino", "mtcnn_onet-*"))
     os.makedirs(tmp_path / "openvino")
     for path in cached:
         with open(path, "rb") as src, open(tmp_path / "openvino" / os.path.basename(path),
                                            "wb") as dst:
             dst.write(src.read())
-    xml = mtcnn_openvino.cache_entry("rnet", str(tmp_path))
+    xml = mtcnn_openvino.cache_entry("onet", str(tmp_path))
     assert os.path.basename(xml) in os.listdir(tmp_path / "openvino")
     with open(xml, "r+") as f:
         f.truncate(len(f.read()) // 2)  # a killed copy, say: no longer a model
     assert conversions.read_cached(xml) is None
-    model = mtcnn_openvino.network("rnet", str(tmp_path))
+    fresh = mtcnn_openvino.network("onet", str(tmp_path))
     assert conversions.read_cached(xml) is not None  # written anew, whole
-    assert [o.get_partial_shape()[1].get_length() for o in model.outputs] == [4, 2]
+    # The fresh conversion owns its weights: TensorFlow's copy, let go, changes nothing.
+    gc.collect()
+    patches = np.random.default_rng(3).uniform(-1, 1, (16, 48, 48, 3)).astype(np.float32)
+    core, f32 = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32"}
+    outputs = [core.compile_model(model, "CPU", f32)(patches)
+               for model in (fresh, conversions.read_cached(xml))]
+    for k, shape in enumerate([(16, 4), (16, 10), (16, 2)]):
+        assert outputs[0][k].shape == shape and np.array_equal(outputs[0][k], outputs[1][k])
