@@ -255,8 +255,8 @@ def convert(model, model_path=None, cache_dir=None, key=None):
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # Keras warns about the input's name while tracing
         # Weights copied, not shared with TensorFlow's memory, which load_runner lets go with
-        # the Keras model: shared, a first run's scores were up to 3e-3 from the cached
-        # conversion's (MTCNN's networks, converted the same way, found no faces at all).
+        # the Keras model: shared, a first run scored with whatever reused that memory (scores
+        # off the cached conversion's by up to 1.0; MTCNN's networks found no faces at all).
         converted = ov.convert_model(inference_function(model), share_weights=False)
     if xml is not None:
         save(converted, xml)
