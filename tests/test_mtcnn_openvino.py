@@ -87,6 +87,20 @@ def test_it_finds_grace_hoppers_face_where_mtcnn_on_tensorflow_does(portrait, fi
     assert finders[1].find([image[:30, :30].copy()], min_face_size=40) == [[]]
 
 
+def test_threads_finding_at_once_find_what_one_finds(portrait, finders):
+    import concurrent.futures
+    view = faces.detection_view(data.open_rgb(portrait, 2000)[0])[0]
+    batch = [view, np.full_like(view, 128), view[:, ::-1].copy()] * 4
+
+    def found(_):
+        return [[face.to_list() for face in row] for row in finders[1].find(batch, 40)]
+
+    want = found(None)
+    assert [len(row) for row in want[:3]] == [1, 0, 1]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(found, range(6))) == [want] * 6
+
+
 NO_TENSORFLOW = """
 import json, sys
 import numpy as np
