@@ -20,7 +20,6 @@ import contextlib
 import functools
 import hashlib
 import io
-import json
 import os
 import sys
 import warnings
@@ -28,7 +27,9 @@ import warnings
 import numpy as np
 
 import data
-from common import MissingDependency, ModelError, UsageError, default_cache_dir
+from common import MissingDependency, ModelError, UsageError
+# The conversion cache (shared with the face finder); diagnostics.py reads it through here.
+from conversions import cache_name, cache_path, read_cached, save  # noqa: F401
 from progress import Progress
 
 BACKENDS = ("auto", "keras", "openvino")
@@ -224,14 +225,6 @@ def openvino_available():
     return True
 
 
-def cache_name(family, *parts):
-    """'<family>-<digest of parts and the OpenVINO version>': the name of a cache entry. A new
-    entry replaces the entries of its family (older conversions of the same model)."""
-    import openvino as ov
-    digest = hashlib.sha256(json.dumps([*parts, ov.__version__]).encode()).hexdigest()[:16]
-    return f"{family}-{digest}"
-
-
 def model_file_key(model_path):
     """The cache name of a model file: its path is the family; its size and modification time
     tell a retrained file from the one converted before."""
@@ -246,9 +239,8 @@ def convert(model, model_path=None, cache_dir=None, key=None):
     (the file `model` was loaded from), else there is none.
 
     Conversion traces the model (seconds); reading the saved IR back takes a tenth of one. The
-    IR is written under temporary names and renamed into place, weights first, so a killed run
-    never leaves a half-written pair. A cache that cannot be written is only a missed speed-up.
-    It goes in `cache_dir`/openvino (default: common.default_cache_dir(), every cache's root).
+    IR is written as conversions.save writes it (never half of it; an unwritable cache is only
+    a missed speed-up), in `cache_dir`/openvino (default: common.default_cache_dir()).
     """
     import openvino as ov
     xml = None
@@ -263,40 +255,12 @@ def convert(model, model_path=None, cache_dir=None, key=None):
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # Keras warns about the input's name while tracing
         # Weights copied, not shared with TensorFlow's memory, which load_runner lets go with
-        # the Keras model: shared, a first run's scores were up to 3e-3 from the cached
-        # conversion's (MTCNN's networks, converted the same way, found no faces at all).
+        # the Keras model: shared, a first run scored with whatever reused that memory (scores
+        # off the cached conversion's by up to 1.0; MTCNN's networks found no faces at all).
         converted = ov.convert_model(inference_function(model), share_weights=False)
     if xml is not None:
-        tmp = os.path.join(os.path.dirname(xml), f".partial-{os.getpid()}-{os.path.basename(xml)}")
-        try:
-            os.makedirs(os.path.dirname(xml), exist_ok=True)
-            # float16 weights (the default) would move scores by up to 1e-2: keep float32.
-            ov.save_model(converted, tmp, compress_to_fp16=False)
-            os.replace(tmp[:-4] + ".bin", xml[:-4] + ".bin")
-            os.replace(tmp, xml)
-            remove_older_conversions(xml)
-        except Exception:  # a full disk or a read-only cache: run without caching
-            for leftover in (tmp, tmp[:-4] + ".bin"):
-                if os.path.exists(leftover):
-                    os.remove(leftover)
+        save(converted, xml)
     return converted
-
-
-def cache_path(name, cache_dir=None):
-    """Where the converted model of cache entry `name` is kept (its .xml; the .bin beside it)."""
-    return os.path.join(cache_dir or default_cache_dir(), "openvino", f"{name}.xml")
-
-
-def read_cached(xml):
-    """The converted model saved at `xml`, or None when there is none or it is damaged (it is
-    then converted again and overwritten)."""
-    if not os.path.exists(xml):
-        return None
-    import openvino as ov
-    try:
-        return ov.Core().read_model(xml)
-    except Exception:
-        return None
 
 
 def keras_model_of(model, output):
@@ -316,19 +280,6 @@ def inference_function(model):
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
     return tf.function(lambda images: model(images, training=False), autograph=False,
                        input_signature=[spec]).get_concrete_function()
-
-
-def remove_older_conversions(xml):
-    """Delete the cache's other entries for the same model file (it was retrained or
-    replaced since), so the cache holds one conversion per model file."""
-    folder, name = os.path.split(xml)
-    path_part = name.split("-")[0]
-    for other in os.listdir(folder):
-        if other.startswith(path_part + "-") and not other.startswith(name[:-4] + "."):
-            try:
-                os.remove(os.path.join(folder, other))
-            except OSError:
-                pass  # another process removed it first
 
 
 def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):

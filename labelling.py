@@ -66,16 +66,17 @@ def load_photo(path, max_side=MAX_PHOTO_SIDE):
 # ---------------------------------------------------------------------------
 # Faces
 
-def load_face_detector():
-    """The face finder (faces.FaceFinder, MTCNN), loaded once; a MissingDependency saying what
-    to install when it cannot be: it concerns every photo, so it stops the run once rather
-    than being mistaken, photo by photo, for unreadable files."""
-    return faces_lib.FaceFinder()
+def load_face_detector(cache_dir=None, backend="auto"):
+    """The face finder (faces.face_finder: MTCNN, on OpenVINO unless `backend` is 'keras' or
+    OpenVINO is not installed), loaded once; a MissingDependency saying what to install when it
+    cannot be: it concerns every photo, so it stops the run once rather than being mistaken,
+    photo by photo, for unreadable files."""
+    return faces_lib.face_finder(cache_dir, backend)
 
 
 def detect_faces(photo, min_size, detector=None):
     """The faces (faces.Face) in a PIL RGB image, left to right. `detector` has
-    faces.FaceFinder's `find`; the default is MTCNN."""
+    faces.FaceFinder's `find`; the default is load_face_detector's."""
     detector = detector or load_face_detector()
     found = detector.find([np.asarray(photo)], min_face_size=max(min_size, 12))[0]
     return sorted(found, key=lambda face: (face.box[0], face.box[1]))
@@ -147,7 +148,7 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None, geo
     Only decoding a photo may fail per file (it is then skipped); the detector is built before
     the first photo, and an error inside it stops the run with its cause.
     """
-    detector = detector or load_face_detector()
+    detector = detector or load_face_detector(args.cache_dir, args.backend)
     reader = data.ImageReader(image_size)  # records and reports the photos that do not decode
     rows, no_face, pending = [], [], []
 

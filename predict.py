@@ -140,7 +140,7 @@ def run(args, detector=None):
     runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
                                          args.cache_dir, threshold, args.tta, not args.unsafe)
     if args.detect_faces:  # a broken detector stops the run here, before any work
-        detector = detector or labelling.load_face_detector()
+        detector = detector or labelling.load_face_detector(args.cache_dir, args.backend)
     # Which error rates correct the count: chosen (and an unusable sample refused) first.
     rates, note = audit.choose_rates(args, threshold, lambda folder: audit.sample_rates(
         folder, runner, size, geometry, threshold, args))
@@ -179,7 +179,8 @@ def write_report(args, summary, rates, threshold, size=None, geometry=None, dete
         size = inference.load_runner(args.model_path, args.backend, args.precision,
                                      args.cache_dir, threshold, args.tta, not args.unsafe)[1]
         geometry = sidecar.face_geometry(args.model_path)
-        detector = labelling.load_face_detector() if args.detect_faces else None
+        detector = (labelling.load_face_detector(args.cache_dir, args.backend)
+                    if args.detect_faces else None)
     tiles = audit.faces_to_show(args, rates, threshold, size, geometry, detector)
     print(f"wrote {report.write(args.report, report.audit_page(summary['audit'], tiles))}")
 

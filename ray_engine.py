@@ -67,7 +67,8 @@ class ShardScorer:
             args.model_path, args.backend, args.precision, args.cache_dir, args.threshold,
             args.tta, not args.unsafe)
         self.geometry = sidecar.face_geometry(args.model_path)
-        self.detector = labelling.load_face_detector() if args.detect_faces else None
+        self.detector = (labelling.load_face_detector(args.cache_dir, args.backend)
+                         if args.detect_faces else None)
         context = ray.get_runtime_context()
         self.node = f"{context.get_node_id()[:8]} ({ray.util.get_node_ip_address()})"
 
@@ -277,8 +278,9 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     # converted into the cache, where the actors on this node find it.
     size = inference.prepare_model(args.model_path, args.backend, args.precision,
                                    args.cache_dir, not args.unsafe)
-    if args.detect_faces:  # a broken detector stops the run here, before any work
-        labelling.load_face_detector()
+    if args.detect_faces:  # a broken detector stops the run here, before any work; on
+        # OpenVINO its networks are converted into the cache, where the actors find them.
+        labelling.load_face_detector(args.cache_dir, args.backend)
 
     # A video is one shard (one task): a killed run continues it from its progress record
     # (video.py), beside the output, where the actors of this machine write it.

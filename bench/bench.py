@@ -16,8 +16,9 @@ Absolute times drift on shared machines; the ratios, measured side by side, hold
             OpenVINO, on the same images
   align     end-to-end scoring of face crops (the test_script path, OpenVINO float32 where
             installed) as given, against the same with face alignment: landmarks already
-            cached (every evaluation after the first), and found from scratch (the first),
-            with the face finder's own rate beside them
+            cached (every evaluation after the first), and found from scratch (the first) by
+            the face finder on OpenVINO and on TensorFlow, with each finder's own rate beside
+            them (bench/finder_parity.py checks that the two find the same faces)
   scripts   the scripts as users run them, whole processes with warm caches: test_script.py
             on the dev face crops, aligned and as given, against Keras predict on tensors;
             its peak memory with the misclassified copies and sheet against --no_copy; a
@@ -81,41 +82,44 @@ def row(name, value, unit, ratio=None):
 
 def bench_align(model, model_path, folder, batch_size, limit, threshold):
     """Images/s of scoring face crops as given, and cut to the aligned geometry: landmarks
-    cached, and found afresh (a new, empty landmark cache each round)."""
+    cached, and found afresh (a new, empty landmark cache each round) by the face finder on
+    OpenVINO (what find_faces uses) and on TensorFlow (the reference, --backend keras)."""
     size = model_lib.input_size(model)
     paths = data.list_labeled_images(folder)[0][:limit]
     runner = inference.make_runner(model, "auto", "f32", model_path, threshold=threshold)
     geometry = faces.Geometry("aligned", 1.0)
+    finders = {"MTCNN on OpenVINO": faces.OpenVINOFaceFinder(),
+               "MTCNN on TensorFlow": faces.FaceFinder()}
     warm = tempfile.mkdtemp(prefix="bench-landmarks-")
-    found = data.main_faces(paths, geometry, warm, verbose=0)
+    found = dict(zip(paths, faces.find_faces(paths, warm, data.open_rgb, 0,
+                                             finders["MTCNN on OpenVINO"])))
+
+    def found_afresh(finder):
+        with tempfile.TemporaryDirectory(prefix="bench-landmarks-") as cold:
+            return dict(zip(paths, faces.find_faces(paths, cold, data.open_rgb, 0, finder)))
 
     def as_given():
         inference.score_paths(runner, paths, size, batch_size, verbose=0)
 
-    def aligned_cached():
-        cut = data.main_faces(paths, geometry, warm, verbose=0)
+    def aligned(cut):
         inference.score_paths(runner, paths, size, batch_size, verbose=0,
                               reader=data.ImageReader(size, geometry, cut))
 
-    def aligned_cold():
-        with tempfile.TemporaryDirectory(prefix="bench-landmarks-") as cold:
-            cut = data.main_faces(paths, geometry, cold, verbose=0)
-            inference.score_paths(runner, paths, size, batch_size, verbose=0,
-                                  reader=data.ImageReader(size, geometry, cut))
-
-    def finder_alone():
-        with tempfile.TemporaryDirectory(prefix="bench-landmarks-") as cold:
-            data.main_faces(paths, geometry, cold, verbose=0)
-
     as_given()  # warm up: file cache, conversion, first-call setup
-    aligned_cached()
+    aligned(found)
     print(f"\n[align] {len(paths)} face crops from {folder} at {size}x{size} on {runner.name}; "
           f"no face found in {sum(f is None for f in found.values())}; ratios against the "
           "crops as given (best of 3 rounds, in turns)")
-    seconds = timed_rounds({"as given, end to end": as_given,
-                            "aligned, landmarks cached, end to end": aligned_cached,
-                            "aligned, landmarks found (first run), end to end": aligned_cold,
-                            "the face finder alone (MTCNN, batched)": finder_alone}, rounds=3)
+    rounds = {"as given, end to end": as_given,
+              "aligned, landmarks cached, end to end":
+                  lambda: aligned(data.main_faces(paths, geometry, warm, verbose=0))}
+    for name, finder in finders.items():
+        rounds[f"aligned, landmarks found (first run), end to end; {name}"] = (
+            lambda finder=finder: aligned(found_afresh(finder)))
+    for name, finder in finders.items():
+        rounds[f"the face finder alone ({name}, batched)"] = (
+            lambda finder=finder: found_afresh(finder))
+    seconds = timed_rounds(rounds, rounds=3)
     base = len(paths) / seconds["as given, end to end"]
     for name, took in seconds.items():
         row(name, len(paths) / took, "images/s", len(paths) / took / base)

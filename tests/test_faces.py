@@ -273,7 +273,7 @@ def test_training_writes_its_geometry_and_counts_the_images_without_a_face(train
 
     # The synthetic images hold no face a finder could find: every one is used as given and
     # counted, and the sidecar names the geometry the model is to be fed from now on.
-    monkeypatch.setattr(faces, "FaceFinder", lambda: FakeFinder(None, empty=range(256)))
+    monkeypatch.setattr(faces, "face_finder", lambda *_: FakeFinder(None, empty=range(256)))
     out = tmp_path / "aligned.h5"
     flags = [f for f in TINY_TRAINING if f not in ("--face_geometry", "none")]
     assert train_model.main(flags + [

@@ -355,3 +355,16 @@ def test_a_damaged_conversion_in_the_cache_is_converted_again_not_used(tmp_path,
     import openvino as ov
     ov.Core().read_model(str(xml))  # and the entry in the cache is whole again
     assert target.stat().st_size > len(blob) // 2
+
+
+def test_a_first_run_scores_as_a_run_on_the_cached_conversion(trained, tmp_path):
+    # load_runner converts the model, then lets the Keras model go: weights shared with it
+    # (OpenVINO's default) were freed memory, and a first run scored with whatever reused it.
+    import gc
+    cache = str(tmp_path / "cache")
+    images = np.random.default_rng(4).uniform(0, 255, (8, IMAGE_SIZE, IMAGE_SIZE, 3))
+    first, _ = inference.load_runner(trained["model"], "openvino", cache_dir=cache)
+    gc.collect()
+    reused = [np.random.default_rng(k).random(1 << 20) for k in range(50)]
+    again, _ = inference.load_runner(trained["model"], "openvino", cache_dir=cache)
+    assert len(reused) == 50 and np.array_equal(first.predict(images), again.predict(images))

@@ -120,6 +120,7 @@ def test_the_finder_is_built_once_and_a_missing_mtcnn_says_what_to_install(
         trained, tmp_path, monkeypatch, capsys):
     assert labelling.load_face_detector().mtcnn is labelling.load_face_detector().mtcnn
     monkeypatch.setattr(faces.FaceFinder, "_mtcnn", None)
+    monkeypatch.setattr(faces.OpenVINOFaceFinder, "_loaded", {})
     monkeypatch.setitem(sys.modules, "mtcnn", None)  # `import mtcnn` now fails
     group_photo(tmp_path / "group.png")
     out = tmp_path / "faces.csv"
