@@ -176,9 +176,9 @@ class ValidationMetrics(keras.callbacks.Callback):
     and accuracy at 0.5); `val_macro_f1` is the macro-F1 at its best threshold (with several
     validation sources: the worst source's macro-F1 at the one threshold that serves them all),
     which is what the model is judged by; `val_worst_recall` the lowest recall of any
-    (source, class) at the threshold that raises it most. Computing all four from one set of predictions
-    replaces fit(validation_data=...), which would run the model over the same images a second
-    time every epoch. Must come before the callbacks that read the logs.
+    (source, class) at the threshold that raises it most. Computing all four from one set of
+    predictions replaces fit(validation_data=...), which would run the model over the same
+    images a second time every epoch. Must come before the callbacks that read the logs.
     """
 
     def __init__(self, scores, names=None):

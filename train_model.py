@@ -131,9 +131,10 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--monitor", choices=sorted(MONITOR_MODES), default="val_loss",
                    help="the validation score that picks the kept epoch and drives EarlyStopping "
-                        "and ReduceLROnPlateau (val_macro_f1: macro-F1 at its best threshold, with several "
-                        "validation sources the worst one's; val_worst_recall: the lowest recall "
-                        "of any (source, class) with 20 images or more, at its best threshold). "
+                        "and ReduceLROnPlateau (val_macro_f1: macro-F1 at its best threshold, "
+                        "with several validation sources the worst one's; val_worst_recall: the "
+                        "lowest recall of any (source, class) with 20 images or more, at its best "
+                        "threshold). "
                         "The threshold is chosen for the same score")
     p.add_argument("--patience", type=int, default=5,
                    help="EarlyStopping patience in epochs without a better --monitor")

@@ -206,7 +206,8 @@ def bench_scripts(model, model_path, folder, batch_size, limit):
             runs["aligned"].append(evaluate(aligned, "--no_copy", importtime=True))
             runs["aligned, copies"].append(evaluate(aligned, name=f"copies{_}"))
             if bf16:
-                runs["aligned, bf16"].append(evaluate(aligned, "--no_copy", "--precision", "bf16"))
+                runs["aligned, bf16"].append(evaluate(aligned, "--no_copy", "--precision",
+                                                      "bf16"))
         best = {name: min(r, key=lambda t: t[0]) for name, r in runs.items()}
         photo = paths[0]
         one = [run_script(["predict.py", photo, "--model_path", model_path, "--cache_dir", cache,
