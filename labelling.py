@@ -230,9 +230,10 @@ def write_annotations(args, files, rows, skipped, threshold):
     return written, sheet
 
 
-def finish(args, files, rows, skipped, no_face, threshold, source):
+def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
     """Write the CSV (and --annotate's pictures) and print the summary (every engine ends
     here); returns the summary dict."""
+    files = photos + videos
     if len(skipped) == len(files):
         raise DataError(f"{', '.join(args.paths)}: none of the images could be read")
     header = csv_header(args)
@@ -244,12 +245,12 @@ def finish(args, files, rows, skipped, no_face, threshold, source):
     unit = "faces" if args.detect_faces else "images"
     print(f"\n{len(rows)} {unit}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
     if args.detect_faces:
-        from video import is_video  # video.py builds on this module
+        faceless = set(no_face)
         kinds = []
-        for name, is_kind in (("photos", lambda p: not is_video(p)), ("videos", is_video)):
-            readable = [p for p in files if is_kind(p) and p not in skipped]
-            found = len(readable) - sum(map(is_kind, no_face))
-            if readable or name == "photos" and not kinds:
+        for name, paths in (("photos", photos), ("videos", videos)):
+            if paths or (name == "photos" and not videos):
+                readable = [p for p in paths if p not in skipped]
+                found = sum(p not in faceless for p in readable)
                 kinds.append(f"{found} of {len(readable)} readable {name}")
         print(f"{' and '.join(kinds)} had a face (smallest side {args.min_face_size} px)")
     if no_face:

@@ -163,7 +163,7 @@ def run(args, detector=None):
             found = video.predict_video(runner, size, path, args, threshold, detector, geometry)
             rows += found
             no_face += [] if found else [path]
-    summary = labelling.finish(args, files + videos, rows, skipped, no_face, threshold, source)
+    summary = labelling.finish(args, files, videos, rows, skipped, no_face, threshold, source)
     video.remove_progress(args.output)
     summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
     if args.report:

@@ -304,7 +304,7 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
             return {"stopped": True, "done": len(manifest["done"]), "shards": len(shards)}
 
     rows, skipped, no_face = read_shards(folder, manifest)
-    summary = labelling.finish(args, files + videos, rows, skipped, no_face, threshold, source)
+    summary = labelling.finish(args, files, videos, rows, skipped, no_face, threshold, source)
     video.remove_progress(args.output)
     per_node = {}
     for shard in manifest["done"].values():
