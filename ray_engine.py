@@ -5,12 +5,13 @@ one per node, each holding the model once, runs labelling.py's code (what predic
 one shard at a time (decode, detect faces, crop, score, threshold) and hands back its rows.
 Ray Core's actors and `ray.wait` are all it takes: each shard is one call, so Ray Data's
 blocks, its streaming executor and its import (pyarrow, pandas: a second or two per process)
-would add cost and nothing else. The driver writes each
-finished shard to `<output>.shards/` and records it in the manifest there, so a killed run,
-started again with the same command, only does the shards the manifest does not list. When
-every shard is in, the CSV is written from them in listing order: the rows of the plain run,
-in its order. Images and the model are read by the actors, so every node must see them at the
-same paths (a shared file system, or the same copy on each node).
+would add cost and nothing else.
+
+The driver writes each finished shard to `<output>.shards/` and records it in the manifest
+there, so a killed run, started again with the same command, only does the shards the manifest
+does not list. When every shard is in, the CSV is written from them in listing order: the rows
+of the plain run, in its order. Images and the model are read by the actors, so every node must
+see them at the same paths (a shared file system, or the same copy on each node).
 """
 
 import collections
@@ -357,8 +358,9 @@ def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_aft
                 if not actors:
                     raise DataError("every Ray actor was lost; run the same command again to "
                                     "continue from the saved shards") from None
-                for other in actors:
-                    send(other)
+                for other in actors:  # topped up, so the requeued shards are sent
+                    while waiting and sum(a is other for a, _ in running.values()) < IN_FLIGHT:
+                        send(other)
                 continue
             except Exception as err:
                 known = original_error(err)
