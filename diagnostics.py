@@ -272,8 +272,7 @@ def grad_cam_for(model_path, cache_dir=None, backend="auto", safe_mode=True):
     there is one and the backend is not Keras (no TensorFlow imported), else on Keras."""
     import inference
     if backend != "keras" and inference.openvino_available():
-        converted = inference.read_cached(inference.cache_path(
-            inference.model_file_key(model_path), cache_dir))
+        converted, _ = inference.cached_conversion(model_path, cache_dir)
         explain = converted is not None and OpenVINOGradCam.from_model(converted)
         if explain:
             return explain

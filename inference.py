@@ -29,7 +29,7 @@ import numpy as np
 import data
 from common import MissingDependency, ModelError, UsageError
 # The conversion cache (shared with the face finder); diagnostics.py reads it through here.
-from conversions import cache_name, cache_path, read_cached, save  # noqa: F401
+from conversions import cache_name, cache_path, read_cached, save
 from progress import Progress
 
 BACKENDS = ("auto", "keras", "openvino")

@@ -63,6 +63,8 @@ def sweep_thresholds(y_true, scores, step=0.01, groups=None, criterion="macro_f1
     macro-F1, so that one threshold serves every group rather than the largest. With
     `criterion="worst_recall"` it is worst_recall_curve's lowest (group, class) recall.
     """
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     thresholds = np.round(np.arange(step, 1.0 - step / 2, step), 6)
     if criterion == "worst_recall":
         return thresholds, worst_recall_curve(y_true, scores, groups, thresholds)

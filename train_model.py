@@ -134,8 +134,7 @@ def parse_args(argv=None):
                         "and ReduceLROnPlateau (val_macro_f1: macro-F1 at its best threshold, "
                         "with several validation sources the worst one's; val_worst_recall: the "
                         "lowest recall of any (source, class) with 20 images or more, at its best "
-                        "threshold). "
-                        "The threshold is chosen for the same score")
+                        "threshold); the decision threshold is chosen for the same score")
     p.add_argument("--patience", type=int, default=5,
                    help="EarlyStopping patience in epochs without a better --monitor")
     p.add_argument("--lr_patience", type=int, default=3,
