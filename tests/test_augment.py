@@ -59,6 +59,19 @@ def test_noise_is_drawn_as_coarse_as_a_face_crop_enlarges_the_photo():
     assert max(correlations) - min(correlations) > 0.2  # and the enlargement varies
 
 
+def test_noise_is_gaussian_or_salt_and_pepper_as_in_facecom_distorted():
+    # Most of facecom_distorted's noisy photos carry salt-and-pepper: about a tenth of the
+    # pixels turned white or black, where Gaussian noise of the same photos moves next to no
+    # pixel by more than 60 levels.
+    images = face_batch(24, size=64)
+    out = run(images, [KINDS.index("noisy")] * 24, [11, 12])
+    moved = np.abs(out - images).min(axis=-1) > 60  # in all three channels: grey impulses
+    share = moved.reshape(24, -1).mean(axis=1)
+    assert (share > 0.03).sum() >= 6  # salt-and-pepper
+    assert (share < 0.003).sum() >= 3  # Gaussian noise
+    assert share.max() < 0.3
+
+
 def test_kind_minus_one_leaves_the_image_alone():
     images = face_batch(3)
     assert np.array_equal(run(images, [-1, -1, -1], [5, 6]), images)
