@@ -5,7 +5,7 @@ Pure functions on arrays; a sample is predicted male when its score is >= the th
 
 import numpy as np
 from scipy.special import ndtri
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score
 
 from common import CLASS_NAMES
 
@@ -124,15 +124,20 @@ def evaluation_report(y_true, scores, threshold):
 
 def group_table(groups, y_true, scores, threshold):
     """Per-group metrics at `threshold` (groups: one label per sample), as rows of plain
-    values; `female` and `male` are (correct, total)."""
+    values; `female` and `male` are (correct, total). `roc_auc` does not depend on the
+    threshold: how well the group's scores rank its men above its women, whatever cut one
+    threshold makes for every group (None for a group of one class)."""
     y_true, scores, groups = np.asarray(y_true), np.asarray(scores), np.asarray(groups)
     rows = []
     for group in sorted(set(groups.tolist())):
         mask = groups == group
         r = evaluation_report(y_true[mask], scores[mask], threshold)
         acc = r["per_class_accuracy"]
+        both = len(set(y_true[mask].tolist())) == 2
         rows.append({"group": group, "images": int(mask.sum()), "macro_f1": r["macro_f1"],
-                     "female": acc["female"], "male": acc["male"]})
+                     "female": acc["female"], "male": acc["male"],
+                     "roc_auc": float(roc_auc_score(y_true[mask], scores[mask])) if both
+                     else None})
     return rows
 
 

@@ -2,8 +2,9 @@
 
 Each file is a `metrics.json` that test_script.py wrote for one model over the same folders
 (run it with --group_by suffix on facecom_distorted/dev to get each degradation as a source).
-Prints each source's macro-F1 for both and the change, each (age band, class) recall of every
-source with an age attribute, and the verdicts of the rules in docs/training_log.md. Both ask
+Prints each source's macro-F1 for both and the change, each source's ROC AUC and balanced
+accuracy (not part of any rule), each (age band, class) recall of every source with an age
+attribute, and the verdicts of the rules in docs/training_log.md. Both ask
 that the new model's worst (band, class) recall over the bands from the 20s up beats the old
 one's. Stages 5 and 6 also asked that no source lose more than MAX_LOSS macro-F1. From stage 7
 on, a single degradation (a source named after one, 255 images) may lose up to MAX_PART_LOSS,
@@ -40,6 +41,27 @@ def recall(cell):
     return correct / total if total else float("nan")
 
 
+def balanced_accuracy(row):
+    """The mean of the two classes' recalls: unlike macro-F1, it does not move with how many
+    men and women a folder holds."""
+    return sum(recall(row[name]) for name in ("female", "male")) / 2
+
+
+def print_ranking(old_rows, new_rows):
+    """Each source's ROC AUC (its ranking, whatever the threshold; where test_script.py
+    wrote it) and balanced accuracy at each model's threshold. Not part of the rules: it says
+    whether a loss of macro-F1 is in the ranking or in where the one threshold cuts it."""
+    names = sorted(set(old_rows) & set(new_rows))
+    auc = all(old_rows[n].get("roc_auc") is not None and new_rows[n].get("roc_auc") is not None
+              for n in names)
+    print(f"\n{'source':<24} {'ROC AUC old':>11} {'new':>7} {'balanced acc. old':>17} "
+          f"{'new':>6}" if auc else f"\n{'source':<24} {'balanced acc. old':>17} {'new':>6}")
+    for name in names:
+        a, b = old_rows[name], new_rows[name]
+        ranking = f" {a['roc_auc']:11.4f} {b['roc_auc']:7.4f}" if auc else ""
+        print(f"{name:<24}{ranking} {balanced_accuracy(a):17.3f} {balanced_accuracy(b):6.3f}")
+
+
 def main(old_file, new_file):
     with open(old_file) as f:
         old = json.load(f)
@@ -57,6 +79,7 @@ def main(old_file, new_file):
             losses.append(name)
         if b < a - (MAX_PART_LOSS if name in DEGRADATIONS else MAX_LOSS):
             part_losses.append(name)
+    print_ranking(old_rows, new_rows)
     old_age, new_age = age_recalls(old), age_recalls(new)
     print(f"\n{'source, band, class':<32} {'old':>14} {'new':>14}")
     for key in sorted(set(old_age) & set(new_age)):

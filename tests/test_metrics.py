@@ -76,6 +76,15 @@ def test_group_table_counts_each_group_at_the_threshold():
     assert rows[0]["female"] == (1, 2) and rows[0]["male"] == (2, 2)
     assert rows[1]["female"] == (1, 1) and rows[1]["male"] == (0, 1)
     assert rows[0]["images"] == 4
+    # The ranking, whatever the threshold: x's men (0.8, 0.9) all score above its women
+    # (0.1, 0.7), y's man (0.3) above its woman (0.2), though 0.5 calls him a woman.
+    assert rows[0]["roc_auc"] == pytest.approx(1.0)
+    assert rows[1]["roc_auc"] == pytest.approx(1.0)
+    # Women 0.6 and 0.2, men 0.4 and 0.9: three of the four (woman, man) pairs in order.
+    z = metrics.group_table(["z"] * 4, np.array([0, 0, 1, 1]), np.array([0.6, 0.2, 0.4, 0.9]), 0.5)
+    assert z[0]["roc_auc"] == pytest.approx(0.75)
+    one_class = metrics.group_table(["z", "z"], np.array([1, 1]), np.array([0.2, 0.9]), 0.5)
+    assert one_class[0]["roc_auc"] is None
 
 
 def test_worst_recall_threshold_serves_the_class_a_group_misses_most():
