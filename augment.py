@@ -10,14 +10,14 @@ lets every source teach robustness to them. The look and strength of each kind w
 `facecom_distorted` by comparing its images with their clean originals
 (`bench/degradation_stats.py`): blur and low resolution are mild; fog is a patchy blend of
 about half the image with a light grey; low light scales the pixels to about 0.3; noise is
-grey, either Gaussian with a standard deviation about 10 (its studio portraits) or salt-and-
-pepper on about a tenth of the pixels (nearly all the rest); rain darkens the image by about 15
-and adds short grey streaks; sun glare adds a bright round glow over the face that saturates at
-its centre. The ranges below are wider than those measured, so that the model meets a little
-more than FACECOM shows. Noise and rain belong to the photo, not to the face crop cut from it,
-so they are drawn as coarse as the crop's enlargement of the photo makes them (`_coarseness`).
-`python docs/draw_degradations.py FACE.jpg docs/degradations.png` draws one face under each
-kind.
+grey, either Gaussian with a standard deviation about 10 (its studio portraits) or
+salt-and-pepper on about a tenth of the pixels (nearly all the rest); rain darkens the image by
+about 15 and adds short grey streaks; sun glare adds a bright round glow over the face that
+saturates at its centre. The ranges below are wider than those measured, so that the model
+meets a little more than FACECOM shows. Noise and rain belong to the photo, not to the face
+crop cut from it, so they are drawn as coarse as the crop's enlargement of the photo makes them
+(`_coarseness`). `python docs/draw_degradations.py FACE.jpg docs/degradations.png` draws one
+face under each kind.
 
 `degrade` is a pure function of its seed, so tests can pin it; `RandomDegradation` is the Keras
 layer the training pipeline uses, drawing a new seed for every batch.
