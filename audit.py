@@ -68,7 +68,7 @@ def sample_rates(folder, runner, image_size, geometry, threshold, args):
     import data
     import inference
     paths, labels = data.list_labeled_images(folder, required=())
-    found = data.main_faces(paths, geometry, args.cache_dir, args.verbose)
+    found = data.main_faces(paths, geometry, args.cache_dir, args.verbose, args.backend)
     reader = data.ImageReader(image_size, geometry, found)
     scores, _ = inference.score_paths(runner, paths, image_size, args.batch_size,
                                       args.verbose, reader=reader)
@@ -243,7 +243,7 @@ def faces_to_show(args, rates, threshold, image_size, geometry, detector):
         y = [CLASS_NAMES.index(t) for t in true]
         wrong, _ = report.gallery_indices(y, scores, threshold, unsure=0)
         reader = data.ImageReader(image_size, geometry, data.main_faces(
-            [paths[i] for i in wrong], geometry, args.cache_dir, 0))
+            [paths[i] for i in wrong], geometry, args.cache_dir, 0, args.backend))
         tiles += [(report.tile_image(reader(paths[i])[0]),
                    report.caption(paths[i], scores[i], threshold, true[i]), "wrong")
                   for i in wrong]
@@ -252,7 +252,7 @@ def faces_to_show(args, rates, threshold, image_size, geometry, detector):
     chosen = [rows[i] for i in near]
     loose = [r["path"] for r in chosen if "face" not in r]
     reader = data.ImageReader(image_size, geometry,
-                              data.main_faces(loose, geometry, args.cache_dir, 0))
+                              data.main_faces(loose, geometry, args.cache_dir, 0, args.backend))
     for r in chosen:
         image = face_as_scored(r, args, image_size, geometry, detector, reader)
         if image is not None:

@@ -255,13 +255,15 @@ class ImageReader:
                 print(f"warning: skipping unreadable image {path} ({err})", file=sys.stderr)
 
 
-def main_faces(paths, geometry, cache_dir, verbose=1):
+def main_faces(paths, geometry, cache_dir, verbose=1, backend="auto"):
     """{path: its main face (faces.Face), or None where none is found} for an ImageReader that
     cuts `paths` to `geometry`; {} when the geometry is None (as given). Faces come from the
-    landmark cache, and are detected once for the files it does not have."""
+    landmark cache, and are detected once for the files it does not have, by the finder on
+    `backend` (faces.face_finder)."""
     if geometry is None:
         return {}
-    return dict(zip(paths, faces_lib.find_faces(paths, cache_dir, open_rgb, verbose)))
+    return dict(zip(paths, faces_lib.find_faces(paths, cache_dir, open_rgb, verbose,
+                                                backend=backend)))
 
 
 def faceless(paths, found, skipped=()):

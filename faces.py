@@ -385,7 +385,7 @@ def read_file(path):
         return f.read()
 
 
-def find_faces(paths, cache_dir, decode, verbose=1, finder=None):
+def find_faces(paths, cache_dir, decode, verbose=1, finder=None, backend="auto"):
     """The main face (a Face, or None where none is found or the file does not decode) of each
     image in `paths`, from the landmark cache where it has the file's content, detected (and
     cached) otherwise, with a progress bar over the detections.
@@ -412,7 +412,7 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None):
         if verbose:
             print(f"finding faces in {len(todo)} of {len(paths)} images "
                   f"({len(paths) - len(todo)} cached in {cache.path})", flush=True)
-        finder = finder or face_finder(cache_dir)
+        finder = finder or face_finder(cache_dir, backend)
         progress = Progress(len(todo), verbose, label="faces: ")
 
         def load(i):

@@ -132,7 +132,7 @@ def predict_crops(runner, image_size, files, args, threshold, geometry=None):
     """Rows for images of one face each, cut to the model's `geometry` (None: as given): one
     per readable file; the skipped files; the ones in which no face was found (scored as
     given)."""
-    found = data.main_faces(files, geometry, args.cache_dir, args.verbose)
+    found = data.main_faces(files, geometry, args.cache_dir, args.verbose, args.backend)
     reader = data.ImageReader(image_size, geometry, found)
     scores, unreadable = inference.score_paths(runner, files, image_size, args.batch_size,
                                                args.verbose, reader=reader)

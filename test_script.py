@@ -220,7 +220,7 @@ def evaluate(args):
                                                not args.unsafe)
     # The model is fed the faces it was trained on: its sidecar's geometry, or as given.
     geometry = sidecar.face_geometry(args.model_path)
-    found = data.main_faces(paths, geometry, args.cache_dir, args.verbose)
+    found = data.main_faces(paths, geometry, args.cache_dir, args.verbose, args.backend)
     reader = data.ImageReader(image_size, geometry, found)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
           f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"

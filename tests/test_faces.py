@@ -129,6 +129,22 @@ def test_landmarks_are_cached_by_content_reused_and_found_again_when_a_file_chan
     assert finder.shown == 4
 
 
+def test_faces_are_found_on_the_backend_asked_for(tmp_path, monkeypatch):
+    # --backend keras means no OpenVINO, for the face finder as for the classifier.
+    asked = []
+
+    def finder_on(cache_dir, backend="auto"):
+        asked.append(backend)
+        return FakeFinder(tilted_landmarks((80, 80), 1.0, 0))
+    monkeypatch.setattr(faces, "face_finder", finder_on)
+    paths = small_images(tmp_path / "img", 2)
+    geometry = faces.parse_geometry("aligned:1.0")
+    found = data.main_faces(paths, geometry, str(tmp_path / "cache"), 0, backend="keras")
+    assert asked == ["keras"] and all(found[p] is not None for p in paths)
+    data.main_faces(paths, geometry, str(tmp_path / "cache"), 0, backend="keras")
+    assert asked == ["keras"]  # cached: no finder made at all
+
+
 def test_a_damaged_cache_line_is_detected_and_its_file_found_again(tmp_path):
     paths = small_images(tmp_path / "img", 2)
     finder = FakeFinder(tilted_landmarks((80, 80), 1.0, 0))
