@@ -197,3 +197,32 @@ def test_a_lost_actor_stops_with_one_line_and_the_same_command_continues(
     assert os.path.exists(died) and not out.exists()
     ray_engine.run(args, shard_files=4)
     assert read_rows(out) == read_rows(plain)
+
+
+@pytest.mark.slow
+def test_a_lost_actor_hands_its_shards_to_the_others(ray_started, small_model_file, photos,
+                                                      tmp_path, monkeypatch, capsys):
+    # Two actors (Ray is told of two nodes; both fit on this one): the first to take a shard
+    # dies with it, and the run still ends with the plain run's rows, all from the other.
+    died = str(tmp_path / "died")
+
+    class OneDies(ray_engine.ShardScorer):
+        def score(self, paths):
+            try:  # whichever actor creates the file first dies, the other never does
+                os.close(os.open(died, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return super().score(paths)
+            os._exit(1)
+
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    monkeypatch.setattr(ray_engine, "ShardScorer", OneDies)
+    monkeypatch.setattr(ray, "nodes", lambda: alive * 2)
+    flags = [photos, "--model_path", small_model_file, "--verbose", "0"]
+    plain, out = tmp_path / "plain.csv", tmp_path / "ray.csv"
+    assert predict.main(flags + ["--output", str(plain)]) == 0
+    args = predict.parse_args(flags + ["--output", str(out), "--engine", "ray"])
+    summary = ray_engine.run(args, shard_files=4)
+    assert "on 2 Ray node(s), one actor each" in capsys.readouterr().out
+    assert os.path.exists(died)
+    assert read_rows(out) == read_rows(plain)
+    assert sum(summary["per_node"].values()) == len(read_rows(plain)) - 1
