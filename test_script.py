@@ -119,19 +119,16 @@ def print_group_table(rows, group_by, threshold):
 
     width = max([12] + [len(str(r["group"])) for r in rows])
     f1_width, recall_width = (21, 28) if intervals else (9, 17)
-    # ROC AUC, where the rows have it: the ranking within the group, whatever the threshold.
-    auc = "roc_auc" in rows[0]
+    # ROC AUC: the ranking within the group, whatever the threshold ("-" for one class).
     print(f"{'group':<{width}} {'images':>6} {'macro-F1':>{f1_width}} "
-          f"{'female recall':>{recall_width}} {'male recall':>{recall_width}}"
-          + (f" {'ROC AUC':>8}" if auc else ""))
+          f"{'female recall':>{recall_width}} {'male recall':>{recall_width}} {'ROC AUC':>8}")
     for r in rows:
         cells = [f"{ok}/{n} {ok / n:.3f}" + span(r.get(f"{name}_recall_interval")) if n else "-"
                  for name, (ok, n) in ((name, r[name]) for name in CLASS_NAMES)]
         f1 = f"{r['macro_f1']:.4f}" + span(r.get("macro_f1_interval"))
+        auc = "-" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}"
         print(f"{r['group']:<{width}} {r['images']:>6} {f1:>{f1_width}} "
-              f"{cells[0]:>{recall_width}} {cells[1]:>{recall_width}}"
-              + (f" {r['roc_auc']:>8.4f}" if r.get("roc_auc") is not None else
-                 f" {'-':>8}" if auc else ""))
+              f"{cells[0]:>{recall_width}} {cells[1]:>{recall_width}} {auc:>8}")
 
 
 # ---------------------------------------------------------------------------
