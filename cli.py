@@ -6,7 +6,7 @@ import os
 import sys
 
 import inference
-from common import USER_ERRORS, default_cache_dir
+from common import USER_ERRORS, StuckWorker, default_cache_dir
 
 SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_balanced.h5")
 
@@ -54,9 +54,16 @@ def check_model_arguments(p, args):
 def exit_code(work, *args):
     """Call `work(*args)`; return 0, or 2 after one line on stderr for unusable data or model,
     options that do not go together, a missing package (the message names the file, flag or
-    package and the fix) or a path the system refuses."""
+    package and the fix) or a path the system refuses. A stuck worker ends the process at once
+    with exit code 3 after its line: its thread can never be joined, so a normal exit (which
+    waits for every worker thread) would hang."""
     try:
         work(*args)
+    except StuckWorker as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(3)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

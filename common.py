@@ -32,5 +32,16 @@ class MissingDependency(Exception):
     says which feature needs it and the `pip install` that fixes it."""
 
 
+class StuckWorker(Exception):
+    """A worker (a thread of ours, or an OpenVINO request) that gave no result within
+    WORKER_TIMEOUT_S; the message names it. A stuck thread cannot be joined, so the scripts
+    exit without waiting for it (cli.exit_code)."""
+
+
+# How long any wait of ours on a worker lasts before it is a StuckWorker: far above the
+# slowest batch seen here (a few seconds on two busy cores), so it only ever ends a hang.
+WORKER_TIMEOUT_S = 300.0
+
+
 # What cli.exit_code reports as one line and exit code 2.
 USER_ERRORS = (DataError, ModelError, UsageError, MissingDependency)

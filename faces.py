@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 import mtcnn_openvino
+import workers
 from common import MissingDependency, UsageError, default_cache_dir
 from outputs import atomic_path
 from progress import Progress
@@ -385,16 +386,16 @@ def read_file(path):
         return f.read()
 
 
-def find_faces(paths, cache_dir, decode, verbose=1, finder=None, backend="auto"):
+def find_faces(paths, cache_dir, decode, verbose=1, finder=None, backend="auto", timeout=None):
     """The main face (a Face, or None where none is found or the file does not decode) of each
     image in `paths`, from the landmark cache where it has the file's content, detected (and
     cached) otherwise, with a progress bar over the detections.
 
     `decode(path, side)` gives (upright PIL RGB image at least `side` on its long side where
-    the file is that large, long side of the full image): data.open_rgb.
+    the file is that large, long side of the full image): data.open_rgb. A worker that gives
+    no result within `timeout` seconds (default common.WORKER_TIMEOUT_S) is a StuckWorker.
     """
     import collections
-    import concurrent.futures
 
     cache = LandmarkCache(cache_dir)
     keys = [None] * len(paths)
@@ -405,8 +406,9 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None, backend="auto")
         except OSError:
             pass  # reported by whoever decodes it
 
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(key_of, range(len(paths))))
+    with workers.thread_pool(4, "read") as pool:
+        for future in [pool.submit(key_of, i) for i in range(len(paths))]:
+            workers.result(future, "a file-reading thread", timeout)
     todo = sorted({k: i for i, k in enumerate(keys) if k and k not in cache}.values())
     if todo:
         if verbose:
@@ -423,13 +425,13 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None, backend="auto")
             return image, side, detection_view(image)
 
         def detect(decoding):
-            images = [f.result() for f in decoding]
+            images = [workers.result(f, "a decoding thread", timeout) for f in decoding]
             ok = [j for j, img in enumerate(images) if img is not None]
             return images, ok, find_in_crops(finder, [images[j][0] for j in ok],
                                              [images[j][2] for j in ok])
 
         def finish(chunk, detecting):
-            images, ok, found = detecting.result()
+            images, ok, found = workers.result(detecting, "a face-finding thread", timeout)
             # JPEGs decode at a reduced scale; the cache holds pixels of the full image.
             cache.add([(keys[chunk[j]], face and face.scaled(
                 images[j][1] / max(images[j][0].size))) for j, face in zip(ok, found)])
@@ -439,8 +441,8 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None, backend="auto")
         # of the finder, which may take several batches at once (batches_at_once); the
         # faces are cached in order.
         at_once = getattr(finder, "batches_at_once", 1)
-        with concurrent.futures.ThreadPoolExecutor(2) as decoders, \
-                concurrent.futures.ThreadPoolExecutor(at_once) as detectors:
+        with workers.thread_pool(2, "decode") as decoders, \
+                workers.thread_pool(at_once, "find-faces") as detectors:
             pending = collections.deque()
             for start in range(0, len(todo), DETECT_BATCH):
                 chunk = todo[start:start + DETECT_BATCH]

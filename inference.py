@@ -15,7 +15,6 @@ labels change.
 """
 
 import collections
-import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -30,6 +29,7 @@ import data
 from common import MissingDependency, ModelError, UsageError
 # The conversion cache (shared with the face finder); diagnostics.py reads it through here.
 from conversions import cache_name, cache_path, read_cached, save
+import workers
 from progress import Progress
 
 BACKENDS = ("auto", "keras", "openvino")
@@ -87,17 +87,31 @@ class OpenVINORunner(Runner):
 
     @staticmethod
     def queue(compiled):
+        """An AsyncInferQueue of `compiled` with its request counter (workers.Inflight), after
+        one inference on this thread: the first inference of a process initialises C++ statics
+        in OpenVINO's Python binding, and two threads doing that at once (this one starting a
+        request, an OpenVINO thread reading one's output) can deadlock on them."""
         import openvino as ov
-        return ov.AsyncInferQueue(compiled, max(1, int(compiled.get_property(
-            "OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
+        shape = [1 if d.is_dynamic else d.get_length() for d in compiled.input(0).get_partial_shape()]
+        request = compiled.create_infer_request()
+        request.infer({0: np.zeros(shape, np.float32)})
+        request.get_output_tensor(0).data.copy()
+        return workers.Inflight(ov.AsyncInferQueue(compiled, max(1, int(compiled.get_property(
+            "OPTIMAL_NUMBER_OF_INFER_REQUESTS")))), "an OpenVINO inference request")
 
     def fixed_queue(self):
         if self.queues[0] is None:
             compiled = self.fixed() if callable(self.fixed) else self.fixed
             self.queues[0] = self.queue(compiled)
             if self.finished is not None:
-                self.queues[0].set_callback(self.finished)
+                self.set_callback(self.queues[0])
         return self.queues[0]
+
+    def set_callback(self, inflight):
+        def finished(request, k):  # runs on an OpenVINO thread
+            self.finished(request, k)
+            inflight.finished()
+        inflight.queue.set_callback(finished)
 
     def requests(self, batch):
         """(queue, images) for each request that `batch` is cut into."""
@@ -116,7 +130,7 @@ class OpenVINORunner(Runner):
             queue.wait_all()  # nothing left over from an earlier, abandoned map
         done, pending, submitted = {}, collections.deque(), 0
 
-        def finished(request, k):  # runs on an OpenVINO thread; the output buffer is reused
+        def finished(request, k):  # the output buffer is reused: copy it
             done[k] = request.get_output_tensor(0).data.copy()
 
         def ready():
@@ -126,15 +140,18 @@ class OpenVINORunner(Runner):
 
         self.finished = finished
         for queue in self.made():
-            queue.set_callback(finished)
+            self.set_callback(queue)
         for tag, batch in items:
             keys = []
             for queue, images in self.requests(batch):
-                queue.start_async({0: images}, submitted)  # waits while every request is busy
+                queue.start({0: images}, submitted)  # waits (bounded) while every request is busy
                 keys.append(submitted)
                 submitted += 1
             pending.append((tag, keys))
             yield from ready()
+        for queue in self.made():
+            queue.wait_all()
+        yield from ready()
         for queue in self.made():
             queue.wait_all()
         yield from ready()
@@ -447,7 +464,7 @@ def cached_conversion(model_path, cache_dir=None):
 # ---------------------------------------------------------------------------
 # Decoding ahead of the model
 
-def decoded_batches(paths, reader, batch_size, workers=None):
+def decoded_batches(paths, reader, batch_size, threads=None):
     """Yield (start, uint8 images, readable flags) for consecutive batches of `paths`.
 
     `reader` is a data.ImageReader, the one decoder of files into the model's input; a pool of
@@ -455,8 +472,8 @@ def decoded_batches(paths, reader, batch_size, workers=None):
     PREFETCH_BATCHES batches ahead, so memory stays bounded on any number of files. An
     unreadable file gives a black image, flagged unreadable, and its reason in `reader.skipped`.
     """
-    workers = workers or max(2, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    threads = threads or max(2, os.cpu_count() or 1)
+    with workers.thread_pool(threads, "decode") as pool:
         pending = collections.deque()
         starts = iter(range(0, len(paths), batch_size))
         for start in starts:
@@ -470,7 +487,7 @@ def decoded_batches(paths, reader, batch_size, workers=None):
 
 
 def _collect(start, futures):
-    results = [f.result() for f in futures]
+    results = [workers.result(f, "a decoding thread") for f in futures]
     return (start, np.stack([image for image, _ in results]),
             np.array([ok for _, ok in results], dtype=bool))
 

@@ -245,6 +245,13 @@ class MTCNN:
         self.networks = {name: core.compile_model(network(name, cache_dir), "CPU", config)
                          for name in INPUTS}
         self.requests = threading.local()  # each thread's {name: inference request}
+        # Each network once, here, on the one thread that exists yet: the first `infer` of a
+        # process initialises C++ statics inside OpenVINO's Python binding, and two threads
+        # doing that at once deadlocked on its guard and the GIL (twice in about 25 runs).
+        # After this no first call is left for worker threads to race over.
+        for name, shape in INPUTS.items():
+            side = WINDOW if name == "pnet" else shape[1]
+            self.run(name, np.zeros((1, side, side, 3), np.float32))
 
     def run(self, name, inputs):
         """Network `name`'s outputs for the batch `inputs`, on this thread's request."""
