@@ -21,10 +21,12 @@ def add_model_arguments(p):
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--backend", choices=inference.BACKENDS, default="auto",
                    help="what runs the model: auto is OpenVINO when installed, else Keras")
-    p.add_argument("--precision", choices=inference.PRECISIONS, default="f32",
-                   help="bf16: OpenVINO's faster bfloat16 mode, where the CPU has it; scores "
-                        "near the threshold are computed again in float32, the others move "
-                        "slightly (bench/bench.py measures how much, and how many labels change)")
+    p.add_argument("--precision", choices=inference.PRECISIONS, default="auto",
+                   help="auto: OpenVINO's faster bfloat16 mode where the CPU has it (AVX-512 "
+                        "bf16 or AMX), with the scores near the threshold computed again in "
+                        "float32, so labels are float32's; float32 elsewhere. bf16: the same, "
+                        "asked for (a note where the CPU lacks it). f32: float32 throughout, "
+                        "the scores Keras gives")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                    help="test-time flip averaging: score each image as the mean of the model's "
                         "score on it and on its horizontal mirror (twice the compute)")

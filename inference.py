@@ -8,10 +8,10 @@ The backend is OpenVINO when it is installed (the Keras model is converted in me
 converted model is kept on disk, keyed by the model file, so the next start skips the
 conversion), Keras otherwise. On a CPU OpenVINO runs this MobileNetV2 faster than Keras in
 float32, with the same scores to about 1e-5; its bfloat16 mode is faster again, on CPUs that
-have it, but moves scores by up to about a tenth, so it is only used when asked for
-(`precision='bf16'`), and the scores it puts near the decision threshold are computed again in
-float32, so that labels stay float32's. bench/bench.py measures the speeds and how often
-labels change.
+have it, but moves scores by up to about a tenth, so it is used where a decision threshold is
+known (`precision='auto'`, the default, or 'bf16'), and the scores it puts near that threshold
+are computed again in float32, so that labels stay float32's; `precision='f32'` is float32
+throughout. bench/bench.py measures the speeds, bench/bf16_margin.py that the labels match.
 """
 
 import collections
@@ -37,7 +37,9 @@ BACKENDS = ("auto", "keras", "openvino")
 # CelebA, UTKFace) by less than this (bench/bf16_margin.py); only a score this close to the
 # threshold can flip.
 BF16_RECHECK_LOGIT = 0.5
-PRECISIONS = ("f32", "bf16")
+# auto: bf16 with the float32 recheck where the CPU has bfloat16 and a threshold is known
+# (labels stay float32's), float32 otherwise.
+PRECISIONS = ("auto", "f32", "bf16")
 PREFETCH_BATCHES = 3  # decoded batches waiting ahead of the model: keeps it fed, bounds memory
 # Images per OpenVINO request: 4 ran 3-8% faster than 2, 8 or 16 here end to end (two cores);
 # bench/bench.py compares whole batches.
@@ -334,7 +336,7 @@ def cpu_has_bf16(core):
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def make_runner(model, backend="auto", precision="f32", model_path=None, cache_dir=None,
+def make_runner(model, backend="auto", precision="auto", model_path=None, cache_dir=None,
                 request_batch=REQUEST_BATCH, key=None, threshold=None, output=None, tta=False):
     """A runner for `model` on `backend` ('auto': OpenVINO if it imports, else Keras).
 
@@ -354,7 +356,7 @@ def make_runner(model, backend="auto", precision="f32", model_path=None, cache_d
     return flip_averaged(runner) if tta else runner
 
 
-def check_backend(backend="auto", precision="f32"):
+def check_backend(backend="auto", precision="auto"):
     """Whether `backend` and `precision` can run here: True for OpenVINO, False for Keras, or
     the error that says why not. The scripts call it before loading a model, so a bad flag
     fails in a moment."""
@@ -366,10 +368,10 @@ def check_backend(backend="auto", precision="f32"):
     if backend == "openvino" and not openvino_available():
         raise MissingDependency("--backend openvino: OpenVINO is not installed; "
                                 "pip install openvino, or pass --backend keras")
-    if precision != "f32" and backend == "keras":
+    if precision == "bf16" and backend == "keras":
         raise UsageError(f"--precision {precision} needs the OpenVINO backend; Keras runs "
                          "float32 only: leave out --backend keras or --precision")
-    if precision != "f32" and not use_openvino:
+    if precision == "bf16" and not use_openvino:
         raise MissingDependency(f"--precision {precision} needs the OpenVINO backend, which is "
                                 "not installed here: pip install openvino")
     return use_openvino
@@ -399,7 +401,11 @@ def _make_runner(model, backend, precision, model_path, cache_dir, request_batch
 
 def openvino_runner(converted, precision="f32", request_batch=REQUEST_BATCH, threshold=None):
     """A runner for a converted model (an openvino.Model), compiled as compile_openvino does;
-    with `threshold`, a bf16 runner rechecks in float32 what falls near it (RecheckedRunner)."""
+    with `threshold`, a bf16 runner rechecks in float32 what falls near it (RecheckedRunner).
+    'auto' is that where the CPU has bfloat16 and `threshold` is given, float32 otherwise."""
+    if precision == "auto":
+        import openvino as ov
+        precision = "bf16" if threshold is not None and cpu_has_bf16(ov.Core()) else "f32"
     fixed, any_size, precision = compile_openvino(converted, precision, request_batch)
     runner = OpenVINORunner(fixed, any_size, precision, request_batch)
     if precision == "bf16" and threshold is not None:
@@ -408,7 +414,7 @@ def openvino_runner(converted, precision="f32", request_batch=REQUEST_BATCH, thr
     return runner
 
 
-def load_runner(model_path, backend="auto", precision="f32", cache_dir=None, threshold=None,
+def load_runner(model_path, backend="auto", precision="auto", cache_dir=None, threshold=None,
                 tta=False, safe_mode=True):
     """(runner, input size) for the classifier saved at `model_path`, as make_runner gives it.
 
@@ -434,7 +440,7 @@ def load_runner(model_path, backend="auto", precision="f32", cache_dir=None, thr
     return runner, model_lib.input_size(model)
 
 
-def prepare_model(model_path, backend="auto", precision="f32", cache_dir=None, safe_mode=True):
+def prepare_model(model_path, backend="auto", precision="auto", cache_dir=None, safe_mode=True):
     """The input size of the classifier at `model_path`, checked, with its OpenVINO conversion
     in the cache (converted now when it is not): what Ray's driver needs before its actors
     read the conversion. A conversion already cached is only read, not compiled (a second or

@@ -6,8 +6,10 @@
 inference.BF16_RECHECK_LOGIT (log-odds) of the threshold; this prints, for each folder (images
 drawn at random, up to --limit) and for all of them together, the percentiles of
 |logit(P bf16) - logit(P f32)|, the share of images that move by less than that margin, and the
-share that land near the model's threshold (what --precision bf16 scores twice). Set the margin
-from training folders, not from the dev folders the agreement is reported on.
+share that land near the model's threshold (what --precision bf16 scores twice), and how many
+labels the default (`--precision auto`: bf16, float32 near the threshold) gives that float32
+does not: none is the goal. Set the margin from training folders, not from the dev folders the
+agreement is reported on.
 """
 
 import argparse
@@ -36,19 +38,22 @@ def main(argv=None):
 
     model = model_lib.load_model(args.model_path)
     size = model_lib.input_size(model)
+    threshold = model_lib.decision_threshold(args.model_path)[0]
     runners = {precision: inference.make_runner(model, "openvino", precision, args.model_path)
                for precision in ("f32", "bf16")}
     if runners["bf16"].name != "openvino bf16":
         raise SystemExit("this CPU has no bfloat16: nothing to measure")
+    runners["auto"] = inference.make_runner(model, "openvino", "auto", args.model_path,
+                                            threshold=threshold)
     margin = inference.BF16_RECHECK_LOGIT
-    cut = inference.logit(model_lib.decision_threshold(args.model_path)[0])
+    cut = inference.logit(threshold)
     print(f"|change of log-odds|, bfloat16 against float32, {args.model_path}; margin {margin}")
     print(f"  {'folder':<50} {'images':>7} {'median':>7} {'99%':>7} {'max':>7} "
-          f"{'under margin':>13} {'near threshold':>15}")
-    moves, nears = [], []
+          f"{'under margin':>13} {'near threshold':>15} {'labels differ (auto)':>21}")
+    moves, nears, flips = [], [], []
     for folder in args.folders + ["all"]:
         if folder == "all":
-            move, near = np.concatenate(moves), np.concatenate(nears)
+            move, near, flip = (np.concatenate(x) for x in (moves, nears, flips))
         else:
             paths = data.list_labeled_images(folder)[0]
             paths = [paths[i] for i in
@@ -59,11 +64,14 @@ def main(argv=None):
             fast = inference.logit(scores["bf16"][readable])
             move = np.abs(fast - inference.logit(scores["f32"][readable]))
             near = np.abs(fast - cut) < margin
+            flip = ((scores["auto"][readable] >= threshold)
+                    != (scores["f32"][readable] >= threshold))
             moves.append(move)
             nears.append(near)
+            flips.append(flip)
         median, p99, top = np.percentile(move, [50, 99, 100])
         print(f"  {folder:<50} {len(move):7d} {median:7.3f} {p99:7.3f} {top:7.3f} "
-              f"{np.mean(move < margin):13.2%} {np.mean(near):15.2%}")
+              f"{np.mean(move < margin):13.2%} {np.mean(near):15.2%} {int(flip.sum()):21d}")
     return 0
 
 

@@ -1,3 +1,4 @@
+import csv
 import os
 import sys
 
@@ -169,11 +170,15 @@ def test_keras_backend_works_without_openvino(trained, tmp_path, monkeypatch, ca
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])
-def test_bf16_is_only_used_when_asked_for_and_where_the_cpu_has_it(has_bf16, monkeypatch,
-                                                                   capsys):
+def test_bf16_is_used_where_the_cpu_has_it_and_a_threshold_keeps_the_labels(has_bf16,
+                                                                          monkeypatch, capsys):
     monkeypatch.setattr(inference, "cpu_has_bf16", lambda core: has_bf16)
     model = small_model()
+    # auto, the default: bf16 only with a threshold to recheck near, and said nowhere.
     assert inference.make_runner(model, "openvino").name == "openvino f32"
+    assert inference.make_runner(model, "openvino", threshold=0.5).name == (
+        "openvino bf16, f32 near the threshold" if has_bf16 else "openvino f32")
+    assert inference.make_runner(model, "openvino", "f32", threshold=0.5).name == "openvino f32"
     assert capsys.readouterr().err == ""
     runner = inference.make_runner(model, "openvino", "bf16")
     assert runner.name == ("openvino bf16" if has_bf16 else "openvino f32")
@@ -228,6 +233,18 @@ def test_bf16_given_a_threshold_rechecks_near_it_in_float32():
     images = np.random.default_rng(2).uniform(0, 255, (12, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(runner.predict(images) >= 0.5,
                                   model.predict(images, verbose=0) >= 0.5)
+
+
+def test_the_default_precision_gives_float32s_labels_on_a_sample(trained, tmp_path):
+    rows = {}
+    for name, flags in (("default", []), ("f32", ["--precision", "f32"])):
+        out = tmp_path / f"{name}.csv"
+        assert predict.main([trained["data"], "--model_path", trained["model"], "--output",
+                             str(out), "--verbose", "0", "--threshold", "0.5"] + flags) == 0
+        rows[name] = {r["path"]: r for r in csv.DictReader(out.open())}
+    assert len(rows["f32"]) >= 20 and rows["default"].keys() == rows["f32"].keys()
+    assert {p: r["label"] for p, r in rows["default"].items()} == {
+        p: r["label"] for p, r in rows["f32"].items()}
 
 
 def test_decoded_batches_keep_the_file_order_and_report_unreadable_files(tmp_path):
