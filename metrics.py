@@ -124,9 +124,10 @@ def evaluation_report(y_true, scores, threshold):
 
 def group_table(groups, y_true, scores, threshold):
     """Per-group metrics at `threshold` (groups: one label per sample), as rows of plain
-    values; `female` and `male` are (correct, total). `roc_auc` does not depend on the
-    threshold: how well the group's scores rank its men above its women, whatever cut one
-    threshold makes for every group (None for a group of one class)."""
+    values; `female` and `male` are (correct, total). `balanced_accuracy` is the mean of the
+    two recalls, which unlike macro-F1 does not move with the group's share of men. `roc_auc`
+    does not depend on the threshold: how well the group's scores rank its men above its women,
+    whatever cut one threshold makes for every group. Both are None for a group of one class."""
     y_true, scores, groups = np.asarray(y_true), np.asarray(scores), np.asarray(groups)
     rows = []
     for group in sorted(set(groups.tolist())):
@@ -136,6 +137,8 @@ def group_table(groups, y_true, scores, threshold):
         both = len(set(y_true[mask].tolist())) == 2
         rows.append({"group": group, "images": int(mask.sum()), "macro_f1": r["macro_f1"],
                      "female": acc["female"], "male": acc["male"],
+                     "balanced_accuracy": float(np.mean([ok / n for ok, n in acc.values()]))
+                     if both else None,
                      "roc_auc": float(roc_auc_score(y_true[mask], scores[mask])) if both
                      else None})
     return rows

@@ -119,16 +119,19 @@ def print_group_table(rows, group_by, threshold):
 
     width = max([12] + [len(str(r["group"])) for r in rows])
     f1_width, recall_width = (21, 28) if intervals else (9, 17)
-    # ROC AUC: the ranking within the group, whatever the threshold ("-" for one class).
+    # Balanced accuracy: the mean of the two recalls, whatever the group's share of men; ROC
+    # AUC: the ranking within the group, whatever the threshold ("-" for one class).
     print(f"{'group':<{width}} {'images':>6} {'macro-F1':>{f1_width}} "
-          f"{'female recall':>{recall_width}} {'male recall':>{recall_width}} {'ROC AUC':>8}")
+          f"{'female recall':>{recall_width}} {'male recall':>{recall_width}} "
+          f"{'bal. acc.':>9} {'ROC AUC':>8}")
     for r in rows:
         cells = [f"{ok}/{n} {ok / n:.3f}" + span(r.get(f"{name}_recall_interval")) if n else "-"
                  for name, (ok, n) in ((name, r[name]) for name in CLASS_NAMES)]
         f1 = f"{r['macro_f1']:.4f}" + span(r.get("macro_f1_interval"))
         auc = "-" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}"
+        balanced = "-" if r.get("balanced_accuracy") is None else f"{r['balanced_accuracy']:.4f}"
         print(f"{r['group']:<{width}} {r['images']:>6} {f1:>{f1_width}} "
-              f"{cells[0]:>{recall_width}} {cells[1]:>{recall_width}} {auc:>8}")
+              f"{cells[0]:>{recall_width}} {cells[1]:>{recall_width}} {balanced:>9} {auc:>8}")
 
 
 # ---------------------------------------------------------------------------

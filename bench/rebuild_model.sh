@@ -56,4 +56,4 @@ for m in stage7 candidate; do
     --output_dir "$W/$m" --data_path "$S/facecom/dev" $VALSETS "$F/celeba/dev" "$F/utkface/dev" \
     "$F/scut/dev" "$F/aaf/dev" "$S/facecom_distorted/dev"
 done
-$PY bench/compare_models.py --rule aligned "$W/stage7/metrics.json" "$W/candidate/metrics.json"
+$PY bench/compare_models.py "$W/stage7/metrics.json" "$W/candidate/metrics.json"

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
 import metrics
 
@@ -84,7 +84,12 @@ def test_group_table_counts_each_group_at_the_threshold():
     z = metrics.group_table(["z"] * 4, np.array([0, 0, 1, 1]), np.array([0.6, 0.2, 0.4, 0.9]), 0.5)
     assert z[0]["roc_auc"] == pytest.approx(0.75)
     one_class = metrics.group_table(["z", "z"], np.array([1, 1]), np.array([0.2, 0.9]), 0.5)
-    assert one_class[0]["roc_auc"] is None
+    assert one_class[0]["roc_auc"] is None and one_class[0]["balanced_accuracy"] is None
+    # Balanced accuracy is scikit-learn's: x's recalls 1/2 and 2/2, y's 1/1 and 0/1.
+    for row, mask in zip(rows, (slice(0, 4), slice(4, 6))):
+        assert row["balanced_accuracy"] == pytest.approx(
+            balanced_accuracy_score(y[mask], scores[mask] >= 0.5))
+    assert [r["balanced_accuracy"] for r in rows] == pytest.approx([0.75, 0.5])
 
 
 def test_worst_recall_threshold_serves_the_class_a_group_misses_most():
