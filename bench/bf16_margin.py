@@ -24,6 +24,8 @@ import numpy as np  # noqa: E402
 import data  # noqa: E402
 import inference  # noqa: E402
 import model as model_lib  # noqa: E402
+import sidecar  # noqa: E402
+from common import default_cache_dir  # noqa: E402
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,11 +36,13 @@ def main(argv=None):
     p.add_argument("--model_path", default=os.path.join(HERE, "model_balanced.h5"))
     p.add_argument("--limit", type=int, default=2000, help="images drawn from each folder")
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--cache_dir", default=default_cache_dir(), help="the landmark cache's root")
     args = p.parse_args(argv)
 
     model = model_lib.load_model(args.model_path)
     size = model_lib.input_size(model)
     threshold = model_lib.decision_threshold(args.model_path)[0]
+    geometry = sidecar.face_geometry(args.model_path)
     runners = {precision: inference.make_runner(model, "openvino", precision, args.model_path)
                for precision in ("f32", "bf16")}
     if runners["bf16"].name != "openvino bf16":
@@ -58,7 +62,11 @@ def main(argv=None):
             paths = data.list_labeled_images(folder)[0]
             paths = [paths[i] for i in
                      np.random.default_rng(0).permutation(len(paths))[:args.limit]]
-            scores = {name: inference.score_paths(runner, paths, size, args.batch_size, 0)[0]
+            # The faces the model is fed in use: its sidecar's geometry (or as given).
+            reader = data.ImageReader(size, geometry, data.main_faces(paths, geometry,
+                                                                      args.cache_dir, 0))
+            scores = {name: inference.score_paths(runner, paths, size, args.batch_size, 0,
+                                                  reader=reader)[0]
                       for name, runner in runners.items()}
             readable = np.isfinite(scores["f32"])  # unreadable files have no score
             fast = inference.logit(scores["bf16"][readable])
