@@ -94,7 +94,9 @@ class OpenVINORunner(Runner):
         in OpenVINO's Python binding, and two threads doing that at once (this one starting a
         request, an OpenVINO thread reading one's output) can deadlock on them."""
         import openvino as ov
-        shape = [1 if d.is_dynamic else d.get_length() for d in compiled.input(0).get_partial_shape()]
+        # One image; an open image size (no model here has one) gets 64 pixels.
+        shape = [d.get_length() if d.is_static else 1 if i == 0 else 64
+                 for i, d in enumerate(compiled.input(0).get_partial_shape())]
         request = compiled.create_infer_request()
         request.infer({0: np.zeros(shape, np.float32)})
         request.get_output_tensor(0).data.copy()
