@@ -19,6 +19,7 @@ CLASS_COLOURS = {"female": (230, 159, 0), "male": (0, 114, 178)}
 TEXT_COLOUR = (255, 255, 255)
 SHEET_TILE = 128  # pixels per face crop on the contact sheet
 SHEET_COLUMNS = 8
+FRAME_WIDTH, FRAME_COLUMNS = 480, 3  # a video's sheet of frames (video.annotate_video)
 SHEET_MAX_FACES = 480  # 60 rows: more would make a sheet too tall to look at
 # Pillow writes these in RGB as they are; any other file is annotated as <name>.png.
 KEPT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -56,19 +57,20 @@ def dashed_rectangle(draw, box, colour, width, dash):
 def draw_faces(photo, faces, threshold):
     """A copy of `photo` (a PIL RGB image) with each of `faces`, (x, y, w, h, p_male, label) in
     its pixels, boxed in its class's colour (dashed when unsure) and captioned above the box
-    (inside it when the box touches the top)."""
+    (inside it when the box touches the top). A face given a seventh item (a video's track
+    number, '#3') has it before its caption."""
     photo = photo.copy()
     draw = ImageDraw.Draw(photo)
     width = max(2, round(max(photo.size) / 300))
     text = font(max(10, round(max(photo.size) / 40)))
-    for x, y, w, h, p_male, label in faces:
+    for x, y, w, h, p_male, label, *prefix in faces:
         colour = CLASS_COLOURS[label]
         box = (x, y, x + w - 1, y + h - 1)
         if unsure(p_male, threshold):
             dashed_rectangle(draw, box, colour, width, dash=max(4, 3 * width))
         else:
             draw.rectangle(box, outline=colour, width=width)
-        words = caption(label, p_male, threshold)
+        words = " ".join([*prefix, caption(label, p_male, threshold)])
         left, top, right, bottom = draw.textbbox((0, 0), words, font=text)
         pad = max(2, width)
         tw, th = right - left + 2 * pad, bottom - top + 2 * pad
@@ -96,6 +98,25 @@ def contact_sheet(tiles, captions, left_out=0):
         sheet.paste(tile.resize((SHEET_TILE, SHEET_TILE), Image.BILINEAR), (x, y))
         for i, (words, colour) in enumerate(lines):
             draw.text((x + 3, y + SHEET_TILE + 1 + i * line), words, fill=colour, font=text)
+    return sheet
+
+
+def frame_sheet(frames, captions, title, width=FRAME_WIDTH, columns=FRAME_COLUMNS):
+    """One image of video frames (PIL images, drawn on), `columns` a row, each shrunk to
+    `width` pixels wide over its one-line caption, under a title line."""
+    text = font(13)
+    line = 18
+    heights = [round(f.size[1] * width / f.size[0]) for f in frames] or [0]
+    cell_h = max(heights) + line
+    columns = max(1, min(columns, len(frames)))
+    rows = max(1, -(-len(frames) // columns))
+    sheet = Image.new("RGB", (columns * width, line + rows * cell_h), (255,) * 3)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 2), title, fill=(0, 0, 0), font=text)
+    for k, (frame, words) in enumerate(zip(frames, captions)):
+        x, y = (k % columns) * width, line + (k // columns) * cell_h
+        sheet.paste(frame.resize((width, heights[k]), Image.BILINEAR), (x, y))
+        draw.text((x + 3, y + heights[k] + 2), words, fill=(0, 0, 0), font=text)
     return sheet
 
 

@@ -185,10 +185,45 @@ def summarize(args, rates, note, every=None):
             "face_seconds": {name: every * sum(r["label"] == name for r in video_rows)
                              for name in CLASS_NAMES},
             **_share(video_rows, rates)}
+    if video_rows and every and "track" in video_rows[0]:
+        summary["video"] = video_denominators(video_rows, rates, every)
     write_json(summary_path(args.output), summary)
     print_summary(summary)
     print(f"wrote {summary_path(os.path.abspath(args.output))}")
     return summary
+
+
+TRACK_ASSUMPTION = ("a track is one appearance (the same person in two shots is two tracks); "
+                    "screen-seconds and tracks are called by their track's label and corrected "
+                    "with the single faces' error rates, which assumes a track is misread as "
+                    "often as one face (its label pools several, so it is usually misread less)")
+
+
+def video_denominators(rows, rates, every):
+    """The three counts of a video audit, over all videos and per video: face detections (each
+    face by its own label), screen-seconds (each face stands for `every` seconds, called by its
+    track's label) and tracks (appearances, video.track_table), each with `_share`'s raw and
+    corrected shares."""
+    import video
+    table = video.track_table(rows, every)
+
+    def three(rows, table):
+        label = {(t["path"], t["track"]): t["label"] for t in table}
+        seconds = _share([{**r, "label": label[r["path"], int(r["track"])]} for r in rows],
+                         rates)
+        seconds["seconds"] = {name: every * n for name, n in seconds["counts"].items()}
+        tracks = _share([{"path": t["path"], "time": t["start"], "label": t["label"]}
+                         for t in table], rates)
+        tracks["tracks"] = tracks.pop("faces")
+        tracks["disagreeing"] = sum(t["disagreeing"] > 0 for t in table)
+        return {"faces": _share(rows, rates), "screen_seconds": seconds, "tracks": tracks}
+
+    paths = list(dict.fromkeys(r["path"] for r in rows))
+    return {"seconds_per_face": every, "assumption": TRACK_ASSUMPTION,
+            "all": three(rows, table),
+            "by_video": [{"path": p, **three([r for r in rows if r["path"] == p],
+                                             [t for t in table if t["path"] == p])}
+                         for p in paths]}
 
 
 def _cells(s):
@@ -225,6 +260,35 @@ def print_summary(summary):
         print(f"\nscreen time (each face in a frame stands for {st['seconds_per_face']:g} s): "
               f"{seconds}; share female {raw}"
               + (f", corrected {corrected}" if "interval" in st else ""))
+    if "video" in summary:
+        print_video_denominators(summary["video"])
+
+
+DENOMINATORS = (("faces", "face detections"), ("screen_seconds", "screen-seconds"),
+                ("tracks", "tracks"))
+
+
+def denominator_rows(video):
+    """[video, what is counted, female, male, raw share [95%], corrected [95%]] rows: all
+    videos' three counts, then each video's."""
+    table = []
+    for name, counts in [("all videos", video["all"]),
+                         *((os.path.basename(v["path"]), v) for v in video["by_video"])]:
+        for key, words in DENOMINATORS:
+            s = counts[key]
+            n = s["seconds"] if key == "screen_seconds" else s["counts"]
+            table.append([name, words, *(f"{n[c]:g}" for c in CLASS_NAMES), *_cells(s)])
+    return table
+
+
+def print_video_denominators(video):
+    print(f"\nvideos, counted three ways: {video['assumption']}")
+    rows = denominator_rows(video)
+    width = max(12, *(len(r[0]) for r in rows))
+    print(f"{'video':<{width}} {'counted':<16} {'female':>7} {'male':>7} "
+          f"{'raw share [95%]':>22} {'corrected [95%]':>22}")
+    for r in rows:
+        print(f"{r[0]:<{width}} {r[1]:<16} {r[2]:>7} {r[3]:>7} {r[4]:>22} {r[5]:>22}")
 
 
 # ---------------------------------------------------------------------------

@@ -97,13 +97,20 @@ def face_crops(photo, scale, image_size, min_face_size, detector, geometry=None)
     """[(box in original pixels, (size, size, 3) uint8 crop)] for each face found in `photo`,
     a photo from `load_photo` and its scale, cut by `geometry` (None: the model takes faces as
     given, so the box with a margin, AS_GIVEN_BOX)."""
+    return [(box, crop) for box, crop, _ in found_faces(photo, scale, image_size,
+                                                        min_face_size, detector, geometry)]
+
+
+def found_faces(photo, scale, image_size, min_face_size, detector, geometry=None):
+    """face_crops' faces with their five landmarks too: [(box, crop, (5, 2) landmarks)], box
+    and landmarks in pixels of the original (video.py tracks faces by them)."""
     min_size = max(1, round(min_face_size / scale))
-    crops = []
+    found = []
     for face in detect_faces(photo, min_size, detector):
         crop = faces_lib.canonical_crop(photo, face, geometry or AS_GIVEN_BOX, image_size)
         original_box = tuple(int(round(v * scale)) for v in face.box)
-        crops.append((original_box, crop))
-    return crops
+        found.append((original_box, crop, np.asarray(face.landmarks, float) * scale))
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -115,11 +122,14 @@ def label_of(p_male, threshold):
 
 def csv_header(args):
     """The CSV's columns: a `tta` column says the scores are flip-averaged (--tta); a `time`
-    column (seconds into the video; empty for a photo) comes with videos (video.py)."""
+    column (seconds into the video; empty for a photo) and a last `track` column (the face's
+    appearance in its video, tracks.py; empty for a photo) come with videos (video.py)."""
     where = ["path", "face", "x", "y", "w", "h"] if args.detect_faces else ["path"]
-    if getattr(args, "videos", False):
+    videos = getattr(args, "videos", False)
+    if videos:
         where.insert(1, "time")
-    return where + ["p_male", "label", "threshold"] + (["tta"] if args.tta else [])
+    return (where + ["p_male", "label", "threshold"] + (["tta"] if args.tta else [])
+            + (["track"] if videos else []))
 
 
 def score_cells(p_male, threshold, args):
@@ -238,7 +248,11 @@ def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
         raise DataError(f"{', '.join(args.paths)}: none of the images could be read")
     header = csv_header(args)
     write_csv(args.output, header, rows)
-    annotated = write_annotations(args, files, rows, skipped, threshold) if args.annotate else None
+    annotated = (write_annotations(args, photos, rows, skipped, threshold)
+                 if args.annotate and photos else None)
+    if videos:  # one row per track beside the CSV, and --annotate's frames (video.py)
+        import video  # it imports this module
+        video.finish_tracks(args, header, rows, videos, skipped, threshold)
 
     labels = [row[header.index("label")] for row in rows]
     counts = {name: labels.count(name) for name in CLASS_NAMES}

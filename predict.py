@@ -53,7 +53,9 @@ def parse_args(argv=None):
                    help="also write into DIR a copy of each photo with every face boxed and "
                         "labelled (dashed, with a '?', when P(male) is within "
                         f"{annotate.LOW_CONFIDENCE_BAND} of the threshold) and "
-                        "DIR/contact_sheet.jpg of the faces; the photos are never changed")
+                        "DIR/contact_sheet.jpg of the faces; for a video, a sheet of its "
+                        "frames with each face's track number and label; inputs are never "
+                        "changed")
     p.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
                    help="for videos: seconds of video between the frames searched for faces; "
                         "each face found stands for this much screen time")
@@ -121,8 +123,6 @@ def check_videos(args, files, videos):
     --detect_faces; photos beside them must be cut into faces too, for one CSV's columns."""
     if not videos:
         return
-    if args.annotate:
-        raise UsageError("--annotate draws on photos; leave it out for videos")
     if files and not args.detect_faces:
         raise UsageError(f"{videos[0]}: videos are searched for faces, one row per face; add "
                          "--detect_faces to cut the photos into faces too, or pass the videos "
@@ -158,7 +158,7 @@ def run(args, detector=None):
         rows, skipped, no_face = labelling.predict_crops(runner, size, files, args, threshold,
                                                          geometry)
     if videos:
-        rows = [(row[0], "", *row[1:]) for row in rows]  # a photo's row has no time
+        rows = [(row[0], "", *row[1:], "") for row in rows]  # a photo: no time, no track
         for path in videos:
             found = video.predict_video(runner, size, path, args, threshold, detector, geometry)
             rows += found
@@ -182,7 +182,9 @@ def write_report(args, summary, rates, threshold, size=None, geometry=None, dete
         detector = (labelling.load_face_detector(args.cache_dir, args.backend)
                     if args.detect_faces else None)
     tiles = audit.faces_to_show(args, rates, threshold, size, geometry, detector)
-    print(f"wrote {report.write(args.report, report.audit_page(summary['audit'], tiles))}")
+    strips = (video.timelines(audit.read_rows(args.output), args.every)
+              if "video" in summary["audit"] else None)
+    print(f"wrote {report.write(args.report, report.audit_page(summary['audit'], tiles, strips))}")
 
 
 def run_on_ray(args):

@@ -89,7 +89,7 @@ class ShardScorer:
             rows, skipped, no_face = labelling.predict_crops(
                 self.runner, self.size, paths, self.args, self.args.threshold, self.geometry)
         if getattr(self.args, "videos", False):
-            rows = [(row[0], "", *row[1:]) for row in rows]  # a photo's row has no time
+            rows = [(row[0], "", *row[1:], "") for row in rows]  # a photo: no time, no track
         return {"rows": rows, "skipped": skipped, "no_face": no_face, "node": self.node,
                 "runner": self.runner.name}
 

@@ -34,6 +34,10 @@ text-align:right}td:first-child,th:first-child{text-align:left}.note{color:#555}
 .figures img{max-width:370px;margin:4px}.gallery{display:flex;flex-wrap:wrap;gap:6px}
 figure{margin:0;width:128px;font-size:11px}figure img{width:128px;height:128px;display:block}
 figure.wrong img{outline:3px solid #c0392b}figure.unsure img{outline:3px dashed #e69f00}
+.timeline{margin:6px 0 18px}.track{display:flex;align-items:center;height:42px}
+.track img{width:40px;height:40px;margin-right:6px}.lane{position:relative;flex:1;height:14px;
+background:#f4f4f4}.lane span{position:absolute;top:0;height:14px;min-width:2px}
+.axis{display:flex;justify-content:space-between;margin-left:46px;color:#555;font-size:12px}
 """
 
 
@@ -225,9 +229,52 @@ def shares_figure(summary):
     return fig
 
 
-def audit_page(summary, tiles):
-    """predict.py's page: the audit summary (audit.summarize) and gallery tiles (image, caption
-    lines, kind)."""
+def colour_of(label):
+    return "#%02x%02x%02x" % annotate.CLASS_COLOURS[label]
+
+
+def timeline(strip):
+    """One video as a strip over time: a row per track (video.timelines), its face, and a bar
+    from its first to its last sampled face in its label's colour (dashed outline: its faces
+    disagree), with its numbers as a tooltip."""
+    span = max(strip["duration"], 1e-9)
+    rows = []
+    for t in strip["tracks"]:
+        left = 100 * t["start"] / span
+        width = max(100 * (t["end"] - t["start"]) / span, 0.3)
+        words = (f"#{t['track']} {t['label']} (P(male) {t['p_male']:.3f}), "
+                 f"{t['start']:.1f}-{t['end']:.1f} s, {t['faces']} faces"
+                 + (f"; {t['note']}" if t["note"] else ""))
+        thumb = (f'<img src="{image_uri(t["thumbnail"])}" alt="track {t["track"]}">'
+                 if t.get("thumbnail") is not None else '<img alt="">')
+        outline = ";outline:1px dashed #222" if t["disagreeing"] else ""
+        rows.append(f'<div class="track" title="{esc(words)}">{thumb}<div class="lane">'
+                    f'<span style="left:{left:.2f}%;width:{width:.2f}%;'
+                    f'background:{colour_of(t["label"])}{outline}"></span></div></div>')
+    more = (f'<p class="note">{strip["left_out"]} shorter tracks not shown</p>'
+            if strip["left_out"] else "")
+    return (f'<h3>{esc(os.path.basename(strip["path"]))}: {len(strip["tracks"])} tracks</h3>'
+            f'<div class="timeline">{"".join(rows)}<div class="axis"><span>0 s</span>'
+            f'<span>{strip["duration"]:.1f} s</span></div></div>{more}')
+
+
+def videos_section(video, strips):
+    """The three counts (audit.video_denominators) and a timeline per video."""
+    import audit
+    legend = ", ".join(f'<span style="color:{colour_of(n)}">{esc(n)}</span>'
+                       for n in CLASS_NAMES)
+    return (table(["video", "counted", "female", "male", "raw share [95%]",
+                   "corrected [95%]"], audit.denominator_rows(video))
+            + f'<p class="note">{esc(video["assumption"])}. Each face stands for '
+              f'{video["seconds_per_face"]:g} s.</p>'
+            + f'<p class="note">One row per track, coloured by its label ({legend}); a '
+              "dashed outline where its faces disagree; hover for its numbers.</p>"
+            + "".join(timeline(s) for s in strips or []))
+
+
+def audit_page(summary, tiles, timelines=None):
+    """predict.py's page: the audit summary (audit.summarize), gallery tiles (image, caption
+    lines, kind) and, for videos, their timelines (video.timelines)."""
     raw, corrected = share_cells(summary)
     numbers = table(["", "value"], [
         ["faces", summary["faces"]],
@@ -248,6 +295,9 @@ def audit_page(summary, tiles):
             ["share of women, corrected", share_cells(st)[1]]])
             + f'<p class="note">each face found in a sampled frame stands for '
               f'{st["seconds_per_face"]:g} s of screen time</p>'))
+    if "video" in summary:
+        sections.append(("Videos: faces, screen-seconds and tracks",
+                         videos_section(summary["video"], timelines)))
     sections.append(("Figure", f'<div class="figures"><img style="max-width:700px" '
                                f'src="{figure_uri(shares_figure(summary))}" alt="shares"></div>'))
     sections.append(("Faces as the model saw them", (

@@ -17,14 +17,19 @@ import shutil
 
 import numpy as np
 
+import annotate
 import data
 import labelling
-from common import DataError, ModelError
-from outputs import write_json
+import tracks
+from common import CLASS_NAMES, DataError, ModelError
+from outputs import write_csv, write_json
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ts")
 CHECKPOINT_FRAMES = 50  # sampled frames between progress records: what a stop can lose
+SHEET_FRAMES = 24  # frames on a video's --annotate sheet: its tracks' first frames
+TIMELINE_TRACKS = 200  # rows of a video's timeline in --report (the longest tracks)
+THUMBNAIL = 40  # pixels a track's face is shown at on its timeline
 
 
 def is_video(path):
@@ -129,15 +134,19 @@ def progress_file(output, path, args, threshold):
 
 
 def read_progress(record):
-    """(rows so far, the next time to sample, finished?) from a record; nothing for none."""
+    """(rows so far, their faces' tracking cells, the next time to sample, the shot count and
+    last frame's signature (tracks.py), finished?) from a record; nothing for none."""
     if not os.path.exists(record):
-        return [], 0.0, False
+        return [], [], 0.0, 0, None, False
     try:
         with open(record) as f:
             saved = json.load(f)
-        return [tuple(r) for r in saved["rows"]], float(saved["next_time"]), saved["finished"]
+        signature = saved["signature"]
+        return ([tuple(r) for r in saved["rows"]], saved["faces"], float(saved["next_time"]),
+                int(saved["shot"]), None if signature is None else np.array(signature),
+                saved["finished"])
     except (OSError, ValueError, KeyError, TypeError):
-        return [], 0.0, False  # a damaged record: start that video again
+        return [], [], 0.0, 0, None, False  # a damaged record: start that video again
 
 
 def remove_progress(output):
@@ -149,15 +158,17 @@ def remove_progress(output):
 
 def predict_video(runner, image_size, path, args, threshold, detector, geometry=None,
                   checkpoint_frames=None):
-    """Rows (path, time, face, x, y, w, h, P(male), label, threshold[, tta]) for every face in
-    the frames of `path` sampled every args.every seconds, continuing from its progress record
-    (`checkpoint_frames` sampled frames apart)."""
+    """Rows (path, time, face, x, y, w, h, P(male), label, threshold[, tta], track) for every
+    face in the frames of `path` sampled every args.every seconds, continuing from its
+    progress record (`checkpoint_frames` sampled frames apart). The faces are linked into
+    tracks (tracks.py) once the whole video is read, from what the record keeps of each face
+    (its shot and landmarks), so a resumed run and a Ray actor find the same tracks."""
     import inference
     checkpoint_frames = checkpoint_frames or CHECKPOINT_FRAMES
     record = progress_file(args.output, path, args, threshold)
-    rows, start, finished = read_progress(record)
+    rows, tracking, start, shot, signature, finished = read_progress(record)
     if finished:
-        return rows
+        return with_tracks(rows, tracking, args.every)
     _, fps, duration = open_video(path)  # an unreadable video stops here, naming itself
     if args.verbose and start:
         print(f"  {path}: resuming at {clock(start)} ({len(rows)} faces so far)")
@@ -168,10 +179,13 @@ def predict_video(runner, image_size, path, args, threshold, detector, geometry=
             scores = inference.score_images(runner, np.stack([c for *_, c in pending]),
                                             args.batch_size)
             rows.extend((path, f"{t:.3f}", k, *box, *labelling.score_cells(p, threshold, args))
-                        for (t, k, box, _), p in zip(pending, scores))
+                        for (t, k, box, _, _, _), p in zip(pending, scores))
+            tracking.extend([int(face_shot), *np.round(marks, 2).ravel().tolist()]
+                            for (_, _, _, marks, face_shot, _) in pending)
             pending.clear()
         write_json(record, {"video": os.path.abspath(path), "next_time": next_time,
-                            "finished": done, "rows": rows})
+                            "finished": done, "rows": rows, "faces": tracking, "shot": shot,
+                            "signature": None if signature is None else signature.tolist()})
         if args.verbose:
             print(f"  {path}: {clock(min(next_time, duration))} of {clock(duration)}, "
                   f"{len(rows)} faces")
@@ -179,22 +193,179 @@ def predict_video(runner, image_size, path, args, threshold, detector, geometry=
     next_time = start
     for t, frame in sampled_frames(path, args.every, start):
         from PIL import Image
+        now = tracks.picture_signature(frame)
+        shot = int(tracks.shot_numbers([now], shot, signature)[0])
+        signature = now
         photo = Image.fromarray(frame)
         photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
         scale = frame.shape[1] / photo.size[0]
         try:
-            faces = labelling.face_crops(photo, scale, image_size, args.min_face_size,
-                                         detector, geometry)
+            faces = labelling.found_faces(photo, scale, image_size, args.min_face_size,
+                                          detector, geometry)
         except Exception as err:
             raise ModelError(f"the face detector failed on {path} at {t:.3f} s "
                              f"({type(err).__name__}: {err}); check the mtcnn install") from None
-        pending += [(t, k, box, crop) for k, (box, crop) in enumerate(faces)]
+        pending += [(t, k, box, marks, shot, crop)
+                    for k, (box, crop, marks) in enumerate(faces)]
         frames += 1
         next_time = t + args.every
         if frames % checkpoint_frames == 0:
             save(next_time, False)
     save(next_time, True)
-    return rows
+    return with_tracks(rows, tracking, args.every)
+
+
+def with_tracks(rows, tracking, every):
+    """The rows of one video with their track appended (tracks.link on each face's time, box,
+    landmarks and shot)."""
+    if not rows:
+        return []
+    cells = np.array(tracking, float).reshape(len(rows), 11)
+    times = [float(r[1]) for r in rows]
+    boxes = [[float(v) for v in r[3:7]] for r in rows]
+    found = tracks.link(times, boxes, cells[:, 1:], cells[:, 0].astype(int),
+                        tracks.max_gap(every))
+    return [(*row, int(k)) for row, k in zip(rows, found)]
+
+
+# ---------------------------------------------------------------------------
+# Tracks: one label per appearance
+
+TRACK_COLUMNS = ["path", "track", "start", "end", "faces", "seconds", "p_male", "label",
+                 "disagreeing", "note", "time", "x", "y", "w", "h"]
+
+
+def track_table(rows, every):
+    """One dict per track of the video rows among `rows` (the CSV's rows as csv.DictReader
+    gives them), in CSV order: its path and number, first and last time, faces, screen-seconds
+    (faces x `every`), P(male) from the mean log-odds of its faces (tracks.track_scores) and
+    the label it gives, the faces whose own label is the other one (and a note saying so), and
+    the time and box of its largest face (the one to show)."""
+    by_video = {}
+    for r in rows:
+        if r.get("track") not in (None, ""):
+            by_video.setdefault(r["path"], []).append(r)
+    table = []
+    for path, faces in by_video.items():
+        threshold = float(faces[0]["threshold"])
+        number = np.array([int(r["track"]) for r in faces])
+        scores = tracks.track_scores(number, [float(r["p_male"]) for r in faces], threshold)
+        for k in np.unique(number):
+            own = [r for r, n in zip(faces, number) if n == k]
+            times = [float(r["time"]) for r in own]
+            label = labelling.label_of(scores["p_male"][k], threshold)
+            other = scores["disagreeing"][k]
+            shown = max(own, key=lambda r: int(r["w"]) * int(r["h"]))
+            table.append({
+                "path": path, "track": int(k), "start": min(times), "end": max(times),
+                "faces": int(scores["faces"][k]), "seconds": every * int(scores["faces"][k]),
+                "p_male": float(scores["p_male"][k]), "label": label,
+                "disagreeing": int(other),
+                "note": (f"{other} of {len(own)} faces called "
+                         f"{CLASS_NAMES[1 - CLASS_NAMES.index(label)]}" if other else ""),
+                "time": float(shown["time"]), **{c: int(shown[c]) for c in "xywh"}})
+    return table
+
+
+def track_table_path(output):
+    """predictions.csv -> predictions.tracks.csv."""
+    return os.path.splitext(output)[0] + ".tracks.csv"
+
+
+def write_track_table(output, table):
+    """<output>.tracks.csv: one row per track (TRACK_COLUMNS)."""
+    cells = [[f"{v:.3f}" if isinstance(v, float) and k in ("start", "end", "time") else
+              f"{v:.6f}" if k == "p_male" else f"{v:g}" if k == "seconds" else v
+              for k, v in ((k, t[k]) for k in TRACK_COLUMNS)] for t in table]
+    write_csv(track_table_path(output), TRACK_COLUMNS, cells)
+    return track_table_path(output)
+
+
+def finish_tracks(args, header, rows, videos, skipped, threshold):
+    """labelling.finish's part for videos: <output>.tracks.csv from the CSV's rows and, with
+    --annotate, a sheet of each video's frames (annotate_video). Returns the track table."""
+    table = track_table([dict(zip(header, map(str, row))) for row in rows], args.every)
+    print(f"wrote {os.path.abspath(write_track_table(args.output, table))} "
+          f"({len(table)} tracks)")
+    if args.annotate:
+        readable = [p for p in videos if p not in skipped]
+        names = annotate.copy_names(readable, args.annotate)
+        for path in readable:
+            sheet = os.path.splitext(names[path])[0] + ".tracks.jpg"
+            if annotate_video(path, rows_of(header, rows, path), table, args.every,
+                              threshold, sheet):
+                print(f"annotated {path}: {sheet}")
+    return table
+
+
+def rows_of(header, rows, path):
+    return [dict(zip(header, map(str, row))) for row in rows if row[0] == path]
+
+
+def annotate_video(path, rows, table, every, threshold, sheet, frames=SHEET_FRAMES):
+    """--annotate for a video: one sheet (annotate.frame_sheet) of up to `frames` sampled
+    frames, each the first of one or more tracks (evenly chosen when there are more), with
+    every face of the frame boxed and captioned with its track number, and its track's label
+    and P(male). Returns the sheet's path; None when the video has no face."""
+    from PIL import Image
+    own = {t["track"]: t for t in table if t["path"] == path}
+    if not own:
+        return None
+    starts = sorted({t["start"] for t in own.values()})
+    if len(starts) > frames:
+        starts = [starts[i] for i in np.linspace(0, len(starts) - 1, frames).round().astype(int)]
+    pictures, captions = [], []
+    for t in starts:
+        try:
+            _, frame = next(sampled_frames(path, every, t))
+        except (StopIteration, DataError):  # changed since it was read: the CSV stands
+            continue
+        photo = Image.fromarray(frame)
+        photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
+        scale = frame.shape[1] / photo.size[0]
+        drawn = []
+        for r in rows:
+            if abs(float(r["time"]) - t) < 1e-3:
+                track = own[int(r["track"])]
+                drawn.append((*[round(int(r[c]) / scale) for c in "xywh"], track["p_male"],
+                              track["label"], f"#{track['track']}"))
+        pictures.append(annotate.draw_faces(photo, drawn, threshold))
+        captions.append(f"{clock(t)} ({t:.1f} s): {len(drawn)} face(s)")
+    annotate.save(annotate.frame_sheet(pictures, captions,
+                                       f"{os.path.basename(path)}: {len(own)} tracks"),
+                  sheet, quality=90)
+    return sheet
+
+
+def timelines(rows, every, max_tracks=TIMELINE_TRACKS):
+    """For report.audit_page: per video among the CSV's `rows` (dicts), its path, duration and
+    tracks (track_table's dicts, at most `max_tracks`, the longest kept, in time order), each
+    with `thumbnail`, its largest face cut from the frame again (None when it cannot be)."""
+    from PIL import Image
+    table = track_table(rows, every)
+    out = []
+    for path in dict.fromkeys(t["path"] for t in table):
+        own = [t for t in table if t["path"] == path]
+        shown = sorted(sorted(own, key=lambda t: -t["faces"])[:max_tracks],
+                       key=lambda t: (t["start"], t["track"]))
+        try:
+            duration = open_video(path)[2]
+        except DataError:
+            duration = float("nan")
+        if not np.isfinite(duration):
+            duration = max(t["end"] for t in own) + every
+        for t in shown:
+            t["thumbnail"] = None
+            try:
+                _, frame = next(sampled_frames(path, every, t["time"]))
+            except (StopIteration, DataError):
+                continue
+            photo = Image.fromarray(frame)
+            box = labelling.crop_box([t[c] for c in "xywh"], *photo.size)
+            t["thumbnail"] = photo.crop(box).resize((THUMBNAIL,) * 2, Image.BILINEAR)
+        out.append({"path": path, "duration": duration, "tracks": shown,
+                    "left_out": len(own) - len(shown)})
+    return out
 
 
 def clock(seconds):
