@@ -28,13 +28,21 @@ def test_a_moving_face_is_no_cut_and_another_background_is():
     still = square_frame(60, [((10, 10, 30, 30), (200, 90, 60))])
     moved = square_frame(60, [((60, 40, 30, 30), (200, 90, 60))])
     cut = square_frame(190, [((60, 40, 30, 30), (200, 90, 60))])
-    signatures = [tracks.picture_signature(f) for f in (still, moved, cut, cut)]
-    assert tracks.picture_change(signatures[0], signatures[0]) == 0
-    assert tracks.picture_change(signatures[0], signatures[1]) < tracks.CUT_CHANGE
-    assert tracks.picture_change(signatures[1], signatures[2]) > tracks.CUT_CHANGE
-    assert list(tracks.shot_numbers(signatures)) == [0, 0, 1, 1]
+    # The same colours on another layout: a cut to the same studio seen from elsewhere.
+    halves = np.concatenate([square_frame(60, size=(120, 80)), square_frame(190, size=(120, 80))],
+                            axis=1)
+    mirrored = halves[:, ::-1]
+    signatures = [tracks.picture_signature(f) for f in (still, moved, cut, cut, halves,
+                                                         mirrored)]
+    assert tracks.picture_changes(signatures[0], signatures[0]) == (0, 0)
+    colour, layout = tracks.picture_changes(signatures[0], signatures[1])
+    assert colour < tracks.CUT_COLOUR and layout < tracks.CUT_LAYOUT
+    assert tracks.picture_changes(signatures[1], signatures[2])[0] > tracks.CUT_COLOUR
+    colour, layout = tracks.picture_changes(signatures[4], signatures[5])
+    assert colour == 0 and layout > tracks.CUT_LAYOUT
+    assert list(tracks.shot_numbers(signatures)) == [0, 0, 1, 1, 2, 3]
     # Continued from an earlier count: the frame before the first is given.
-    assert list(tracks.shot_numbers(signatures[2:], 5, signatures[1])) == [6, 6]
+    assert list(tracks.shot_numbers(signatures[2:4], 5, signatures[1])) == [6, 6]
 
 
 def faces_at(*boxes):
