@@ -56,9 +56,10 @@ def parse_args(argv=None):
                         "DIR/contact_sheet.jpg of the faces; for a video, a sheet of its "
                         "frames with each face's track number and label; inputs are never "
                         "changed")
-    p.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
+    p.add_argument("--every", type=float, default=0.5, metavar="SECONDS",
                    help="for videos: seconds of video between the frames searched for faces; "
-                        "each face found stands for this much screen time")
+                        "each face found stands for this much screen time (0.5: dense enough "
+                        "to follow faces into tracks, docs/usage.md)")
     p.add_argument("--report", metavar="FILE.html", default=None,
                    help="also write one self-contained HTML page: the counts, the shares by "
                         "folder, a figure and the faces as the model saw them")

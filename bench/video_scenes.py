@@ -118,18 +118,25 @@ def write_clip(path, people, seed=0, fps=FPS, size=SIZE, seconds=None, codec="mp
 def appearance_of(appearances, t, box, fps=FPS):
     """The appearance whose photo holds the centre of face `box` (x, y, w, h) sampled at time
     t (the frame round(t * fps), as video.sampled_frames reads), and whose face it is (at
-    least a third of the photo's height); else None (a face found where no photo is, or a
-    small face inside one: a false detection, or someone behind the person)."""
+    least half the photo's height: the photos are face crops); else None (a face found where
+    no photo is, or a small face inside one: a false detection, or someone behind)."""
     t = round(t * fps) / fps
     cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
     for k, a in enumerate(appearances):
         if a["start"] <= t < a["end"]:
             (x, y, bw, bh), _ = place(a, t)
-            if x <= cx < x + bw and y <= cy < y + bh and box[3] >= bh / 3:
+            if x <= cx < x + bw and y <= cy < y + bh and box[3] >= bh / 2:
                 return k
     return None
 
 
-def clip_path(folder, name):
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, name)
+def warm_up(folder, people, model_path, predict_py):
+    """Run predict.py once on a two-second clip, so that the timed runs find the model and the
+    face finder already converted in the cache (the first run on a machine converts them)."""
+    import subprocess
+    import sys
+    clip = os.path.join(folder, "warm_up.mp4")
+    write_clip(clip, people[:1], seconds=2)
+    subprocess.run([sys.executable, predict_py, clip, "--model_path", model_path, "--output",
+                    os.path.join(folder, "warm_up.csv"), "--verbose", "0"],
+                   capture_output=True, check=True)

@@ -48,6 +48,8 @@ def main(argv=None):
         print(f"clip: {args.minutes:g} min at 720p, {video_scenes.FPS} fps, "
               f"{len(appearances)} appearances, {os.path.getsize(clip) / 1e6:.0f} MB "
               f"(built in {time.time() - t0:.0f} s)")
+        video_scenes.warm_up(tmp, video_scenes.pick_people(folders, 1, 1), args.model_path,
+                             os.path.join(ROOT, "predict.py"))
         out = os.path.join(tmp, "pred.csv")
         command = [sys.executable, os.path.join(ROOT, "predict.py"), clip, "--model_path",
                    args.model_path, "--output", out, "--verbose", "0"]

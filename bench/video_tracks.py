@@ -113,6 +113,7 @@ def main(argv=None):
         print(f"clip: {len(appearances)} people from {', '.join(folders)} (seed {args.seed}), "
               f"{shots} shots, {length:.0f} s at 720p, {video_scenes.FPS} fps "
               f"(built in {time.time() - t0:.0f} s)")
+        video_scenes.warm_up(tmp, people, args.model_path, os.path.join(ROOT, "predict.py"))
         for every in args.every:
             out = os.path.join(tmp, f"every_{every:g}.csv")
             t0 = time.time()
