@@ -35,7 +35,7 @@ text-align:right}td:first-child,th:first-child{text-align:left}.note{color:#555}
 figure{margin:0;width:128px;font-size:11px}figure img{width:128px;height:128px;display:block}
 figure.wrong img{outline:3px solid #c0392b}figure.unsure img{outline:3px dashed #e69f00}
 .timeline{margin:6px 0 18px}.track{display:flex;align-items:center;height:42px}
-.track img{width:40px;height:40px;margin-right:6px}.lane{position:relative;flex:1;height:14px;
+.track img,.nothumb{width:40px;height:40px;margin-right:6px}.lane{position:relative;flex:1;height:14px;
 background:#f4f4f4}.lane span{position:absolute;top:0;height:14px;min-width:2px}
 .axis{display:flex;justify-content:space-between;margin-left:46px;color:#555;font-size:12px}
 """
@@ -246,7 +246,7 @@ def timeline(strip):
                  f"{t['start']:.1f}-{t['end']:.1f} s, {t['faces']} faces"
                  + (f"; {t['note']}" if t["note"] else ""))
         thumb = (f'<img src="{image_uri(t["thumbnail"])}" alt="track {t["track"]}">'
-                 if t.get("thumbnail") is not None else '<img alt="">')
+                 if t.get("thumbnail") is not None else '<span class="nothumb"></span>')
         outline = ";outline:1px dashed #222" if t["disagreeing"] else ""
         rows.append(f'<div class="track" title="{esc(words)}">{thumb}<div class="lane">'
                     f'<span style="left:{left:.2f}%;width:{width:.2f}%;'
