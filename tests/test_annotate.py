@@ -55,6 +55,24 @@ def test_draw_faces_boxes_sure_faces_solid_and_unsure_ones_dashed():
     assert annotate.caption("male", 0.90, 0.5) == "male 0.900"
 
 
+def test_a_video_face_s_caption_starts_with_its_track_number():
+    """The label band of a face given a track number ('#12') is wider than the same face's
+    without one, by about the width of the number, and starts at the box as before."""
+    photo = Image.new("RGB", (300, 160), (90, 90, 90))
+    colour = annotate.CLASS_COLOURS["male"]
+
+    def band_width(face):
+        drawn = np.asarray(annotate.draw_faces(photo, [face], threshold=0.5)).astype(int)
+        band = np.all(drawn[10:39] == colour, axis=-1)  # the rows above the box at y=40
+        columns = np.flatnonzero(band.any(axis=0))
+        return columns.min(), columns.max()
+
+    plain = band_width((20, 40, 80, 80, 0.9, "male"))
+    numbered = band_width((20, 40, 80, 80, 0.9, "male", "#12"))
+    assert plain[0] == numbered[0] == 20
+    assert numbered[1] - plain[1] > 15
+
+
 def test_copy_names_keep_photos_of_the_same_name_apart_and_never_name_an_input(tmp_path):
     a, b = str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.jpg")
     out = str(tmp_path / "out")
