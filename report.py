@@ -35,8 +35,8 @@ text-align:right}td:first-child,th:first-child{text-align:left}.note{color:#555}
 figure{margin:0;width:128px;font-size:11px}figure img{width:128px;height:128px;display:block}
 figure.wrong img{outline:3px solid #c0392b}figure.unsure img{outline:3px dashed #e69f00}
 .timeline{margin:6px 0 18px}.track{display:flex;align-items:center;height:42px}
-.track img,.nothumb{width:40px;height:40px;margin-right:6px}.lane{position:relative;flex:1;height:14px;
-background:#f4f4f4}.lane span{position:absolute;top:0;height:14px;min-width:2px}
+.track img,.nothumb{width:40px;height:40px;margin-right:6px}
+.lane{position:relative;flex:1;height:14px;background:#f4f4f4}.lane span{position:absolute;top:0;height:14px;min-width:2px}
 .axis{display:flex;justify-content:space-between;margin-left:46px;color:#555;font-size:12px}
 """
 
