@@ -172,7 +172,7 @@ def test_monitor_keeps_the_epoch_with_the_best_score(trained, tmp_path, capsys, 
     code = train_model.main(TINY_TRAINING + [
         "--data_path", trained["data"], "--weights", trained["weights"], "--epochs", "2",
         "--trainable_layers", "0",  # the fixture's: a resume must not contradict it
-        "--output", str(out / "model_balanced.h5"), "--resume", "--monitor", monitor,
+        "--output", str(out / "model_balanced.h5"), "--overwrite", "--resume", "--monitor", monitor,
         "--patience", "5"])
     assert code == 0
     assert f"from now on --monitor {monitor} picks it" in capsys.readouterr().out
