@@ -67,7 +67,7 @@ def test_evaluation_report_is_one_file_and_its_gallery_shows_the_model_s_input(t
     assert {alt for _, alt, kind in page.images if not kind} >= {"confusion_matrix.png",
                                                                  "roc_curve.png"}
     assert all(decode(src).ndim == 3 for src in figures)
-    with open(out / "predictions.csv", newline="") as f:
+    with open(out / "evaluation.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     wrong = [r for r in rows if r["correct"] == "0"]
     tiles = [(src, alt) for src, alt, kind in page.images if kind == "wrong"]
