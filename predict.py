@@ -14,6 +14,7 @@ error rates (--audit_sample DIR, else its sidecar's), with 95% intervals (audit.
 """
 import argparse
 import os
+import shlex
 import sys
 
 import quiet
@@ -27,7 +28,7 @@ import inference  # noqa: E402
 import labelling  # noqa: E402
 import sidecar  # noqa: E402
 import video  # noqa: E402
-from common import MissingDependency, UsageError  # noqa: E402
+from common import DataError, MissingDependency, UsageError  # noqa: E402
 from outputs import make_writable_dir  # noqa: E402
 
 
@@ -117,17 +118,34 @@ def check_annotate_folder(p, args):
 
 
 def check_videos(args, files, videos):
-    """Videos are searched for faces frame by frame, one row per face: alone they imply
-    --detect_faces; photos beside them must be cut into faces too, for one CSV's columns."""
+    """Videos are searched for faces frame by frame, one row per face: they imply
+    --detect_faces, and photos beside them are cut into every face found too, for one CSV's
+    columns (said in a note)."""
     if not videos:
         return
     if args.annotate:
         raise UsageError("--annotate draws on photos; leave it out for videos")
     if files and not args.detect_faces:
-        raise UsageError(f"{videos[0]}: videos are searched for faces, one row per face; add "
-                         "--detect_faces to cut the photos into faces too, or pass the videos "
-                         "on their own")
+        print(f"note: {len(videos)} video(s) among the photos: every photo is searched for "
+              "faces too, one row per face (as --detect_faces)")
     args.detect_faces = args.videos = True
+
+
+def predict_videos(runner, size, videos, args, threshold, detector, geometry, skipped):
+    """Rows of every face in `videos` and the videos in which none was found. A video that
+    cannot be read (damaged, truncated, not a video) is named, added to `skipped` and passed
+    over, as an unreadable photo is, and the others go on."""
+    rows, no_face = [], []
+    for path in videos:
+        try:
+            found = video.predict_video(runner, size, path, args, threshold, detector, geometry)
+        except DataError as err:
+            skipped[path] = str(err)
+            print(f"warning: skipping unreadable video {path} ({err})", file=sys.stderr)
+            continue
+        rows += found
+        no_face += [] if found else [path]
+    return rows, no_face
 
 
 def run(args, detector=None):
@@ -137,6 +155,7 @@ def run(args, detector=None):
     inference.check_backend(args.backend, args.precision)
     threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
     geometry = sidecar.face_geometry(args.model_path)
+    args.searched = labelling.searches_faces(args, geometry)
     runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
                                          args.cache_dir, threshold, args.tta, not args.unsafe)
     if args.detect_faces:  # a broken detector stops the run here, before any work
@@ -144,11 +163,9 @@ def run(args, detector=None):
     # Which error rates correct the count: chosen (and an unusable sample refused) first.
     rates, note = audit.choose_rates(args, threshold, lambda folder: audit.sample_rates(
         folder, runner, size, geometry, threshold, args))
-    what = "photos, cropping detected faces" if args.detect_faces else "face images"
-    if videos:
-        what += f", and {len(videos)} video(s), a frame every {args.every:g} s"
-    print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
-          f"{threshold:.2f} ({source}); face crop: {geometry or 'as given'}")
+    what = labelling.what_is_predicted(args, files, videos, geometry)
+    print(f"predicting {what} at {size}x{size} on {runner.name}, threshold {threshold:.2f} "
+          f"({source}); face crop: {geometry or 'as given'}")
 
     rows, skipped, no_face = [], {}, []
     if files and args.detect_faces:
@@ -159,13 +176,14 @@ def run(args, detector=None):
                                                          geometry)
     if videos:
         rows = [(row[0], "", *row[1:]) for row in rows]  # a photo's row has no time
-        for path in videos:
-            found = video.predict_video(runner, size, path, args, threshold, detector, geometry)
-            rows += found
-            no_face += [] if found else [path]
+        found, faceless = predict_videos(runner, size, videos, args, threshold, detector,
+                                         geometry, skipped)
+        rows += found
+        no_face += faceless
     summary = labelling.finish(args, files, videos, rows, skipped, no_face, threshold, source)
     video.remove_progress(args.output)
-    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
+    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None,
+                                       threshold=threshold)
     if args.report:
         write_report(args, summary, rates, threshold, size, geometry, detector)
     return summary
@@ -203,7 +221,8 @@ def run_on_ray(args):
     summary = ray_engine.run(args)
     if summary.get("stopped"):
         return summary
-    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
+    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None,
+                                       threshold=threshold)
     if args.report:  # the gallery's few faces are cut again here, on the driver
         write_report(args, summary, rates, threshold)
     return summary
@@ -219,6 +238,9 @@ def sample_on_driver(folder, args, threshold):
 
 def main(argv=None):
     args = parse_args(argv)
+    # The command, as the audit's summary and page record it.
+    args.command = " ".join(shlex.quote(a) for a in
+                            ["predict.py", *(sys.argv[1:] if argv is None else argv)])
     if args.verbose == 2:
         quiet.show_tensorflow_start_up()
     return cli.exit_code(run_on_ray if args.engine == "ray" else run, args)

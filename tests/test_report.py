@@ -94,11 +94,44 @@ def test_audit_report_shows_the_sample_s_mistakes_and_the_unsure_faces(trained, 
     check_self_contained(page)
     kinds = [kind for _, _, kind in page.images]
     assert kinds.count("wrong") == 3  # 2 women called male, 1 man called female
-    near = [s for s in scores.values() if abs(s - threshold) < report.UNSURE_BAND]
-    assert kinds.count("unsure") == min(len(near), report.GALLERY_UNSURE)
+    # The sample is drawn from the collection: a face among its mistakes is not shown again
+    # among the collection's unsure ones.
+    mistakes = {file_digest(p) for p in (*(tmp_path / "sample" / "female").glob("1_*"),
+                                         *(tmp_path / "sample" / "male").glob("0_*"))}
+    near = {file_digest(p) for p, s in scores.items() if abs(s - threshold) < report.UNSURE_BAND}
+    assert near & mistakes  # the case this checks occurs
+    assert kinds.count("unsure") == min(len(near - mistakes), report.GALLERY_UNSURE)
     text = " ".join(page.text)
     assert "share of women, corrected" in text and "--audit_sample" in text
     assert "By folder" in text  # female/ and male/ are two sub-folders of the input
+    # The page says what was audited, with what and when.
+    for what in ("This audit", os.path.abspath(trained["data"]), os.path.abspath(sample),
+                 "(20 labelled faces)", os.path.abspath(trained["model"]), "SHA-256",
+                 f"{threshold:.2f}", "predict.py " + trained["data"]):
+        assert what in text, what
+
+
+def file_digest(path):
+    import hashlib
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_the_shares_figure_has_an_overall_row_and_its_legend_clear_of_the_data():
+    share = {"faces": 40, "counts": {"female": 10, "male": 30}, "raw_share": 0.25,
+             "raw_interval": [0.1, 0.4], "corrected_share": 0.3, "interval": [0.12, 0.5]}
+    summary = {**share, "by_folder": [{**share, "group": "2019"},
+                                      {**share, "group": "2020", "raw_share": 0.95,
+                                       "raw_interval": [0.9, 1.0], "corrected_share": 0.97,
+                                       "interval": [0.92, 1.0]}]}
+    fig = report.shares_figure(summary)
+    ax = fig.axes[0]
+    ticks = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())))
+    assert [name for _, name in ticks][::-1] == ["all faces", "2019", "2020"]  # from the top
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    (legend,) = fig.legends
+    assert ax.get_legend() is None
+    assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
 
 
 def test_gallery_indices_mistakes_first_then_the_nearest():
