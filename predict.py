@@ -4,10 +4,11 @@
 
 Each PATH is an image or video file or a folder, searched recursively (no class sub-folders
 needed); a video is searched for faces in a frame every --every seconds.
-Writes a CSV (path, P(male), label, threshold) and prints a summary. Each image is taken as a
-photo of one face, found (MTCNN) and cut to the crop the model was trained on (its sidecar's
-face geometry); with --detect_faces each photo is cut into every face found in it, one row
-per face.
+Writes a CSV (path, [face_found,] P(male), label, threshold) and prints a summary. Each image is
+taken as a photo of one face, found (MTCNN) and cut to the crop the model was trained on (its
+sidecar's face geometry); with --detect_faces each photo is cut into every face found in it, one
+row per face. Only faces are counted: an image in which no face is found keeps its row
+(face_found false, the whole image scored) and is named, but left out of the counts.
 --annotate DIR also writes each photo with its faces boxed and labelled, and a contact sheet.
 Beside the CSV, <output>.summary.json: the share of women, raw and corrected for the model's
 error rates (--audit_sample DIR, else its sidecar's), with 95% intervals (audit.py).

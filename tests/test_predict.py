@@ -260,7 +260,8 @@ def test_detect_faces_finds_each_face_of_a_group_photo(trained, tmp_path, capsys
         assert x < cx < x + w and y < cy < y + h and 40 < w < 160
         assert 0 <= float(r["p_male"]) <= 1
     printed = capsys.readouterr().out
-    assert "2 faces:" in printed and "1 image(s) without a face found: scored whole, not counted" in printed
+    assert "2 faces:" in printed
+    assert "1 image(s) without a face found: scored whole, not counted" in printed
     assert "wall.jpg" in printed
 
 
