@@ -144,8 +144,13 @@ def counted_rows(rows):
 def units_of(rows):
     """What the bootstrap resamples for these rows, in words (photos, stretches of video)."""
     timed = [r.get("time") not in (None, "") for r in rows]
-    video = f"{VIDEO_BLOCK_SECONDS:g}-second stretches of video"
-    return video if timed and all(timed) else f"photos and {video}" if any(timed) else "photos"
+    video = "minutes of video"  # VIDEO_BLOCK_SECONDS each
+    return video if timed and all(timed) else f"photos or {video}" if any(timed) else "photos"
+
+
+def seconds(value):
+    """'1 second', '0.5 seconds': a length of video in words."""
+    return f"{value:g} second" + ("" if value == 1 else "s")
 
 
 def clusters_of(rows):
@@ -260,7 +265,7 @@ def summarize(args, rates, note, every=None, threshold=None):
 def _cells(s):
     def interval(v):
         return (f" [{v[0]:.3f}, {v[1]:.3f}]" if v else
-                f" [n/a: fewer than {quantify.MIN_UNITS} {s.get('units', 'photos')}]")
+                f" [n/a: < {quantify.MIN_UNITS} {s.get('units', 'photos')}]")
     if not s["faces"]:
         return "no faces found", "-"
     raw = f"{s['raw_share']:.3f}"
@@ -296,9 +301,9 @@ def print_summary(summary):
     if "screen_time" in summary:
         st = summary["screen_time"]
         raw, corrected = _cells(st)
-        seconds = ", ".join(f"{v:g} seconds {k}" for k, v in st["face_seconds"].items())
+        on_screen = ", ".join(f"{seconds(v)} {k}" for k, v in st["face_seconds"].items())
         print(f"\nscreen time in the videos (each face found in a sampled frame stands for "
-              f"{st['seconds_per_face']:g} seconds): {seconds}; share female {raw}"
+              f"{seconds(st['seconds_per_face'])}): {on_screen}; share female {raw}"
               + (f", corrected {corrected}" if "interval" in st else ""))
 
 

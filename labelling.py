@@ -160,7 +160,7 @@ def what_is_predicted(args, files, videos, geometry):
                 "geometry; --detect_faces searches them)")
     if videos:
         what = ((what + ", and ") if files else "") + (
-            f"{len(videos)} video(s), a frame every {args.every:g} seconds")
+            f"{len(videos)} video(s), a frame every {args.every:g} second(s)")
     return what
 
 

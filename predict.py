@@ -141,8 +141,9 @@ def predict_videos(runner, size, videos, args, threshold, detector, geometry, sk
         try:
             found = video.predict_video(runner, size, path, args, threshold, detector, geometry)
         except DataError as err:
-            skipped[path] = str(err)
-            print(f"warning: skipping unreadable video {path} ({err})", file=sys.stderr)
+            why = str(err).removeprefix(f"{path}: ")  # named once, where it is listed
+            skipped[path] = why
+            print(f"warning: skipping unreadable video {path} ({why})", file=sys.stderr)
             continue
         rows += found
         no_face += [] if found else [path]

@@ -81,7 +81,8 @@ class ShardScorer:
                 rows = video.predict_video(self.runner, self.size, paths[0], self.args,
                                            self.args.threshold, self.detector, self.geometry)
             except DataError as err:  # unreadable: named and passed over, as predict.py does
-                return {"rows": [], "skipped": {paths[0]: str(err)}, "no_face": [],
+                why = str(err).removeprefix(f"{paths[0]}: ")
+                return {"rows": [], "skipped": {paths[0]: why}, "no_face": [],
                         "node": self.node, "runner": self.runner.name}
             return {"rows": rows, "skipped": {}, "no_face": [] if rows else paths,
                     "node": self.node, "runner": self.runner.name}

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 import annotate
+from audit import seconds
 from common import CLASS_NAMES
 from outputs import write_text
 
@@ -195,7 +196,7 @@ def evaluation_page(results, out_dir, paths, y_true, scores, crop):
 
 def share_cells(s):
     """(raw share, corrected share) of a summary block, as table cells."""
-    def bounds(v):  # None: too few photos (or stretches of video) for an interval
+    def bounds(v):  # None: too few photos (or minutes of video) for an interval
         return (f" {interval(v)}" if v else
                 f" (too few {s.get('units', 'photos')} for an interval)")
     if not s["faces"]:
@@ -212,7 +213,8 @@ def shares_figure(summary):
     from matplotlib.figure import Figure
     rows = [{**summary, "group": "all faces"}] + summary.get("by_folder", [])
     rows = [r for r in rows if r["faces"]]  # no share to draw for no faces
-    fig = Figure(figsize=(7.0, 1.3 + 0.45 * len(rows)), dpi=100)
+    # Constrained layout keeps the legend, outside below the axes, clear of every point.
+    fig = Figure(figsize=(7.0, 1.3 + 0.45 * len(rows)), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ys = np.arange(len(rows))[::-1]
     for y, r in zip(ys, rows):
@@ -229,12 +231,11 @@ def shares_figure(summary):
     ax.set_ylim(-0.6, len(rows) - 0.4)
     if len(rows) > 1:  # the overall row apart from the folders
         ax.axhline(ys[0] - 0.5, color="#cccccc", linewidth=0.8)
-    ax.set_xlim(0, 1)
+    ax.set_xlim(-0.03, 1.03)  # a point at 0 or 1 whole, not cut by the frame
     ax.set_xlabel("share of women")
     if rows:
-        fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8,
-                   frameon=False)
-    fig.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2,
+                   fontsize=8, frameon=False)
     return fig
 
 
@@ -246,8 +247,9 @@ def audit_context_table(c):
         ["collection", "; ".join(c["inputs"])],
         ["labelled sample", "none (the model's sidecar rates, if any)" if not sample else
          f"{sample['folder']} ({sample['faces']} labelled faces)"],
-        ["model", f"{model['path']}" + (f", version {model['version']}" if model["version"]
-                                        else "") + f", SHA-256 {model['sha256'][:16]}"],
+        ["model", f"{model['path']}, " + (f"version {model['version']}" if model["version"]
+                                          else "no version in its sidecar")
+         + f", SHA-256 {model['sha256'][:16]}"],
         ["threshold", "-" if c["threshold"] is None else f"{c['threshold']:.2f}"],
         ["date", c["date"]],
         ["command", c["command"] or "-"]])
@@ -284,7 +286,7 @@ def audit_page(summary, tiles):
             ["share female (raw)", share_cells(st)[0]],
             ["share of women, corrected", share_cells(st)[1]]])
             + f'<p class="note">each face found in a frame sampled from the video stands for '
-              f'{st["seconds_per_face"]:g} seconds of screen time</p>'))
+              f'{seconds(st["seconds_per_face"])} of screen time</p>'))
     if summary["faces"]:
         sections.append(("Figure", f'<div class="figures"><img style="max-width:700px" '
                                    f'src="{figure_uri(shares_figure(summary))}" alt="shares">'

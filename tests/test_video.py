@@ -77,10 +77,16 @@ def args_for(paths, trained, output, *extra):
                                str(output), "--every", "0.5", "--verbose", "0", *extra])
 
 
-def test_a_video_gives_a_row_per_face_with_its_time_and_screen_time(trained, tmp_path):
+def test_a_video_gives_a_row_per_face_with_its_time_and_screen_time(trained, tmp_path, capsys):
     clip = write_video(tmp_path / "clip.avi")
     out = tmp_path / "pred.csv"
     summary = predict.run(args_for([clip], trained, out), detector=BlobDetector())
+    # A video is spoken of as a video, in seconds and minutes, never as photos.
+    printed = capsys.readouterr().out
+    assert "photo" not in printed.lower()
+    assert "1 video(s)" in printed and "0.5 seconds" in printed
+    import audit  # too few for an interval: "< 20 minutes of video", not "< 20 photos"
+    assert audit.units_of(read_csv(out)) == "minutes of video"
     rows = read_csv(out)
     assert list(rows[0])[:7] == ["path", "time", "face", "x", "y", "w", "h"]
     expected = expected_times()
