@@ -282,7 +282,8 @@ def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
     and named, and left out of the counts."""
     files = photos + videos
     if len(skipped) == len(files):
-        raise DataError(f"{', '.join(args.paths)}: none of the images could be read")
+        raise DataError(f"{', '.join(args.paths)}: none of the "
+                        f"{'files' if videos else 'images'} could be read")
     header = csv_header(args)
     write_csv(args.output, header, rows)
     annotated = write_annotations(args, files, rows, skipped, threshold) if args.annotate else None
