@@ -85,7 +85,7 @@ def test_predict_matches_the_model_and_threshold_overrides(trained, tmp_path):
     import model as model_lib
     out = tmp_path / "pred.csv"
     assert run([trained["data"], "--model_path", trained["model"], "--output", str(out),
-                "--threshold", "0"]) == 0
+                "--threshold", "0", "--precision", "f32"]) == 0  # the scores Keras gives
     rows = read_csv(out)
     assert {r["label"] for r in rows} == {"male"} and {r["threshold"] for r in rows} == {"0"}
     model = model_lib.load_model(trained["model"])

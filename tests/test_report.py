@@ -88,7 +88,7 @@ def test_audit_report_shows_the_sample_s_mistakes_and_the_unsure_faces(trained, 
     html_path = tmp_path / "audit.html"
     assert predict.main([trained["data"], "--model_path", trained["model"], "--output",
                          str(tmp_path / "p.csv"), "--verbose", "0", "--threshold",
-                         f"{threshold:.6f}", "--audit_sample", sample,
+                         f"{threshold:.6f}", "--audit_sample", sample, "--precision", "f32",
                          "--report", str(html_path)]) == 0
     page = Page(html_path.read_text(encoding="utf-8"))
     check_self_contained(page)
