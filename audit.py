@@ -68,6 +68,8 @@ def sample_rates(folder, runner, image_size, geometry, threshold, args):
     import data
     import inference
     paths, labels = data.list_labeled_images(folder, required=())
+    if args.verbose:  # so the progress below is not taken for the collection's
+        print(f"scoring the audit sample: {len(paths)} labelled images in {folder}")
     found = data.main_faces(paths, geometry, args.cache_dir, args.verbose, args.backend)
     reader = data.ImageReader(image_size, geometry, found)
     scores, _ = inference.score_paths(runner, paths, image_size, args.batch_size,
@@ -126,8 +128,29 @@ def group_of(path, inputs):
 
 
 def read_rows(csv_path):
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    # A file name that is not UTF-8 was written as its own bytes (outputs.write_text): read
+    # back, it is the very path os.fsdecode gave.
+    with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         return list(csv.DictReader(f))
+
+
+def counted_rows(rows):
+    """(the rows that are faces, the rows of images in which no face was found): those are
+    scored whole and listed, but they are not faces to count."""
+    faces = [r for r in rows if r.get("face_found") != "false"]
+    return faces, [r for r in rows if r.get("face_found") == "false"]
+
+
+def units_of(rows):
+    """What the bootstrap resamples for these rows, in words (photos, stretches of video)."""
+    timed = [r.get("time") not in (None, "") for r in rows]
+    video = "minutes of video"  # VIDEO_BLOCK_SECONDS each
+    return video if timed and all(timed) else f"photos or {video}" if any(timed) else "photos"
+
+
+def seconds(value):
+    """'1 second', '0.5 seconds': a length of video in words."""
+    return f"{value:g} second" + ("" if value == 1 else "s")
 
 
 def clusters_of(rows):
@@ -141,28 +164,76 @@ def clusters_of(rows):
 
 
 def _share(rows, rates, seed=0):
+    """The counts and shares of `rows` (faces); with no faces, every share is None (JSON
+    null): there is no share of none."""
     called = np.array([r["label"] == CLASS_NAMES[0] for r in rows], dtype=bool)
     counts = {name: int(np.sum([r["label"] == name for r in rows])) for name in CLASS_NAMES}
+    units = units_of(rows)
+    if not len(rows):
+        none = {"raw_share": None}
+        if rates is not None:
+            none.update(raw_interval=None, corrected_share=None, interval=None,
+                        undefined_resamples=0)
+        return {"faces": 0, "counts": counts, **none, "units": units}
     if rates is None:
-        q = float(called.mean()) if len(called) else float("nan")
-        return {"faces": len(rows), "counts": counts, "raw_share": q}
+        return {"faces": len(rows), "counts": counts, "raw_share": float(called.mean()),
+                "units": units}
     r = quantify.corrected_share(called, rates.confusion, clusters_of(rows), seed=seed)
     # No interval (JSON null) for too few photos to bootstrap (quantify.MIN_UNITS).
     interval = None if math.isnan(r["interval"][0]) else r["interval"]
     raw_interval = None if math.isnan(r["raw_interval"][0]) else r["raw_interval"]
     return {"faces": len(rows), "counts": counts, "raw_share": r["raw_share"],
-            "raw_interval": raw_interval, "corrected_share": r["corrected_share"],
-            "interval": interval, "undefined_resamples": r["undefined_resamples"]}
+            "raw_interval": raw_interval, "corrected_share": finite(r["corrected_share"]),
+            "interval": interval, "undefined_resamples": r["undefined_resamples"],
+            "units": units}
 
 
-def summarize(args, rates, note, every=None):
+def finite(value):
+    """A number, or None for NaN (strict JSON has no NaN)."""
+    return None if value is None or not math.isfinite(value) else value
+
+
+def context(args, rates, threshold):
+    """What an audit page or summary must say to stand on its own: the collection's folders,
+    the labelled sample and its size, the model (file, version, SHA-256), the threshold, the
+    date and the command line."""
+    import datetime
+    import hashlib
+    import sidecar
+    digest = hashlib.sha256()
+    with open(args.model_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    sample = getattr(args, "audit_sample", None)
+    return {
+        "inputs": [os.path.abspath(p) for p in args.paths],
+        "audit_sample": None if not sample else {
+            "folder": os.path.abspath(sample),
+            "faces": int(np.sum(rates.confusion)) if rates is not None else None},
+        "model": {"path": os.path.abspath(args.model_path),
+                  "version": sidecar.load_sidecar(args.model_path).get("version"),
+                  "sha256": digest.hexdigest()},
+        "threshold": threshold,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": getattr(args, "command", None),
+    }
+
+
+def summarize(args, rates, note, every=None, threshold=None):
     """The audit of the CSV predict.py wrote (args.output): counts, the raw and corrected share
     of women with 95% intervals, the same per sub-folder of the input and, for video rows
     (a `time` column), face-seconds by label (each face found in a frame sampled every
-    `every` seconds stands for that many seconds). Printed, written to summary_path, returned.
+    `every` seconds stands for that many seconds), and its context (context, at `threshold`).
+    Rows of images without a face found are counted beside the faces, not among them.
+    Printed, written to summary_path (strict JSON: null where there is no number), returned.
     """
-    rows = read_rows(args.output)
+    rows, faceless = counted_rows(read_rows(args.output))
     summary = {"csv": os.path.abspath(args.output), "unit": "faces",
+               "context": context(args, rates, threshold),
+               # Scored whole and written to the CSV (face_found false), but not faces.
+               "without_a_face": {"images": len(faceless),
+                                  "paths": [r["path"] for r in faceless],
+                                  "note": "scored whole, not counted"},
                "rates": None if rates is None else {
                    "source": rates.source, "confusion_matrix": rates.confusion,
                    "female_recall": quantify.rates(rates.confusion)[0],
@@ -187,7 +258,7 @@ def summarize(args, rates, note, every=None):
             **_share(video_rows, rates)}
     if video_rows and every and "track" in video_rows[0]:
         summary["video"] = video_denominators(video_rows, rates, every)
-    write_json(summary_path(args.output), summary)
+    write_json(summary_path(args.output), summary, strict=True)
     print_summary(summary)
     print(f"wrote {summary_path(os.path.abspath(args.output))}")
     return summary
@@ -229,17 +300,26 @@ def video_denominators(rows, rates, every):
 def _cells(s):
     def interval(v):
         return (f" [{v[0]:.3f}, {v[1]:.3f}]" if v else
-                f" [n/a: < {quantify.MIN_UNITS} photos]")
+                f" [n/a: < {quantify.MIN_UNITS} {s.get('units', 'photos')}]")
+    if s.get("raw_share") is None:  # no faces (tracks, seconds) to share
+        return "no faces found", "-"
     raw = f"{s['raw_share']:.3f}"
     if "raw_interval" in s:
         raw += interval(s["raw_interval"])
-    corrected = (f"{s['corrected_share']:.3f}" + interval(s["interval"]) if "interval" in s
-                 else "-")
+    corrected = ("-" if "interval" not in s else "n/a (the recalls cannot correct it)"
+                 if s["corrected_share"] is None else
+                 f"{s['corrected_share']:.3f}" + interval(s["interval"]))
     return raw, corrected
 
 
 def print_summary(summary):
-    print(f"\n== share of women among the {summary['faces']} faces")
+    if summary["faces"]:
+        print(f"\n== share of women among the {summary['faces']} faces")
+    else:
+        print("\n== no faces found: there is no share of women to give")
+    faceless = summary.get("without_a_face", {}).get("images")
+    if faceless:
+        print(f"{faceless} image(s) without a face found: scored whole, not counted")
     print(summary["note"])
     raw, corrected = _cells(summary)
     print(f"  called female (the raw count, biased wherever the two recalls differ): {raw}")
@@ -256,9 +336,9 @@ def print_summary(summary):
     if "screen_time" in summary:
         st = summary["screen_time"]
         raw, corrected = _cells(st)
-        seconds = ", ".join(f"{v:g} s {k}" for k, v in st["face_seconds"].items())
-        print(f"\nscreen time (each face in a frame stands for {st['seconds_per_face']:g} s): "
-              f"{seconds}; share female {raw}"
+        on_screen = ", ".join(f"{seconds(v)} {k}" for k, v in st["face_seconds"].items())
+        print(f"\nscreen time in the videos (each face found in a sampled frame stands for "
+              f"{seconds(st['seconds_per_face'])}): {on_screen}; share female {raw}"
               + (f", corrected {corrected}" if "interval" in st else ""))
     if "video" in summary:
         print_video_denominators(summary["video"])
@@ -301,7 +381,7 @@ def faces_to_show(args, rates, threshold, image_size, geometry, detector):
     found again, face k taken; a video's frame read again at its time)."""
     import data
     import report
-    tiles = []
+    tiles, shown = [], set()
     if rates is not None and rates.sample:
         paths, true, scores = zip(*rates.sample)
         y = [CLASS_NAMES.index(t) for t in true]
@@ -311,9 +391,16 @@ def faces_to_show(args, rates, threshold, image_size, geometry, detector):
         tiles += [(report.tile_image(reader(paths[i])[0]),
                    report.caption(paths[i], scores[i], threshold, true[i]), "wrong")
                   for i in wrong]
-    rows = read_rows(args.output)
+        shown = {(file_key(paths[i]), "0", "") for i in wrong}
+    rows, _ = counted_rows(read_rows(args.output))
     _, near = report.gallery_indices(None, [float(r["p_male"]) for r in rows], threshold)
-    chosen = [rows[i] for i in near]
+    chosen = []
+    for i in near:  # no face twice: the sample is drawn from the collection, copies happen
+        r = rows[i]
+        key = (file_key(r["path"]), r.get("face", "0"), r.get("time") or "")
+        if key not in shown:
+            shown.add(key)
+            chosen.append(r)
     loose = [r["path"] for r in chosen if "face" not in r]
     reader = data.ImageReader(image_size, geometry,
                               data.main_faces(loose, geometry, args.cache_dir, 0, args.backend))
@@ -326,6 +413,16 @@ def faces_to_show(args, rates, threshold, image_size, geometry, detector):
                           report.caption(r["path"], float(r["p_male"]), threshold, extra=extra),
                           "unsure"))
     return tiles
+
+
+def file_key(path):
+    """The content of a file, as a digest (its path when it cannot be read): the same photo
+    under two names is one photo."""
+    import faces
+    try:
+        return faces.content_key(faces.read_file(path))
+    except OSError:
+        return path
 
 
 def face_as_scored(row, args, image_size, geometry, detector, reader):

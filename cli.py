@@ -59,6 +59,7 @@ def exit_code(work, *args):
     package and the fix) or a path the system refuses. A stuck worker ends the process at once
     with exit code 3 after its line: its thread can never be joined, so a normal exit (which
     waits for every worker thread) would hang."""
+    printable_names()
     try:
         work(*args)
     except StuckWorker as err:
@@ -74,3 +75,12 @@ def exit_code(work, *args):
               file=sys.stderr)
         return 2
     return 0
+
+
+def printable_names():
+    """Print any file name: one that is not valid UTF-8 (old archives, network shares) holds
+    lone surrogates once decoded (os.fsdecode), which a strict stdout refuses with a
+    UnicodeEncodeError; they are shown as backslash escapes instead (caf\\udce9.jpg)."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")

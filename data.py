@@ -240,7 +240,8 @@ class ImageReader:
         return self.faces.get(path)
 
     def __call__(self, path):
-        path = path.decode() if isinstance(path, bytes) else str(path)
+        # Training's pipeline hands over the file system's bytes (pipeline.weighted_examples).
+        path = os.fsdecode(path) if isinstance(path, bytes) else str(path)
         try:
             return load_image(path, self.image_size, self.face_of(path), self.geometry), True
         except Exception as err:  # any decoder error means: skip this file, keep the run going

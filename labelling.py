@@ -120,40 +120,77 @@ def label_of(p_male, threshold):
     return CLASS_NAMES[int(p_male >= threshold)]
 
 
+def searches_faces(args, geometry):
+    """Whether every image is searched for a face: always when the model names a face
+    geometry (its faces are cut to it), on request (--detect_faces, or videos) otherwise. An
+    image that is not searched is taken to be one face, as the user gave it."""
+    return bool(args.detect_faces or geometry is not None)
+
+
 def csv_header(args):
     """The CSV's columns: a `tta` column says the scores are flip-averaged (--tta); a `time`
     column (seconds into the video; empty for a photo) and a last `track` column (the face's
-    appearance in its video, tracks.py; empty for a photo) come with videos (video.py)."""
+    appearance in its video, tracks.py; empty for a photo) come with videos (video.py); a
+    `face_found` column (true, or false for an image in which none was found, scored whole
+    and not counted) whenever the images are searched for faces (args.searched)."""
     where = ["path", "face", "x", "y", "w", "h"] if args.detect_faces else ["path"]
     videos = getattr(args, "videos", False)
     if videos:
         where.insert(1, "time")
-    return (where + ["p_male", "label", "threshold"] + (["tta"] if args.tta else [])
+    found = ["face_found"] if getattr(args, "searched", args.detect_faces) else []
+    return (where + found + ["p_male", "label", "threshold"] + (["tta"] if args.tta else [])
             + (["track"] if videos else []))
 
 
-def score_cells(p_male, threshold, args):
-    """The cells after a row's path (and face box): P(male), label, threshold[, tta]."""
-    return (f"{p_male:.6f}", label_of(p_male, threshold), f"{threshold:.6g}",
+def score_cells(p_male, threshold, args, face_found=True):
+    """The cells after a row's path (and face box): [face_found,] P(male), label,
+    threshold[, tta]."""
+    found = ([str(bool(face_found)).lower()]
+             if getattr(args, "searched", args.detect_faces) else [])
+    return (*found, f"{p_male:.6f}", label_of(p_male, threshold), f"{threshold:.6g}",
             *(["flip"] if args.tta else []))
+
+
+def counted(rows, header):
+    """The rows that are faces: all but those of images in which no face was found."""
+    if "face_found" not in header:
+        return list(rows)
+    k = header.index("face_found")
+    return [row for row in rows if row[k] != "false"]
+
+
+def what_is_predicted(args, files, videos, geometry):
+    """The inputs in words, for the line that starts the work (predict.py, Ray alike)."""
+    if args.detect_faces:
+        what = f"{len(files)} photo(s), cutting out every face found"
+    elif geometry is not None:
+        what = f"{len(files)} face image(s), each searched for its face"
+    else:
+        what = (f"{len(files)} face image(s), each taken as one face (the model names no face "
+                "geometry; --detect_faces searches them)")
+    if videos:
+        what = ((what + ", and ") if files else "") + (
+            f"{len(videos)} video(s), a frame every {args.every:g} second(s)")
+    return what
 
 
 def predict_crops(runner, image_size, files, args, threshold, geometry=None):
     """Rows for images of one face each, cut to the model's `geometry` (None: as given): one
-    per readable file; the skipped files; the ones in which no face was found (scored as
-    given)."""
+    per readable file; the skipped files; the ones in which no face was found (scored whole,
+    their rows' face_found false)."""
     found = data.main_faces(files, geometry, args.cache_dir, args.verbose, args.backend)
     reader = data.ImageReader(image_size, geometry, found)
     scores, unreadable = inference.score_paths(runner, files, image_size, args.batch_size,
                                                args.verbose, reader=reader)
-    rows = [(path, *score_cells(p, threshold, args))
+    rows = [(path, *score_cells(p, threshold, args, not found or found.get(path) is not None))
             for path, p in zip(files, scores) if not np.isnan(p)]
     return rows, unreadable, data.faceless(files, found, unreadable)
 
 
 def predict_faces(runner, image_size, files, args, threshold, detector=None, geometry=None):
-    """Rows for every detected face, cut to the model's `geometry`: one per face; and the
-    skipped files and faceless photos.
+    """Rows for every detected face, cut to the model's `geometry`: one per face, and one for
+    each photo in which no face was found (the whole photo scored, its box the whole photo,
+    face_found false); and the skipped files and faceless photos.
 
     Only decoding a photo may fail per file (it is then skipped); the detector is built before
     the first photo, and an error inside it stops the run with its cause.
@@ -167,7 +204,7 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None, geo
             scores = inference.score_images(runner, np.stack([c for _, _, _, c in pending]),
                                             args.batch_size)
             for (path, k, box, _), p in zip(pending, scores):
-                rows.append((path, k, *box, *score_cells(p, threshold, args)))
+                rows.append((path, k, *box, *score_cells(p, threshold, args, k != "")))
             pending.clear()
 
     for n, path in enumerate(files, 1):
@@ -184,7 +221,16 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None, geo
             raise ModelError(f"the face detector failed on {path} ({type(err).__name__}: "
                              f"{err}); check the mtcnn install") from None
         if not faces:
+            # Scored whole, as an image given as one face is, and kept as a row that is not
+            # counted: a user sees what it was called, and that it was left out.
+            try:
+                whole = data.load_image(path, image_size)
+            except Exception as err:  # it decoded a moment ago: changed since
+                reader.skip(path, err)
+                continue
             no_face.append(path)
+            width, height = (round(side * scale) for side in photo.size)
+            pending.append((path, "", (0, 0, width, height), whole))
         pending += [(path, k, box, crop) for k, (box, crop) in enumerate(faces)]
         if len(pending) >= CHUNK:
             flush()
@@ -208,7 +254,7 @@ def write_annotations(args, files, rows, skipped, threshold):
     header = csv_header(args)
     col = {name: k for k, name in enumerate(header)}
     faces = {}
-    for row in rows:
+    for row in counted(rows, header):  # an image without a face gets no box
         faces.setdefault(row[0], []).append(row)
     photos = [path for path in files if path not in skipped]
     sheet = os.path.join(args.annotate, "contact_sheet.jpg")
@@ -242,10 +288,12 @@ def write_annotations(args, files, rows, skipped, threshold):
 
 def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
     """Write the CSV (and --annotate's pictures) and print the summary (every engine ends
-    here); returns the summary dict."""
+    here); returns the summary dict. Rows of images in which no face was found are written
+    and named, and left out of the counts."""
     files = photos + videos
     if len(skipped) == len(files):
-        raise DataError(f"{', '.join(args.paths)}: none of the images could be read")
+        raise DataError(f"{', '.join(args.paths)}: none of the "
+                        f"{'files' if videos else 'images'} could be read")
     header = csv_header(args)
     write_csv(args.output, header, rows)
     annotated = (write_annotations(args, photos, rows, skipped, threshold)
@@ -254,10 +302,13 @@ def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
         import video  # it imports this module
         video.finish_tracks(args, header, rows, videos, skipped, threshold)
 
-    labels = [row[header.index("label")] for row in rows]
+    faces = counted(rows, header)
+    labels = [row[header.index("label")] for row in faces]
     counts = {name: labels.count(name) for name in CLASS_NAMES}
-    unit = "faces" if args.detect_faces else "images"
-    print(f"\n{len(rows)} {unit}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    searched = "face_found" in header
+    unit = "faces" if searched else "images"
+    print(f"\n{len(faces)} {unit}: " + ", ".join(f"{n} {name}" for name, n in counts.items())
+          if faces else f"\nno faces found: nothing to count among {len(files)} file(s)")
     if args.detect_faces:
         faceless = set(no_face)
         kinds = []
@@ -267,13 +318,19 @@ def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
                 found = sum(p not in faceless for p in readable)
                 kinds.append(f"{found} of {len(readable)} readable {name}")
         print(f"{' and '.join(kinds)} had a face (smallest side {args.min_face_size} px)")
-    if no_face:
-        print(f"no face found in {len(no_face)} " + ("photo(s):" if args.detect_faces else
-                                                     "image(s), scored as given:"))
-        for path in no_face:
+    video_set = set(videos)
+    whole = [path for path in no_face if path not in video_set]
+    if whole:
+        print(f"{len(whole)} image(s) without a face found: scored whole, not counted "
+              "(face_found false in the CSV):")
+        for path in whole:
+            print(f"  {path}")
+    if faceless_videos := [path for path in no_face if path in video_set]:
+        print(f"{len(faceless_videos)} video(s) without a face found in a sampled frame:")
+        for path in faceless_videos:
             print(f"  {path}")
     if skipped:
-        print(f"skipped {len(skipped)} unreadable image(s):")
+        print(f"skipped {len(skipped)} unreadable {'file' if videos else 'image'}(s):")
         for path, why in skipped.items():
             print(f"  {path}: {why}")
     print(f"wrote {os.path.abspath(args.output)}")
@@ -281,5 +338,5 @@ def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
         print(f"annotated {annotated[0]} photo(s) in {os.path.abspath(args.annotate)}; faces "
               f"within {annotate.LOW_CONFIDENCE_BAND} of the threshold are dashed, with a '?'; "
               f"contact sheet: {annotated[1]}")
-    return {"rows": len(rows), "counts": counts, "threshold": threshold, "source": source,
-            "skipped": skipped, "no_face": no_face}
+    return {"rows": len(rows), "faces": len(faces), "counts": counts, "threshold": threshold,
+            "source": source, "skipped": skipped, "no_face": no_face}

@@ -4,6 +4,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 
@@ -37,16 +38,35 @@ def make_writable_dir(folder):
         pass
 
 
-def write_json(path, obj):
+def without_nan(obj):
+    """`obj` with every NaN or infinite float (NumPy's too) as None, through dicts, lists and
+    tuples: what strict JSON can hold."""
+    if isinstance(obj, dict):
+        return {k: without_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [without_nan(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path, obj, strict=False):
+    """`obj` as indented JSON. strict: NaN and infinities become null (without_nan) and any
+    left would be an error, so that every JSON reader takes the file."""
+    if strict:
+        obj = without_nan(obj)
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
+            json.dump(obj, f, indent=2, sort_keys=False, allow_nan=not strict)
             f.write("\n")
 
 
 def write_text(path, text):
+    """UTF-8 text; a file name that is not valid UTF-8 (os.fsdecode gives its odd bytes as
+    lone surrogates) is written as its own bytes (surrogateescape), so the path in the file is
+    the file's, byte for byte, instead of ending the run in a UnicodeEncodeError."""
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
             f.write(text)
 
 

@@ -4,6 +4,8 @@ of decoded images (data.ImageReader, run inside the pipeline) with augmentation 
 Only training imports it: scoring decodes in inference.py's threads, without TensorFlow.
 """
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -27,8 +29,11 @@ def weighted_examples(paths, labels, oversample, seed, shuffle, class_weights):
     weights = np.ones(len(labels), np.float32)
     if class_weights is not None:
         weights = np.asarray([class_weights[int(y)] for y in labels], np.float32)
+    # Paths as the file system's bytes: a name that is not valid UTF-8 (a lone surrogate once
+    # os.fsdecode'd) cannot become a TensorFlow string; ImageReader decodes them back.
+    names = np.asarray([os.fsencode(p) for p in np.asarray(paths, dtype=str)], dtype=object)
     ds = tf.data.Dataset.from_tensor_slices(
-        (np.asarray(paths, dtype=str)[index], labels.astype(np.float32), weights))
+        (names[index], labels.astype(np.float32), weights))
     if shuffle:
         ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
     return ds

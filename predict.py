@@ -4,16 +4,18 @@
 
 Each PATH is an image or video file or a folder, searched recursively (no class sub-folders
 needed); a video is searched for faces in a frame every --every seconds.
-Writes a CSV (path, P(male), label, threshold) and prints a summary. Each image is taken as a
-photo of one face, found (MTCNN) and cut to the crop the model was trained on (its sidecar's
-face geometry); with --detect_faces each photo is cut into every face found in it, one row
-per face.
+Writes a CSV (path, [face_found,] P(male), label, threshold) and prints a summary. Each image is
+taken as a photo of one face, found (MTCNN) and cut to the crop the model was trained on (its
+sidecar's face geometry); with --detect_faces each photo is cut into every face found in it, one
+row per face. Only faces are counted: an image in which no face is found keeps its row
+(face_found false, the whole image scored) and is named, but left out of the counts.
 --annotate DIR also writes each photo with its faces boxed and labelled, and a contact sheet.
 Beside the CSV, <output>.summary.json: the share of women, raw and corrected for the model's
 error rates (--audit_sample DIR, else its sidecar's), with 95% intervals (audit.py).
 """
 import argparse
 import os
+import shlex
 import sys
 
 import quiet
@@ -27,7 +29,7 @@ import inference  # noqa: E402
 import labelling  # noqa: E402
 import sidecar  # noqa: E402
 import video  # noqa: E402
-from common import MissingDependency, UsageError  # noqa: E402
+from common import DataError, MissingDependency, UsageError  # noqa: E402
 from outputs import make_writable_dir  # noqa: E402
 
 
@@ -120,15 +122,33 @@ def check_annotate_folder(p, args):
 
 
 def check_videos(args, files, videos):
-    """Videos are searched for faces frame by frame, one row per face: alone they imply
-    --detect_faces; photos beside them must be cut into faces too, for one CSV's columns."""
+    """Videos are searched for faces frame by frame, one row per face: they imply
+    --detect_faces, and photos beside them are cut into every face found too, for one CSV's
+    columns (said in a note)."""
     if not videos:
         return
     if files and not args.detect_faces:
-        raise UsageError(f"{videos[0]}: videos are searched for faces, one row per face; add "
-                         "--detect_faces to cut the photos into faces too, or pass the videos "
-                         "on their own")
+        print(f"note: {len(videos)} video(s) among the photos: every photo is searched for "
+              "faces too, one row per face (as --detect_faces)")
     args.detect_faces = args.videos = True
+
+
+def predict_videos(runner, size, videos, args, threshold, detector, geometry, skipped):
+    """Rows of every face in `videos` and the videos in which none was found. A video that
+    cannot be read (damaged, truncated, not a video) is named, added to `skipped` and passed
+    over, as an unreadable photo is, and the others go on."""
+    rows, no_face = [], []
+    for path in videos:
+        try:
+            found = video.predict_video(runner, size, path, args, threshold, detector, geometry)
+        except DataError as err:
+            why = str(err).removeprefix(f"{path}: ")  # named once, where it is listed
+            skipped[path] = why
+            print(f"warning: skipping unreadable video {path} ({why})", file=sys.stderr)
+            continue
+        rows += found
+        no_face += [] if found else [path]
+    return rows, no_face
 
 
 def run(args, detector=None):
@@ -138,6 +158,7 @@ def run(args, detector=None):
     inference.check_backend(args.backend, args.precision)
     threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
     geometry = sidecar.face_geometry(args.model_path)
+    args.searched = labelling.searches_faces(args, geometry)
     runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
                                          args.cache_dir, threshold, args.tta, not args.unsafe)
     if args.detect_faces:  # a broken detector stops the run here, before any work
@@ -145,11 +166,9 @@ def run(args, detector=None):
     # Which error rates correct the count: chosen (and an unusable sample refused) first.
     rates, note = audit.choose_rates(args, threshold, lambda folder: audit.sample_rates(
         folder, runner, size, geometry, threshold, args))
-    what = "photos, cropping detected faces" if args.detect_faces else "face images"
-    if videos:
-        what += f", and {len(videos)} video(s), a frame every {args.every:g} s"
-    print(f"predicting {len(files)} {what} at {size}x{size} on {runner.name}, threshold "
-          f"{threshold:.2f} ({source}); face crop: {geometry or 'as given'}")
+    what = labelling.what_is_predicted(args, files, videos, geometry)
+    print(f"predicting {what} at {size}x{size} on {runner.name}, threshold {threshold:.2f} "
+          f"({source}); face crop: {geometry or 'as given'}")
 
     rows, skipped, no_face = [], {}, []
     if files and args.detect_faces:
@@ -160,13 +179,14 @@ def run(args, detector=None):
                                                          geometry)
     if videos:
         rows = [(row[0], "", *row[1:], "") for row in rows]  # a photo: no time, no track
-        for path in videos:
-            found = video.predict_video(runner, size, path, args, threshold, detector, geometry)
-            rows += found
-            no_face += [] if found else [path]
+        found, faceless = predict_videos(runner, size, videos, args, threshold, detector,
+                                         geometry, skipped)
+        rows += found
+        no_face += faceless
     summary = labelling.finish(args, files, videos, rows, skipped, no_face, threshold, source)
     video.remove_progress(args.output)
-    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
+    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None,
+                                       threshold=threshold)
     if args.report:
         write_report(args, summary, rates, threshold, size, geometry, detector)
     return summary
@@ -206,7 +226,8 @@ def run_on_ray(args):
     summary = ray_engine.run(args)
     if summary.get("stopped"):
         return summary
-    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None)
+    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None,
+                                       threshold=threshold)
     if args.report:  # the gallery's few faces are cut again here, on the driver
         write_report(args, summary, rates, threshold)
     return summary
@@ -222,6 +243,9 @@ def sample_on_driver(folder, args, threshold):
 
 def main(argv=None):
     args = parse_args(argv)
+    # The command, as the audit's summary and page record it.
+    args.command = " ".join(shlex.quote(a) for a in
+                            ["predict.py", *(sys.argv[1:] if argv is None else argv)])
     if args.verbose == 2:
         quiet.show_tensorflow_start_up()
     return cli.exit_code(run_on_ray if args.engine == "ray" else run, args)

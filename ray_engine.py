@@ -77,8 +77,13 @@ class ShardScorer:
         """labelling.py's rows for one shard (a list of files, or one video), with what it
         skipped, the files with no face, this actor's node and its runner's name."""
         if video.is_video(paths[0]):  # a video is a shard of its own
-            rows = video.predict_video(self.runner, self.size, paths[0], self.args,
-                                       self.args.threshold, self.detector, self.geometry)
+            try:
+                rows = video.predict_video(self.runner, self.size, paths[0], self.args,
+                                           self.args.threshold, self.detector, self.geometry)
+            except DataError as err:  # unreadable: named and passed over, as predict.py does
+                why = str(err).removeprefix(f"{paths[0]}: ")
+                return {"rows": [], "skipped": {paths[0]: why}, "no_face": [],
+                        "node": self.node, "runner": self.runner.name}
             return {"rows": rows, "skipped": {}, "no_face": [] if rows else paths,
                     "node": self.node, "runner": self.runner.name}
         if self.args.detect_faces:
@@ -243,7 +248,8 @@ def read_shards(folder, manifest):
     """(rows, skipped, no_face) of every shard, in shard order."""
     rows, skipped, no_face = [], {}, []
     for k in range(manifest["shards"]):
-        with open(shard_csv(folder, k), newline="", encoding="utf-8") as f:
+        with open(shard_csv(folder, k), newline="", encoding="utf-8",
+                  errors="surrogateescape") as f:  # as outputs.write_text wrote it
             rows += [tuple(row) for row in list(csv.reader(f))[1:]]
         skipped.update(manifest["done"][str(k)]["skipped"])
         no_face += manifest["done"][str(k)]["no_face"]
@@ -275,6 +281,8 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
         check_reachable(args.ray_address)  # before minutes of work, not after
     files, videos = video.collect_inputs(args.paths)
     threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
+    geometry = sidecar.face_geometry(args.model_path)
+    args.searched = labelling.searches_faces(args, geometry)
     # Loaded here once: a bad model stops the run before Ray starts, and the model is
     # converted into the cache, where the actors on this node find it.
     size = inference.prepare_model(args.model_path, args.backend, args.precision,
@@ -292,10 +300,8 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
                              len(files) + len(videos), len(shards), shard_files)
     header = labelling.csv_header(args)
     todo = [k for k in range(len(shards)) if str(k) not in manifest["done"]]
-    what = "photos, cropping detected faces" if args.detect_faces else "face images"
-    if videos:
-        what += f", and {len(videos)} video(s), a frame every {args.every:g} s"
-    print(f"predicting {len(files)} {what} at {size}x{size} with Ray, threshold "
+    what = labelling.what_is_predicted(args, files, videos, geometry)
+    print(f"predicting {what} at {size}x{size} with Ray, threshold "
           f"{threshold:.2f} ({source}); {len(shards)} shards of up to {shard_files} files, "
           f"{len(shards) - len(todo)} already done in {folder}")
     if todo:
@@ -329,7 +335,7 @@ def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_aft
             "min_face_size", "batch_size", "cache_dir")}, "threshold": threshold, "verbose": 0,
             # For videos: where their progress records go, and how often a frame is sampled.
             "output": os.path.abspath(args.output), "every": getattr(args, "every", None),
-            "videos": getattr(args, "videos", False)}
+            "videos": getattr(args, "videos", False), "searched": args.searched}
         scorer = ray.remote(ShardScorer).options(num_cpus=ACTOR_CPUS, **SPREAD)
         actors = [scorer.remote(options) for _ in range(min(len(nodes), len(todo)))]
         print(f"on {len(nodes)} Ray node(s), one actor each")

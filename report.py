@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 import annotate
+from audit import seconds
 from common import CLASS_NAMES
 from outputs import write_text
 
@@ -42,7 +43,9 @@ figure.wrong img{outline:3px solid #c0392b}figure.unsure img{outline:3px dashed 
 
 
 def esc(value):
-    return html.escape(str(value))
+    # A file name that is not UTF-8 shows its odd bytes as escapes (\udce9), not as bytes
+    # that would make the page invalid UTF-8.
+    return html.escape(str(value).encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def image_uri(image, fmt="JPEG"):
@@ -196,37 +199,64 @@ def evaluation_page(results, out_dir, paths, y_true, scores, crop):
 
 
 def share_cells(s):
-    def bounds(v):  # None: too few photos for an interval (quantify.MIN_UNITS)
-        return f" {interval(v)}" if v else " (too few photos for an interval)"
+    """(raw share, corrected share) of a summary block, as table cells."""
+    def bounds(v):  # None: too few photos (or minutes of video) for an interval
+        return (f" {interval(v)}" if v else
+                f" (too few {s.get('units', 'photos')} for an interval)")
+    if not s["faces"]:
+        return "no faces found", "-"
     raw = f"{s['raw_share']:.3f}" + (bounds(s["raw_interval"]) if "raw_interval" in s else "")
-    corrected = (f"{s['corrected_share']:.3f}{bounds(s['interval'])}" if "interval" in s
-                 else "-")
+    corrected = ("-" if "interval" not in s or s["corrected_share"] is None
+                 else f"{s['corrected_share']:.3f}{bounds(s['interval'])}")
     return raw, corrected
 
 
 def shares_figure(summary):
-    """Raw and corrected share of women per folder (or overall), with the 95% intervals."""
+    """Raw and corrected share of women, overall (the top row) and per folder, with the 95%
+    intervals; the legend sits below the axes, clear of every point."""
     from matplotlib.figure import Figure
-    rows = summary.get("by_folder") or [{"group": "all", **summary}]
-    fig = Figure(figsize=(7.0, 0.5 + 0.45 * len(rows) + 0.6), dpi=100)
+    rows = [{**summary, "group": "all faces"}] + summary.get("by_folder", [])
+    rows = [r for r in rows if r["faces"]]  # no share to draw for no faces
+    # Constrained layout keeps the legend, outside below the axes, clear of every point.
+    fig = Figure(figsize=(7.0, 1.3 + 0.45 * len(rows)), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ys = np.arange(len(rows))[::-1]
     for y, r in zip(ys, rows):
-        ax.errorbar(r["raw_share"], y + 0.12, xerr=None if not r.get("raw_interval") else
-                    [[r["raw_share"] - r["raw_interval"][0]], [r["raw_interval"][1]
-                                                                - r["raw_share"]]],
+        raw = r.get("raw_interval")
+        ax.errorbar(r["raw_share"], y + 0.12, xerr=None if not raw else
+                    [[r["raw_share"] - raw[0]], [raw[1] - r["raw_share"]]],
                     fmt="o", color="#999999", label="called female (raw)" if y == ys[0] else None)
-        if "interval" in r:
+        if r.get("corrected_share") is not None:
             ax.errorbar(r["corrected_share"], y - 0.12, xerr=None if not r["interval"] else [
                 [r["corrected_share"] - r["interval"][0]],
                 [r["interval"][1] - r["corrected_share"]]], fmt="o", color="#c0392b",
                 label="corrected, 95% interval" if y == ys[0] else None)
     ax.set_yticks(ys, [r["group"] for r in rows])
-    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    if len(rows) > 1:  # the overall row apart from the folders
+        ax.axhline(ys[0] - 0.5, color="#cccccc", linewidth=0.8)
+    ax.set_xlim(-0.03, 1.03)  # a point at 0 or 1 whole, not cut by the frame
     ax.set_xlabel("share of women")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    if rows:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2,
+                   fontsize=8, frameon=False)
     return fig
+
+
+def audit_context_table(c):
+    """The audit's context (audit.context) as a table: what was audited, with what, when."""
+    sample = c.get("audit_sample")
+    model = c["model"]
+    return table(["", "value"], [
+        ["collection", "; ".join(c["inputs"])],
+        ["labelled sample", "none (the model's sidecar rates, if any)" if not sample else
+         f"{sample['folder']} ({sample['faces']} labelled faces)"],
+        ["model", f"{model['path']}, " + (f"version {model['version']}" if model["version"]
+                                          else "no version in its sidecar")
+         + f", SHA-256 {model['sha256'][:16]}"],
+        ["threshold", "-" if c["threshold"] is None else f"{c['threshold']:.2f}"],
+        ["date", c["date"]],
+        ["command", c["command"] or "-"]])
 
 
 def colour_of(label):
@@ -276,12 +306,20 @@ def audit_page(summary, tiles, timelines=None):
     """predict.py's page: the audit summary (audit.summarize), gallery tiles (image, caption
     lines, kind) and, for videos, their timelines (video.timelines)."""
     raw, corrected = share_cells(summary)
+    faceless = summary.get("without_a_face", {"images": 0, "paths": []})
     numbers = table(["", "value"], [
-        ["faces", summary["faces"]],
+        ["faces", summary["faces"] or "no faces found"],
         *[[f"called {name}", n] for name, n in summary["counts"].items()],
         ["share called female (raw count)", raw],
-        ["share of women, corrected", corrected]])
-    sections = [("Numbers", numbers + f'<p class="note">{esc(summary["note"])}</p>')]
+        ["share of women, corrected", corrected],
+        ["images without a face found (scored whole, not counted)", faceless["images"]]])
+    sections = []
+    if "context" in summary:
+        sections.append(("This audit", audit_context_table(summary["context"])))
+    sections.append(("Numbers", numbers + f'<p class="note">{esc(summary["note"])}</p>'))
+    if faceless["images"]:
+        sections.append(("Not counted: no face found", '<p class="note">' + "<br>".join(
+            esc(p) for p in faceless["paths"]) + "</p>"))
     if "by_folder" in summary:
         sections.append(("By folder", table(
             ["folder", "faces", "female", "male", "raw share [95%]", "corrected [95%]"],
@@ -289,21 +327,24 @@ def audit_page(summary, tiles, timelines=None):
               *share_cells(g)] for g in summary["by_folder"]])))
     if "screen_time" in summary:
         st = summary["screen_time"]
-        sections.append(("Screen time", table(["", "value"], [
-            *[[f"{name} face-seconds", f"{v:g}"] for name, v in st["face_seconds"].items()],
+        sections.append(("Screen time in the videos", table(["", "value"], [
+            *[[f"{name}: seconds of faces on screen", f"{v:g}"]
+              for name, v in st["face_seconds"].items()],
             ["share female (raw)", share_cells(st)[0]],
             ["share of women, corrected", share_cells(st)[1]]])
-            + f'<p class="note">each face found in a sampled frame stands for '
-              f'{st["seconds_per_face"]:g} s of screen time</p>'))
+            + f'<p class="note">each face found in a frame sampled from the video stands for '
+              f'{seconds(st["seconds_per_face"])} of screen time</p>'))
     if "video" in summary:
         sections.append(("Videos: faces, screen-seconds and tracks",
                          videos_section(summary["video"], timelines)))
-    sections.append(("Figure", f'<div class="figures"><img style="max-width:700px" '
-                               f'src="{figure_uri(shares_figure(summary))}" alt="shares"></div>'))
+    if summary["faces"]:
+        sections.append(("Figure", f'<div class="figures"><img style="max-width:700px" '
+                                   f'src="{figure_uri(shares_figure(summary))}" alt="shares">'
+                                   "</div>"))
     sections.append(("Faces as the model saw them", (
         '<p class="note">Solid red: mistakes on the labelled --audit_sample. Dashed orange: '
         f"the collection's faces nearest the threshold (within {UNSURE_BAND} of it), where the "
-        "call is least sure.</p>")
+        "call is least sure. Each face is shown once.</p>")
         + gallery(tiles)))
     sections.append(("Method", f'<p class="note">{esc(summary["method"])}. '
                                f'{esc((summary["rates"] or {}).get("assumption", ""))}</p>'))

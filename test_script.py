@@ -11,6 +11,7 @@ macro-F1 per value of each attribute, with 95% intervals: the model card's facto
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -33,6 +34,12 @@ from data import CLASS_NAMES, DataError  # noqa: E402
 from outputs import atomic_path, make_writable_dir, write_csv, write_json  # noqa: E402
 
 NO_FACE_SHOWN = 10  # images without a face named on the terminal (metrics.json has them all)
+# The per-image CSV: a name of its own, so that an evaluation in the folder where predict.py
+# wrote predictions.csv (and its summary, which points at it) never writes over it.
+EVALUATION_CSV = "evaluation.csv"
+# Which files in misclassified/ the last run copied there: the next run replaces them, and
+# touches nothing else in the folder.
+COPIES_RECORD = ".copies.json"
 
 
 def parse_args(argv=None):
@@ -95,6 +102,38 @@ def copy_misclassified(path, true_name, pred_name, p_male, out_root):
     with atomic_path(dest) as tmp:
         shutil.copyfile(path, tmp)
     return dest
+
+
+def remove_earlier_copies(out_root):
+    """Remove the files an earlier run recorded in out_root/COPIES_RECORD (its copies and its
+    contact sheet), so this run's copies replace them instead of piling up beside them as
+    `_1` copies. A file the record does not name (one of the user's) is never touched."""
+    record = os.path.join(out_root, COPIES_RECORD)
+    try:
+        with open(record) as f:
+            names = json.load(f)["files"]
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"warning: {record} is unreadable ({err}); the earlier copies are left as they "
+              "are", file=sys.stderr)
+        return 0
+    removed = 0
+    root = os.path.realpath(out_root)
+    for name in names:
+        path = os.path.realpath(os.path.join(out_root, str(name)))
+        # A record edited to name a file outside the folder is not followed there.
+        if path.startswith(root + os.sep) and os.path.isfile(path):
+            os.remove(path)
+            removed += 1
+    os.remove(record)
+    return removed
+
+
+def record_copies(out_root, paths):
+    """Write out_root/COPIES_RECORD: the files this run put in out_root."""
+    write_json(os.path.join(out_root, COPIES_RECORD),
+               {"files": sorted(os.path.relpath(p, out_root) for p in paths)})
 
 
 # ---------------------------------------------------------------------------
@@ -293,7 +332,7 @@ def evaluate(args):
     out = args.output_dir
     rows = [(p, CLASS_NAMES[y], f"{s:.6f}", CLASS_NAMES[k], int(y == k))
             for p, y, s, k in zip(paths, labels, scores, predicted)]
-    write_csv(os.path.join(out, "predictions.csv"),
+    write_csv(os.path.join(out, EVALUATION_CSV),
               ["path", "true", "p_male", "predicted", "correct"], rows)
     # ROC, precision-recall and reliability PNGs; their numbers (AUC, AP, ECE) go in metrics.json.
     results["curves"] = diagnostics.save_curves(labels, scores, model_threshold, out)
@@ -306,18 +345,26 @@ def evaluate(args):
         plots.save(plots.recall_by_age_figure(panels), os.path.join(out, "recall_by_age.png"))
         pictures.append("recall_by_age.png")
     wrong = np.flatnonzero(predicted != labels)
+    copies_root = os.path.join(out, "misclassified")
+    copies = []
     if not args.no_copy:
-        for i in wrong:
-            copy_misclassified(paths[i], CLASS_NAMES[labels[i]], CLASS_NAMES[predicted[i]],
-                               scores[i], os.path.join(out, "misclassified"))
+        replaced = remove_earlier_copies(copies_root)
+        copies = [copy_misclassified(paths[i], CLASS_NAMES[labels[i]],
+                                     CLASS_NAMES[predicted[i]], scores[i], copies_root)
+                  for i in wrong]
+        if copies or replaced:
+            record_copies(copies_root, copies)
     print(f"\n{len(wrong)} misclassified at threshold {model_threshold:.2f}"
-          + ("" if args.no_copy else f", copied into {os.path.join(out, 'misclassified')}"))
+          + ("" if args.no_copy else f", copied into {copies_root}")
+          + (f" (replacing the earlier run's {replaced} file(s) there)"
+             if not args.no_copy and replaced else ""))
     if not args.no_copy and len(wrong):
         explain = diagnostics.grad_cam_for(args.model_path, args.cache_dir, args.backend,
                                            not args.unsafe)
         sheet = diagnostics.misclassified_sheet(
             explain, paths, labels, scores, model_threshold,
-            os.path.join(out, "misclassified", "contact_sheet.png"), reader=reader)
+            os.path.join(copies_root, "contact_sheet.png"), reader=reader)
+        record_copies(copies_root, copies + [sheet["path"]])
         print(f"contact sheet of the {sheet['shown']} most confident mistakes"
               + (f" ({sheet['left_out']} left out)" if sheet["left_out"] else "")
               + f": {sheet['path']}" + (f"; {sheet['note']}" if sheet["note"] else ""))
@@ -332,7 +379,7 @@ def evaluate(args):
             print(f"  {p}")
         if len(no_face) > NO_FACE_SHOWN:
             print(f"  ... and {len(no_face) - NO_FACE_SHOWN} more")
-    print(f"wrote {', '.join(pictures)}, metrics.json, predictions.csv in {os.path.abspath(out)}")
+    print(f"wrote {', '.join(pictures)}, metrics.json, {EVALUATION_CSV} in {os.path.abspath(out)}")
     if args.report:
         import report
         page = report.evaluation_page(results, out, paths, labels, scores,

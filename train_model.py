@@ -86,6 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--val_split", type=float, default=0.15,
                    help="fraction held out for validation when there is no validation folder")
     p.add_argument("--output", default="model_balanced.h5", help="model file to write (.h5)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let the run replace an existing --output model and its sidecar "
+                        "(refused by default, before any image is read)")
     p.add_argument("--weights", default="imagenet",
                    help="backbone initialisation: imagenet, none, or a path to a weights file")
     p.add_argument("--init_model", default=None,
@@ -220,8 +223,9 @@ def check_outputs(p, args):
     """What the run will write is checked before any image is read, so a bad path fails in
     the first second, not after the training, and names the user's path: --output is a Keras
     model file, no written file is one of the run's inputs (--init_model, --weights or their
-    sidecars), the output and checkpoint folders can be written, and neither lies inside a
-    data folder (the curves would be read as a face next time) unless
+    sidecars), nor an existing model or sidecar unless --overwrite (the default --output is
+    the shipped model's name), the output and checkpoint folders can be written, and neither
+    lies inside a data folder (the curves would be read as a face next time) unless
     --allow_output_in_data."""
     out = args.output
     if not out.lower().endswith(MODEL_EXTENSIONS):
@@ -237,6 +241,11 @@ def check_outputs(p, args):
             if os.path.realpath(written) == os.path.realpath(given):
                 p.error(f"--output {out}: would write {written} over {given}, an input of "
                         "this run; name another output file")
+    existing = [path for path in (out, model_lib.sidecar_path(out)) if os.path.exists(path)]
+    if existing and not args.overwrite:
+        p.error(f"--output {out}: {existing[0]} exists (a model or its sidecar) and would be "
+                "replaced at the end of the run; name another --output file, or pass "
+                "--overwrite to replace it")
     checkpoint_dir = checkpoint_folder(args)
     places = (("--output", out), ("--checkpoint_dir", checkpoint_dir))
     if not args.allow_output_in_data:

@@ -4,7 +4,7 @@
 #
 # usage (from the repository root): bash docs/model_card_tables.sh [MODEL] [OUT]
 #   MODEL defaults to model_balanced.h5, OUT (links and attributes.csv per dev set) to ../factors;
-#   the report (metrics.json, predictions.csv, plots, recall_by_age.png) goes to OUT.report.
+#   the report (metrics.json, evaluation.csv, plots, recall_by_age.png) goes to OUT.report.
 #   FACECOM=... FACES=... point at the data if it is not where the maintainers keep it.
 #
 # test_script.py reports factors from an attributes.csv beside each data folder; so that each

@@ -120,6 +120,14 @@ def made_once(tmp_path_factory, name, make):
         return json.loads(done.read_text())
 
 
+@pytest.fixture(autouse=True)
+def own_working_folder(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty folder of its own: a script's default output (predict.py's
+    predictions.csv; train_model.py's model_balanced.h5, the shipped model's own name, which it
+    refuses to replace) lands there, never in the repository."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def converted_model_cache(tmp_path_factory):
     """Models converted for OpenVINO are cached in a temporary folder, not the user's cache

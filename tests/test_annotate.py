@@ -97,6 +97,10 @@ def test_annotate_boxes_every_detected_face_at_its_csv_position(trained, tmp_pat
                          "--verbose", "0"]) == 0
     assert tree_hashes(str(tmp_path / "photos")) == before
     rows = read_rows(csv_path)
+    # The wall keeps its row (face_found false), and gets no box.
+    assert [r["path"] for r in rows if r["face_found"] == "false"] == [
+        str(tmp_path / "photos" / "wall.png")]
+    rows = [r for r in rows if r["face_found"] == "true"]
     assert len(rows) == 3
     for row in rows:
         rel = os.path.relpath(row["path"], tmp_path / "photos")

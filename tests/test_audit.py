@@ -36,11 +36,11 @@ def edit_sidecar(model_path, **changes):
 
 
 def scores_of(trained, tmp_path):
-    """{path: P(male)} of the tiny model on its image folder, and a threshold that splits them
-    in half (so both calls occur)."""
+    """{path: P(male)} of the tiny model on its image folder in float32 (as `run` scores), and
+    a threshold that splits them in half (so both calls occur)."""
     out = tmp_path / "scores.csv"
     assert predict.main([trained["data"], "--model_path", trained["model"], "--output", str(out),
-                         "--verbose", "0"]) == 0
+                         "--verbose", "0", "--precision", "f32"]) == 0
     scores = {r["path"]: float(r["p_male"]) for r in audit.read_rows(str(out))}
     return scores, float(np.median(list(scores.values())))
 
@@ -60,8 +60,10 @@ def make_sample(root, scores, threshold, confusion):
 
 
 def run(paths, model, output, *extra):
+    # float32: under bfloat16 (the default where the CPU has it) which scores are rechecked
+    # in float32 depends on the threshold, so the scores that built a sample would move.
     return predict.main([*map(str, paths), "--model_path", model, "--output", str(output),
-                         "--verbose", "0", *extra])
+                         "--verbose", "0", "--precision", "f32", *extra])
 
 
 def test_sidecar_rates_then_an_audit_sample_replaces_them_and_says_so(trained, tmp_path,

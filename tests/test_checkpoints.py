@@ -82,6 +82,27 @@ def test_output_that_cannot_be_written_fails_in_the_first_second(tmp_path, capsy
 # ---------------------------------------------------------------------------
 # Checkpoints
 
+@pytest.mark.parametrize("existing", ["model", "sidecar"])
+def test_the_default_output_over_an_existing_model_is_refused_before_any_image_is_read(
+        trained, tmp_path, capsys, monkeypatch, existing):
+    # In a clone, `--output`'s default is the shipped model's own name: the seed's command
+    # run in the repository root must not replace it (nor its sidecar alone).
+    here = tmp_path / "clone"
+    here.mkdir()
+    kept = {"model": "model_balanced.h5", "sidecar": "model_balanced.json"}[existing]
+    shutil.copy(os.path.splitext(trained["model"])[0] + os.path.splitext(kept)[1], here / kept)
+    monkeypatch.chdir(here)
+    before = tree_hashes(str(here))
+    # A data folder that does not exist: refused before it is looked at.
+    line = refused(capsys, ["--data_path", str(tmp_path / "my_faces"), "--weights", "none"])
+    assert line.count("\n") == 0 and "--output model_balanced.h5" in line
+    assert kept in line and "--overwrite" in line
+    assert tree_hashes(str(here)) == before
+    args = train_model.parse_args(["--data_path", str(tmp_path / "my_faces"), "--weights",
+                                   "none", "--overwrite"])
+    assert args.overwrite and args.output == "model_balanced.h5"
+
+
 @pytest.fixture
 def run_copy(trained, tmp_path):
     """A copy of the fixture's finished one-epoch run, to resume or to damage."""
@@ -94,7 +115,7 @@ def resume(trained, out, *flags, epochs=2):
     """The fixture's command (its flags), resumed for `epochs` in all."""
     return TINY_TRAINING + ["--data_path", trained["data"], "--weights", trained["weights"],
                             "--trainable_layers", "0", "--epochs", str(epochs), "--resume",
-                            "--output", str(out / "model_balanced.h5"), *flags]
+                            "--output", str(out / "model_balanced.h5"), "--overwrite", *flags]
 
 
 @pytest.mark.parametrize("damage, named", [

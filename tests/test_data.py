@@ -109,6 +109,18 @@ def test_reader_reports_an_undecodable_file_by_name_and_keeps_going(tmp_path):
     assert list(weights.numpy()) == [1.0, 0.0]
 
 
+def test_training_reads_a_file_whose_name_is_not_utf8(tmp_path):
+    # Latin-1 bytes in a name: a lone surrogate once decoded, which TensorFlow cannot hold.
+    odd = os.path.join(tmp_path, os.fsdecode(b"caf\xe9.png"))
+    Image.new("RGB", (10, 10), (200, 10, 10)).save(odd)
+    reader = data.ImageReader(8)
+    ds = pipeline.make_train_dataset([odd], [0], reader, batch_size=1, oversample=0,
+                                     augment=False, shuffle=False)
+    images, _, weights = next(iter(ds))
+    assert list(weights.numpy()) == [1.0] and not reader.skipped
+    assert np.allclose(images.numpy()[0], (200, 10, 10), atol=2)
+
+
 @pytest.mark.parametrize("ratio,expected_minority", [(1.0, 30), (0.5, 15), (0.0, 7), (0.1, 7)])
 def test_oversampling_ratios(ratio, expected_minority):
     labels = np.array([0] * 7 + [1] * 30)

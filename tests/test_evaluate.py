@@ -15,15 +15,16 @@ def run(args):
 
 
 def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp_path):
-    # The same image filed under both classes gets the same score (to float noise), so one of
-    # the two copies is a mistake at any threshold: there is always something to copy out.
+    # The same image filed under both classes gets the same score (to float noise; bfloat16's
+    # depends on the batch), so one of the two copies is a mistake at any threshold: there is
+    # always something to copy out.
     folder = tmp_path / "data"
     shutil.copytree(trained["data"], folder)
     shutil.copyfile(folder / "female" / "img_00_a.jpg", folder / "male" / "twin.jpg")
     before = tree_hashes(str(folder))
     out = tmp_path / "eval"
     assert run(["--data_path", str(folder), "--model_path", trained["model"],
-                "--output_dir", str(out)]) == 0
+                "--output_dir", str(out), "--precision", "f32"]) == 0
     assert tree_hashes(str(folder)) == before
 
     with Image.open(out / "confusion_matrix.png") as img:
@@ -37,7 +38,7 @@ def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp
     assert len(results["sweep"]) == 99
     best = max(s["macro_f1"] for s in results["sweep"])
     assert results["best_threshold"]["macro_f1"] == pytest.approx(best)
-    with open(out / "predictions.csv") as f:
+    with open(out / "evaluation.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 25 and {r["true"] for r in rows} == {"female", "male"}
     wrong = [r for r in rows if r["correct"] == "0"]
@@ -54,10 +55,10 @@ def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp
     assert copied == expected
 
 
-def test_copies_never_overwrite_same_named_files_or_an_earlier_run(tmp_path):
-    # Two folders holding face.jpg, copied twice into the same output, as a second run would
-    # (test_evaluation_writes_every_output_and_leaves_inputs_untouched checks, end to end, that
-    # the mistakes and only they are copied).
+def test_copies_never_overwrite_same_named_files(tmp_path):
+    # Two folders holding face.jpg, copied twice into the same output (several sources can
+    # hold same-named files; test_evaluation_writes_every_output_and_leaves_inputs_untouched
+    # checks, end to end, that the mistakes and only they are copied).
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "face.jpg").write_bytes(sub.encode())
@@ -70,6 +71,44 @@ def test_copies_never_overwrite_same_named_files_or_an_earlier_run(tmp_path):
     assert sorted(os.listdir(os.path.join(out, "female_as_male"))) == sorted(
         os.path.basename(d) for d in dests)
     assert (tmp_path / "a" / "face.jpg").exists()  # copied, not moved
+
+
+def test_a_second_run_replaces_its_copies_and_leaves_predict_s_csv_and_the_user_s_files(
+        trained, tmp_path, capsys):
+    import predict
+    folder = tmp_path / "data"
+    shutil.copytree(trained["data"], folder)
+    shutil.copyfile(folder / "female" / "img_00_a.jpg", folder / "male" / "twin.jpg")
+    out = tmp_path / "work"
+    # predict.py's CSV and summary in the folder the evaluation writes to.
+    assert predict.main([str(folder), "--model_path", trained["model"], "--output",
+                         str(out / "predictions.csv"), "--verbose", "0"]) == 0
+    theirs = out / "misclassified" / "female_as_male" / "kept.jpg"  # the user's own file
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(b"mine")
+    before = tree_hashes(str(out))
+
+    def copies():
+        return sorted(os.path.relpath(os.path.join(d, f), out / "misclassified")
+                      for d, _, files in os.walk(out / "misclassified") for f in files
+                      if not f.startswith("."))
+
+    assert run(["--data_path", str(folder), "--model_path", trained["model"],
+                "--output_dir", str(out)]) == 0
+    first = copies()
+    assert len(first) > 2  # the mistakes, the contact sheet and the user's file
+    assert run(["--data_path", str(folder), "--model_path", trained["model"],
+                "--output_dir", str(out), "--threshold", "0.5"]) == 0
+    assert "replacing the earlier run's" in capsys.readouterr().out
+    second = copies()
+    assert not [name for name in second if "_1." in name]  # no pile of `_1` copies
+    with open(out / "evaluation.csv") as f:
+        wrong = [r for r in csv.DictReader(f) if r["correct"] == "0"]
+    assert len(second) == len(wrong) + 2  # this run's mistakes, its sheet, the user's file
+    # predict.py's outputs and the user's file are as they were.
+    for name in ("predictions.csv", "predictions.summary.json",
+                 os.path.join("misclassified", "female_as_male", "kept.jpg")):
+        assert tree_hashes(str(out))[name] == before[name]
 
 
 def test_group_by_suffix_reports_each_group(trained, tmp_path, capsys):
@@ -113,7 +152,7 @@ def test_several_folders_are_reported_per_source_and_pooled(trained, tmp_path, c
         assert [r["images"] for r in rows] == [6, 4]
         assert [r["female"][1] for r in rows] == [3, 2]
         assert "first" in rows[0]["group"] and "second" in rows[1]["group"]
-        with open(out / "predictions.csv") as f:
+        with open(out / "evaluation.csv") as f:
             predicted = {r["path"]: r["predicted"] for r in csv.DictReader(f)}
         for r in rows:  # each row counts its own images at the model's threshold
             mine = [p for p in predicted if r["group"].split("/")[0] in p]

@@ -250,7 +250,7 @@ def test_test_script_and_predict_feed_the_sidecars_geometry(trained, tmp_path, m
     assert test_script.main(["--data_path", str(folder), "--model_path", model_path,
                              "--output_dir", str(out), "--no_copy", "--verbose", "0",
                              "--backend", "keras", "--cache_dir", cache]) == 0
-    rows = {r["path"]: float(r["p_male"]) for r in csv.DictReader(open(out / "predictions.csv"))}
+    rows = {r["path"]: float(r["p_male"]) for r in csv.DictReader(open(out / "evaluation.csv"))}
     assert np.allclose([rows[p] for p in paths], want, atol=1e-5)
     metrics_json = json.load(open(out / "metrics.json"))
     assert metrics_json["face_geometry"] == (geometry and geometry.to_dict())

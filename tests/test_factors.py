@@ -146,8 +146,8 @@ def test_evaluation_reports_factors_per_source_with_intervals_and_a_picture(
     assert [(r["group"], r["images"]) for r in tables["second", "age"]["rows"]] == [
         ("40s", 2), ("50s", 1), ("unknown", 5)]
 
-    # Each cell counts its own images at the model's threshold, as predictions.csv has them.
-    with open(out / "predictions.csv") as f:
+    # Each cell counts its own images at the model's threshold, as evaluation.csv has them.
+    with open(out / "evaluation.csv") as f:
         correct = {os.path.relpath(r["path"], first): r["correct"] == "1"
                    for r in csv.DictReader(f) if r["path"].startswith(first + os.sep)}
     twenties = ["female/img_00_a.jpg", "female/img_01_b.jpg"]

@@ -85,7 +85,7 @@ def test_predict_matches_the_model_and_threshold_overrides(trained, tmp_path):
     import model as model_lib
     out = tmp_path / "pred.csv"
     assert run([trained["data"], "--model_path", trained["model"], "--output", str(out),
-                "--threshold", "0"]) == 0
+                "--threshold", "0", "--precision", "f32"]) == 0  # the scores Keras gives
     rows = read_csv(out)
     assert {r["label"] for r in rows} == {"male"} and {r["threshold"] for r in rows} == {"0"}
     model = model_lib.load_model(trained["model"])
@@ -111,6 +111,111 @@ def test_bad_input_exits_2_with_one_line(trained, tmp_path, capsys):
                 "--output", str(tmp_path / "p.csv")]) == 2
     assert "none of the images could be read" in capsys.readouterr().err
     assert not (tmp_path / "p.csv").exists()
+
+
+# ---------------------------------------------------------------------------
+# Faces, and only faces, counted
+
+class BlobFinder:
+    """Stands in for MTCNN on the synthetic faces (tests/conftest.py): a saturated disc is a
+    face, a grey logo is not."""
+
+    def find(self, images, min_face_size=20):
+        import cv2
+        out = []
+        for image in images:
+            image = image.astype(int)
+            mask = ((image.max(axis=2) - image.min(axis=2)) > 80).astype(np.uint8)
+            n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+            x, y, w, h, _ = max(stats[1:n], key=lambda s: s[4], default=(0, 0, 0, 0, 0))
+            out.append([faces.Face((float(x), float(y), float(w), float(h)),
+                                   np.array([[x + w * u, y + h * v] for u, v in
+                                             faces.TEMPLATE_112 / 112]), 0.99)]
+                       if min(w, h) >= 10 else [])
+        return out
+
+
+def model_with_geometry(trained, folder):
+    """The tiny model with a face geometry in its sidecar: its images are searched for faces."""
+    import shutil
+    os.makedirs(folder, exist_ok=True)
+    model_path = os.path.join(folder, "m.h5")
+    shutil.copy(trained["model"], model_path)
+    sidecar = json.load(open(os.path.splitext(trained["model"])[0] + ".json"))
+    sidecar["face_geometry"] = {"finder": "mtcnn", "kind": "box", "scale": 1.5}
+    json.dump(sidecar, open(os.path.join(folder, "m.json"), "w"))
+    return model_path
+
+
+def strict_json(path):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    with open(path) as f:
+        return json.load(f, parse_constant=refuse)
+
+
+def test_a_logo_among_faces_keeps_its_row_and_is_not_counted(trained, tmp_path, monkeypatch,
+                                                            capsys):
+    monkeypatch.setattr(faces, "face_finder", lambda *a, **k: BlobFinder())
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(3)
+    for k in range(3):
+        face_like_image(k % 2, rng).save(photos / f"face_{k}.jpg")
+    Image.new("RGB", (120, 80), (210, 210, 210)).save(photos / "logo.png")
+    before = tree_hashes(str(photos))
+    out = tmp_path / "pred.csv"
+    assert run([str(photos), "--model_path", model_with_geometry(trained, tmp_path / "model"),
+                "--output", str(out), "--cache_dir", str(tmp_path / "cache")]) == 0
+    assert tree_hashes(str(photos)) == before
+    rows = read_csv(out)
+    assert list(rows[0]) == ["path", "face_found", "p_male", "label", "threshold"]
+    assert {r["path"]: r["face_found"] for r in rows} == {
+        **{str(photos / f"face_{k}.jpg"): "true" for k in range(3)},
+        str(photos / "logo.png"): "false"}
+    summary = strict_json(tmp_path / "pred.summary.json")
+    assert summary["faces"] == 3 and sum(summary["counts"].values()) == 3
+    assert summary["without_a_face"]["paths"] == [str(photos / "logo.png")]
+    printed = capsys.readouterr().out
+    assert "3 faces:" in printed and "among the 3 faces" in printed
+    assert "1 image(s) without a face found: scored whole, not counted" in printed
+
+
+def test_zero_faces_is_said_in_words_and_the_summary_is_strict_json(trained, tmp_path, capsys):
+    for k in range(2):
+        Image.new("RGB", (120, 80), (200, 200 - 40 * k, 200)).save(tmp_path / f"logo{k}.png")
+    out = tmp_path / "pred.csv"
+    args = predict.parse_args([str(tmp_path / "logo0.png"), str(tmp_path / "logo1.png"),
+                               "--model_path", trained["model"], "--detect_faces", "--output",
+                               str(out), "--verbose", "0"])
+    predict.run(args, detector=FakeDetector([]))
+    assert [r["face_found"] for r in read_csv(out)] == ["false", "false"]
+    summary = strict_json(tmp_path / "pred.summary.json")  # no NaN anywhere
+    assert summary["faces"] == 0 and summary["raw_share"] is None
+    assert summary["without_a_face"]["images"] == 2
+    printed = capsys.readouterr().out
+    assert "no faces found" in printed and "nan" not in printed
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_written(trained, tmp_path, capsys):
+    # Latin-1 bytes, as old archives and network shares hold them: not valid UTF-8.
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    name = os.fsdecode(b"caf\xe9.jpg")
+    face_like_image(0, rng).save(os.path.join(folder, name))
+    face_like_image(1, rng).save(folder / "plain.jpg")
+    (folder / os.fsdecode(b"\xe9t\xe9.jpg")).write_bytes(b"not an image")  # named as skipped
+    out = tmp_path / "pred.csv"
+    assert run([str(folder), "--model_path", trained["model"], "--output", str(out)]) == 0
+    raw = open(out, "rb").read()
+    assert os.fsencode(os.path.join(folder, name)) in raw  # the name's own bytes
+    with open(out, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        paths = [r["path"] for r in csv.DictReader(f)]
+    assert sorted(paths) == sorted([os.path.join(folder, name), str(folder / "plain.jpg")])
+    assert all(os.path.exists(p) for p in paths)  # each opens the very file
+    printed = capsys.readouterr().out
+    assert "skipped 1 unreadable image(s)" in printed and "\\udce9t\\udce9.jpg" in printed
 
 
 # ---------------------------------------------------------------------------
@@ -140,7 +245,13 @@ def test_detect_faces_finds_each_face_of_a_group_photo(trained, tmp_path, capsys
     assert run([str(photos), "--model_path", trained["model"], "--output", str(out),
                 "--detect_faces"]) == 0
     rows = read_csv(out)
-    assert list(rows[0]) == ["path", "face", "x", "y", "w", "h", "p_male", "label", "threshold"]
+    assert list(rows[0]) == ["path", "face", "x", "y", "w", "h", "face_found", "p_male",
+                             "label", "threshold"]
+    # The wall keeps its row: scored whole (its box the whole photo), face_found false.
+    wall = [r for r in rows if r["face_found"] == "false"]
+    assert [(r["path"], r["face"], r["x"], r["y"], r["w"], r["h"]) for r in wall] == [
+        (str(photos / "wall.jpg"), "", "0", "0", "200", "160")]
+    rows = [r for r in rows if r["face_found"] == "true"]
     assert [r["face"] for r in rows] == ["0", "1"]
     assert {r["path"] for r in rows} == {str(photos / "group.png")}
     # Each box holds one portrait's face, left to right.
@@ -149,7 +260,8 @@ def test_detect_faces_finds_each_face_of_a_group_photo(trained, tmp_path, capsys
         assert x < cx < x + w and y < cy < y + h and 40 < w < 160
         assert 0 <= float(r["p_male"]) <= 1
     printed = capsys.readouterr().out
-    assert "2 faces:" in printed and "no face found in 1 photo(s)" in printed
+    assert "2 faces:" in printed
+    assert "1 image(s) without a face found: scored whole, not counted" in printed
     assert "wall.jpg" in printed
 
 

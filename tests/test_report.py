@@ -67,7 +67,7 @@ def test_evaluation_report_is_one_file_and_its_gallery_shows_the_model_s_input(t
     assert {alt for _, alt, kind in page.images if not kind} >= {"confusion_matrix.png",
                                                                  "roc_curve.png"}
     assert all(decode(src).ndim == 3 for src in figures)
-    with open(out / "predictions.csv", newline="") as f:
+    with open(out / "evaluation.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     wrong = [r for r in rows if r["correct"] == "0"]
     tiles = [(src, alt) for src, alt, kind in page.images if kind == "wrong"]
@@ -88,17 +88,50 @@ def test_audit_report_shows_the_sample_s_mistakes_and_the_unsure_faces(trained, 
     html_path = tmp_path / "audit.html"
     assert predict.main([trained["data"], "--model_path", trained["model"], "--output",
                          str(tmp_path / "p.csv"), "--verbose", "0", "--threshold",
-                         f"{threshold:.6f}", "--audit_sample", sample,
+                         f"{threshold:.6f}", "--audit_sample", sample, "--precision", "f32",
                          "--report", str(html_path)]) == 0
     page = Page(html_path.read_text(encoding="utf-8"))
     check_self_contained(page)
     kinds = [kind for _, _, kind in page.images]
     assert kinds.count("wrong") == 3  # 2 women called male, 1 man called female
-    near = [s for s in scores.values() if abs(s - threshold) < report.UNSURE_BAND]
-    assert kinds.count("unsure") == min(len(near), report.GALLERY_UNSURE)
+    # The sample is drawn from the collection: a face among its mistakes is not shown again
+    # among the collection's unsure ones.
+    mistakes = {file_digest(p) for p in (*(tmp_path / "sample" / "female").glob("1_*"),
+                                         *(tmp_path / "sample" / "male").glob("0_*"))}
+    near = {file_digest(p) for p, s in scores.items() if abs(s - threshold) < report.UNSURE_BAND}
+    assert near & mistakes  # the case this checks occurs
+    assert kinds.count("unsure") == min(len(near - mistakes), report.GALLERY_UNSURE)
     text = " ".join(page.text)
     assert "share of women, corrected" in text and "--audit_sample" in text
     assert "By folder" in text  # female/ and male/ are two sub-folders of the input
+    # The page says what was audited, with what and when.
+    for what in ("This audit", os.path.abspath(trained["data"]), os.path.abspath(sample),
+                 "(20 labelled faces)", os.path.abspath(trained["model"]), "SHA-256",
+                 f"{threshold:.2f}", "predict.py " + trained["data"]):
+        assert what in text, what
+
+
+def file_digest(path):
+    import hashlib
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_the_shares_figure_has_an_overall_row_and_its_legend_clear_of_the_data():
+    share = {"faces": 40, "counts": {"female": 10, "male": 30}, "raw_share": 0.25,
+             "raw_interval": [0.1, 0.4], "corrected_share": 0.3, "interval": [0.12, 0.5]}
+    summary = {**share, "by_folder": [{**share, "group": "2019"},
+                                      {**share, "group": "2020", "raw_share": 0.95,
+                                       "raw_interval": [0.9, 1.0], "corrected_share": 0.97,
+                                       "interval": [0.92, 1.0]}]}
+    fig = report.shares_figure(summary)
+    ax = fig.axes[0]
+    ticks = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())))
+    assert [name for _, name in ticks][::-1] == ["all faces", "2019", "2020"]  # from the top
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    (legend,) = fig.legends
+    assert ax.get_legend() is None
+    assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
 
 
 def test_gallery_indices_mistakes_first_then_the_nearest():

@@ -210,12 +210,16 @@ def test_resume_after_a_kill_finishes_the_same_number_of_epochs(image_folder, ba
     state = tmp_path / "m_checkpoints" / "state.json"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 240
+        # A generous bound on a busy machine, failed with a message: not a measure of speed.
+        deadline = time.time() + 600
         while not state.exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
+    if not state.exists():
+        pytest.fail(f"no epoch finished within 600 s (exit code {proc.returncode}); the "
+                    "training run to kill never got that far")
     done = json.load(open(state))["epochs_done"]
     assert done == 1, "the run should have been killed after its first epoch"
     assert not os.path.exists(output)

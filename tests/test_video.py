@@ -77,10 +77,16 @@ def args_for(paths, trained, output, *extra):
                                str(output), "--every", "0.5", "--verbose", "0", *extra])
 
 
-def test_a_video_gives_a_row_per_face_with_its_time_and_screen_time(trained, tmp_path):
+def test_a_video_gives_a_row_per_face_with_its_time_and_screen_time(trained, tmp_path, capsys):
     clip = write_video(tmp_path / "clip.avi")
     out = tmp_path / "pred.csv"
     summary = predict.run(args_for([clip], trained, out), detector=BlobDetector())
+    # A video is spoken of as a video, in seconds and minutes, never as photos.
+    printed = capsys.readouterr().out
+    assert "photo" not in printed.lower()
+    assert "1 video(s)" in printed and "0.5 seconds" in printed
+    import audit  # too few for an interval: "< 20 minutes of video", not "< 20 photos"
+    assert audit.units_of(read_csv(out)) == "minutes of video"
     rows = read_csv(out)
     assert list(rows[0])[:7] == ["path", "time", "face", "x", "y", "w", "h"]
     expected = expected_times()
@@ -152,25 +158,75 @@ def test_the_real_face_finder_on_video_frames(trained, tmp_path, capsys):
         assert x < cx < x + w and y < cy < y + h
 
 
-def test_an_unreadable_video_is_one_line_naming_it(trained, tmp_path, capsys):
+def write_mp4(path, frames=FPS * SECONDS):
+    """The clip of write_video, as MP4 (its index, the moov atom, is written at the end)."""
+    import cv2
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
+    assert writer.isOpened()
+    for i in range(frames):
+        frame = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
+        for s in (RED, BLUE):
+            if i in s["frames"]:
+                x, y, w, h = s["box"]
+                frame[y:y + h, x:x + w] = s["rgb"]
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return str(path)
+
+
+def test_an_unreadable_video_alone_is_named_and_the_run_ends_with_one_error(trained, tmp_path,
+                                                                          capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video")
     code = predict.main([str(bad), "--model_path", trained["model"], "--output",
                          str(tmp_path / "p.csv"), "--verbose", "0"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.count("\n") == 0
-    assert str(bad) in err and "not a readable video" in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and str(bad) in err[-1] and "could be read" in err[-1]
+    assert any(str(bad) in line and "not a readable video" in line for line in err)
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_videos_with_photos_need_detect_faces(trained, tmp_path, capsys):
+def test_a_truncated_video_beside_whole_ones_is_named_and_skipped_and_the_rest_go_on(
+        trained, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    whole = write_mp4(folder / "a_whole.mp4")
+    blob = open(whole, "rb").read()
+    (folder / "b_cut.mp4").write_bytes(blob[:len(blob) // 2])  # a copy stopped half-way
+    later = write_video(folder / "c_later.avi")
+    out = tmp_path / "pred.csv"
+    summary = predict.run(args_for([folder], trained, out), detector=BlobDetector())
+    rows = read_csv(out)
+    assert {r["path"] for r in rows} == {whole, later}
+    assert len([r for r in rows if r["path"] == later]) == len(expected_times())
+    assert list(summary["skipped"]) == [str(folder / "b_cut.mp4")]
+    printed = capsys.readouterr()
+    assert "skipped 1 unreadable file(s)" in printed.out and "b_cut.mp4" in printed.out
+    assert "skipping unreadable video" in printed.err
+
+
+def test_videos_among_photos_are_searched_for_faces_without_extra_flags(trained, tmp_path,
+                                                                       capsys):
+    from PIL import Image
+    from conftest import face_like_image
     folder = tmp_path / "archive"
     folder.mkdir()
-    write_video(folder / "clip.avi", frames=5)
-    from conftest import face_like_image
+    clip = write_video(folder / "clip.avi")
     face_like_image(0, np.random.default_rng(0)).save(folder / "still.jpg")
-    assert video.collect_inputs([str(folder)]) == ([str(folder / "still.jpg")],
-                                                   [str(folder / "clip.avi")])
-    assert predict.main([str(folder), "--model_path", trained["model"], "--output",
-                         str(tmp_path / "p.csv"), "--verbose", "0"]) == 2
-    assert "add --detect_faces" in capsys.readouterr().err
+    Image.new("RGB", (120, 80), (200, 200, 200)).save(folder / "logo.png")  # no face in it
+    assert video.collect_inputs([str(folder)]) == (
+        [str(folder / "logo.png"), str(folder / "still.jpg")], [clip])
+    out = tmp_path / "p.csv"
+    summary = predict.run(args_for([folder], trained, out), detector=BlobDetector())
+    rows = read_csv(out)
+    assert "face_found" in rows[0] and "time" in rows[0]
+    still = [r for r in rows if r["path"] == str(folder / "still.jpg")]
+    assert [r["face_found"] for r in still] == ["true"] and still[0]["time"] == ""
+    logo = [r for r in rows if r["path"] == str(folder / "logo.png")]
+    assert [(r["face_found"], r["face"], r["w"], r["h"]) for r in logo] == [
+        ("false", "", "120", "80")]
+    assert len([r for r in rows if r["path"] == clip]) == len(expected_times())
+    # The logo is written and named, and not counted among the faces.
+    assert summary["audit"]["faces"] == len(rows) - 1
+    assert summary["audit"]["without_a_face"]["paths"] == [str(folder / "logo.png")]
+    assert "every photo is searched for faces too" in capsys.readouterr().out
