@@ -19,9 +19,9 @@ RED = dict(rgb=(200, 90, 60), box=(10, 30, 40, 40), frames=range(0, 20))
 BLUE = dict(rgb=(60, 90, 200), box=(100, 40, 44, 44), frames=range(10, 40))
 
 
-def write_video(path, fps=FPS, frames=FPS * SECONDS, stand_ins=(RED, BLUE)):
+def write_video(path, fps=FPS, frames=FPS * SECONDS, stand_ins=(RED, BLUE), codec="MJPG"):
     import cv2
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, SIZE)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, SIZE)
     assert writer.isOpened()
     for i in range(frames):
         frame = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
@@ -160,18 +160,7 @@ def test_the_real_face_finder_on_video_frames(trained, tmp_path, capsys):
 
 def write_mp4(path, frames=FPS * SECONDS):
     """The clip of write_video, as MP4 (its index, the moov atom, is written at the end)."""
-    import cv2
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
-    assert writer.isOpened()
-    for i in range(frames):
-        frame = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
-        for s in (RED, BLUE):
-            if i in s["frames"]:
-                x, y, w, h = s["box"]
-                frame[y:y + h, x:x + w] = s["rgb"]
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return str(path)
+    return write_video(path, frames=frames, codec="mp4v")
 
 
 def test_an_unreadable_video_alone_is_named_and_the_run_ends_with_one_error(trained, tmp_path,
