@@ -287,9 +287,10 @@ def write_annotations(args, files, rows, skipped, threshold):
 
 
 def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
-    """Write the CSV (and --annotate's pictures) and print the summary (every engine ends
-    here); returns the summary dict. Rows of images in which no face was found are written
-    and named, and left out of the counts."""
+    """Write the CSV (and --annotate's pictures of photos) and print the summary (every engine
+    ends here, then writes its videos' tracks: video.finish_tracks); returns the summary dict.
+    Rows of images in which no face was found are written and named, and left out of the
+    counts."""
     files = photos + videos
     if len(skipped) == len(files):
         raise DataError(f"{', '.join(args.paths)}: none of the "
@@ -298,9 +299,6 @@ def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
     write_csv(args.output, header, rows)
     annotated = (write_annotations(args, photos, rows, skipped, threshold)
                  if args.annotate and photos else None)
-    if videos:  # one row per track beside the CSV, and --annotate's frames (video.py)
-        import video  # it imports this module
-        video.finish_tracks(args, header, rows, videos, skipped, threshold)
 
     faces = counted(rows, header)
     labels = [row[header.index("label")] for row in faces]

@@ -25,6 +25,7 @@ quiet.hide_tensorflow_start_up()  # TensorFlow is imported only where needed, an
 import annotate  # noqa: E402
 import audit  # noqa: E402
 import cli  # noqa: E402
+import gallery  # noqa: E402
 import inference  # noqa: E402
 import labelling  # noqa: E402
 import sidecar  # noqa: E402
@@ -184,6 +185,8 @@ def run(args, detector=None):
         rows += found
         no_face += faceless
     summary = labelling.finish(args, files, videos, rows, skipped, no_face, threshold, source)
+    if videos:  # one row per track beside the CSV, and --annotate's frames
+        video.finish_tracks(args, labelling.csv_header(args), rows, videos, skipped, threshold)
     video.remove_progress(args.output)
     summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None,
                                        threshold=threshold)
@@ -202,7 +205,7 @@ def write_report(args, summary, rates, threshold, size=None, geometry=None, dete
         geometry = sidecar.face_geometry(args.model_path)
         detector = (labelling.load_face_detector(args.cache_dir, args.backend)
                     if args.detect_faces else None)
-    tiles = audit.faces_to_show(args, rates, threshold, size, geometry, detector)
+    tiles = gallery.faces_to_show(args, rates, threshold, size, geometry, detector)
     strips = (video.timelines(audit.read_rows(args.output), args.every)
               if "video" in summary["audit"] else None)
     print(f"wrote {report.write(args.report, report.audit_page(summary['audit'], tiles, strips))}")

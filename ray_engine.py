@@ -312,6 +312,8 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
 
     rows, skipped, no_face = read_shards(folder, manifest)
     summary = labelling.finish(args, files, videos, rows, skipped, no_face, threshold, source)
+    if videos:  # one row per track beside the CSV, and --annotate's frames
+        video.finish_tracks(args, labelling.csv_header(args), rows, videos, skipped, threshold)
     video.remove_progress(args.output)
     per_node = {}
     for shard in manifest["done"].values():
