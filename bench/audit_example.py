@@ -17,10 +17,9 @@ import tempfile
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-import data  # noqa: E402
-from common import CLASS_NAMES  # noqa: E402
+from facegender.data import images as data  # noqa: E402
+from facegender.core.common import CLASS_NAMES  # noqa: E402
 
 
 def main(argv=None):

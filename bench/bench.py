@@ -43,18 +43,18 @@ import time
 from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras  # noqa: E402
 
-import data  # noqa: E402
-import faces  # noqa: E402
-import inference  # noqa: E402
-import model as model_lib  # noqa: E402
-import pipeline  # noqa: E402
+from facegender.data import images as data  # noqa: E402
+from facegender.faces import finder as faces  # noqa: E402
+from facegender.runtime import conversion, inference  # noqa: E402
+from facegender.model import network as model_lib  # noqa: E402
+from facegender.model import sidecar  # noqa: E402
+from facegender.data import pipeline  # noqa: E402
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,9 +170,9 @@ def aligned_copy(model_path, folder):
     (for timing: a model not trained on aligned crops scores them worse)."""
     copy = os.path.join(folder, "aligned.h5")
     shutil.copy2(model_path, copy)
-    side = model_lib.load_sidecar(model_path)
+    side = sidecar.load_sidecar(model_path)
     side["face_geometry"] = faces.Geometry("aligned", 1.0).to_dict()
-    with open(model_lib.sidecar_path(copy), "w") as f:
+    with open(sidecar.sidecar_path(copy), "w") as f:
         json.dump(side, f)
     return copy
 
@@ -190,7 +190,7 @@ def bench_scripts(model, model_path, folder, batch_size, limit):
     model.predict(images[:batch_size], verbose=0)
     keras_rate = limit / min(timed(lambda: model.predict(images, batch_size=batch_size,
                                                          verbose=0)) for _ in range(3))
-    bf16 = inference.cpu_has_bf16(ov.Core())  # what the default precision runs here
+    bf16 = conversion.cpu_has_bf16(ov.Core())  # what the default precision runs here
     with tempfile.TemporaryDirectory(prefix="bench-scripts-") as tmp:
         cache = os.path.join(tmp, "cache")
         aligned = aligned_copy(model_path, tmp)
@@ -329,12 +329,12 @@ def openvino_runners(model, model_path, threshold):
     near `threshold` scored again in float32 (what --precision bf16 runs); or {} where
     OpenVINO is missing. The bfloat16 rows are left out on a CPU without bfloat16, where
     --precision bf16 runs float32 and they would time float32 under another name."""
-    if not inference.openvino_available():
+    if not conversion.openvino_available():
         print("  (OpenVINO is not installed: its rows are left out)")
         return {}
     runners = {"openvino f32": inference.make_runner(model, "openvino", "f32", model_path)}
     import openvino as ov
-    if not inference.cpu_has_bf16(ov.Core()):
+    if not conversion.cpu_has_bf16(ov.Core()):
         print("  (this CPU has no bfloat16: the bf16 rows are left out)")
         return runners
     return {**runners,
@@ -517,7 +517,7 @@ def bench_export(model_path, model, agreement_sets, calibration_dir, threshold):
     ({name: image paths}), images the calibration never saw. max |dP| is the largest change of
     a score against Keras over all of them.
     """
-    import export
+    from facegender.model import export
     size = model_lib.input_size(model)
     sets = {name: np.stack([data.load_image(p, size) for p in paths]).astype(np.float32)
             for name, paths in agreement_sets.items()}
@@ -560,11 +560,11 @@ def bench_features(model, data_path, batch_size, limit):
     empty cache; on each backend, same images. OpenVINO runs twice: converting the extractor
     that both caches share (a first run on these weights), and reading its conversion back
     from the cache (any later run)."""
-    import features
+    from facegender.training import features
     folders = [os.path.join(data_path, part) for part in ("train", "dev")]
     path_lists = [data.list_labeled_images(folder)[0][:limit] for folder in folders]
     layer = model_lib.FEATURE_MAP_LAYER
-    passes = ["keras"] + (["openvino", "openvino cached"] if inference.openvino_available()
+    passes = ["keras"] + (["openvino", "openvino cached"] if conversion.openvino_available()
                           else [])
     print(f"\n[features] the fast recipe's feature caching: pooled features, then feature maps "
           f"at {layer}, both views, of {' and '.join(map(str, map(len, path_lists)))} images "
@@ -632,7 +632,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     model = model_lib.load_model(args.model_path)
-    threshold = float(model_lib.load_sidecar(args.model_path).get("threshold", 0.5))
+    threshold = float(sidecar.load_sidecar(args.model_path).get("threshold", 0.5))
     dev = os.path.join(args.data_path, "dev")
     dev_paths = data.list_labeled_images(dev)[0]
     print(f"machine: {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "

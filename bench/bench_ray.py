@@ -40,8 +40,7 @@ def timed(command, env=None):
 
 
 def image_files(folder):
-    sys.path.insert(0, ROOT)
-    import data
+    from facegender.data import images as data
     return data.list_image_files(folder)
 
 

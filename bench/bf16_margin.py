@@ -17,15 +17,14 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-import data  # noqa: E402
-import inference  # noqa: E402
-import model as model_lib  # noqa: E402
-import sidecar  # noqa: E402
-from common import default_cache_dir  # noqa: E402
+from facegender.data import images as data  # noqa: E402
+from facegender.runtime import inference  # noqa: E402
+from facegender.model import network as model_lib  # noqa: E402
+from facegender.model import sidecar  # noqa: E402
+from facegender.core.common import default_cache_dir  # noqa: E402
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +40,7 @@ def main(argv=None):
 
     model = model_lib.load_model(args.model_path)
     size = model_lib.input_size(model)
-    threshold = model_lib.decision_threshold(args.model_path)[0]
+    threshold = sidecar.decision_threshold(args.model_path)[0]
     geometry = sidecar.face_geometry(args.model_path)
     runners = {precision: inference.make_runner(model, "openvino", precision, args.model_path)
                for precision in ("f32", "bf16")}

@@ -20,12 +20,11 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-import data  # noqa: E402
-import faces  # noqa: E402
+from facegender.data import images as data  # noqa: E402
+from facegender.faces import finder as faces  # noqa: E402
 
 
 def sample(folders, limit, seed=0):

@@ -15,20 +15,18 @@ comes from a model trained on crops as given, which favours `none`.
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-import attributes  # noqa: E402
-import data  # noqa: E402
-import faces  # noqa: E402
-import features  # noqa: E402
-import metrics  # noqa: E402
-import model as model_lib  # noqa: E402
-from common import default_cache_dir  # noqa: E402
+from facegender.data import attributes  # noqa: E402
+from facegender.data import images as data  # noqa: E402
+from facegender.faces import finder as faces  # noqa: E402
+from facegender.training import features  # noqa: E402
+from facegender.evaluation import metrics  # noqa: E402
+from facegender.model import network as model_lib  # noqa: E402
+from facegender.core.common import default_cache_dir  # noqa: E402
 
 AGE_SOURCES = ("utkface", "aaf")
 DEGRADATIONS = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "sunny")

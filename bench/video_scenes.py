@@ -19,7 +19,7 @@ FPS = 25
 def pick_people(folders, n, seed):
     """[(path, label)] of `n` images drawn at random (seeded) from the pooled labelled folders
     (each holding female/ and male/)."""
-    import data
+    from facegender.data import images as data
     pool = []
     for folder in folders:
         paths, labels = data.list_labeled_images(folder, required=())

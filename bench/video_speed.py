@@ -18,12 +18,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import video_scenes  # bench/ is the script's folder, first on the path
+from video_tracks import SOURCES, read_csv, score
 
-import video_scenes  # noqa: E402
-from video_tracks import SOURCES, read_csv, score  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None):

@@ -10,16 +10,15 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 from PIL import ImageOps  # noqa: E402
 
 import keras  # noqa: E402
 
-import augment  # noqa: E402
-import data  # noqa: E402
-import plots  # noqa: E402
+from facegender.data import augment  # noqa: E402
+from facegender.data import images as data  # noqa: E402
+from facegender.drawing import plots  # noqa: E402
 
 
 def draw(image_path, out_path, size=224, seed=0):

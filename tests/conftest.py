@@ -10,7 +10,6 @@ does not inherit the setting.
 import hashlib
 import json
 import os
-import sys
 
 try:
     import fcntl
@@ -21,8 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# The repository root: pytest.ini's `pythonpath = .` puts it on the path, so the tests import
+# the facegender package as an installed copy would be imported; child processes run there.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The suite's models are tiny and mostly run eagerly, op by op, where oneDNN's per-op set-up
 # costs more than its kernels save: test_stages.py and the float16 export test took about a
@@ -156,8 +156,8 @@ def backbone_weights(tmp_path_factory, image_folder):
     makes the features depend on the image, as pretrained ones do.
     """
     import keras
-    import data
-    from model import build_backbone
+    from facegender.data import images as data
+    from facegender.model.network import build_backbone
 
     def make(folder):
         keras.utils.set_random_seed(0)
@@ -195,7 +195,7 @@ def trained(tmp_path_factory, image_folder, backbone_weights):
     would cost every test worker several seconds more. The tests of training itself
     (test_train.py, test_stages.py) train the backbone too.
     """
-    import train_model
+    from facegender.cli import train as train_model
 
     def make(out):
         model_path = str(out / "model_balanced.h5")

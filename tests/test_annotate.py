@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import annotate
-import predict
+from facegender.drawing import annotate
+from facegender.cli import predict
 from conftest import face_like_image, tree_hashes
 from test_predict import group_photo
 

@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-import audit
-import model as model_lib
-import predict
-import test_script
-from common import ModelError
+from facegender.labelling import audit
+from facegender.model.sidecar import check_sidecar, sidecar_path
+from facegender.cli import predict
+from facegender.cli import evaluate as test_script
+from facegender.core.common import ModelError
 
 
 def copy_model(trained, folder):
@@ -24,7 +24,7 @@ def copy_model(trained, folder):
 
 
 def edit_sidecar(model_path, **changes):
-    path = model_lib.sidecar_path(model_path)
+    path = sidecar_path(model_path)
     sidecar = json.load(open(path))
     for key, value in changes.items():
         if value is None:
@@ -152,11 +152,11 @@ def test_the_share_per_sub_folder(trained, tmp_path):
 
 def test_store_error_rates_writes_the_sidecar_and_it_is_checked(trained, tmp_path, capsys):
     model = copy_model(trained, tmp_path / "model")
-    before = json.load(open(model_lib.sidecar_path(model)))
+    before = json.load(open(sidecar_path(model)))
     assert test_script.main(["--data_path", trained["data"], "--model_path", model,
                              "--output_dir", str(tmp_path / "eval"), "--no_copy",
                              "--verbose", "0", "--store_error_rates"]) == 0
-    after = json.load(open(model_lib.sidecar_path(model)))
+    after = json.load(open(sidecar_path(model)))
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
     record = after.pop("error_rates")
     assert record["confusion_matrix"] == metrics["model_threshold"]["confusion_matrix"]
@@ -170,7 +170,7 @@ def test_store_error_rates_writes_the_sidecar_and_it_is_checked(trained, tmp_pat
     assert stopped.value.code == 2
     assert "leave out --threshold" in capsys.readouterr().err
 
-    check = model_lib.check_sidecar
+    check = check_sidecar
     check({"error_rates": {"confusion_matrix": [[1, 2], [3, 4]], "threshold": 0.4}}, "s.json")
     for bad in ({"confusion_matrix": [[1, 2]], "threshold": 0.4},
                 {"confusion_matrix": [[1, -2], [3, 4]], "threshold": 0.4},

@@ -4,8 +4,8 @@ import tensorflow as tf
 
 import keras
 
-from augment import (KINDS, RandomAffine, RandomDegradation, affine_transforms, degrade,
-                     make_augmentation)
+from facegender.data.augment import (KINDS, RandomAffine, RandomDegradation, affine_transforms,
+                                     degrade, make_augmentation)
 
 
 def face_batch(n=len(KINDS), size=48, seed=0):

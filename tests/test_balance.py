@@ -6,10 +6,10 @@ import os
 import numpy as np
 from PIL import Image
 
-import data
-import pipeline
-import splits
-import train_model
+from facegender.data import images as data
+from facegender.data import pipeline
+from facegender.data import splits
+from facegender.cli import train as train_model
 
 # (class, age) -> how many images: deliberately lopsided, as UTKFace is (few old women).
 GROUPS = {("female", 25): 30, ("female", 65): 3, ("male", 25): 8, ("male", 65): 12}

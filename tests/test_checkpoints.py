@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-import train_model
-from callbacks import CheckpointFolder
+from facegender.cli import train as train_model
+from facegender.training.callbacks import CheckpointFolder
 from conftest import IMAGE_SIZE, ROOT, TINY_TRAINING, tree_hashes
 
 
@@ -190,11 +190,12 @@ def test_a_second_run_on_a_held_checkpoint_folder_is_refused(trained, tmp_path, 
 
 def test_a_killed_run_leaves_no_lock_behind(tmp_path):
     folder = tmp_path / "ckpt"
-    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); "
-            "from callbacks import CheckpointFolder; held = CheckpointFolder(sys.argv[2]); "
+    code = ("import sys, time; "
+            "from facegender.training.callbacks import CheckpointFolder; "
+            "held = CheckpointFolder(sys.argv[1]); "
             "print('held', flush=True); time.sleep(60)")
-    child = subprocess.Popen([sys.executable, "-c", code, ROOT, str(folder)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder)],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert child.stdout.readline().strip() == "held"
         with pytest.raises(Exception, match="in use by another training run"):

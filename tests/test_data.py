@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import data
-import pipeline
+from facegender.data import images as data
+from facegender.core.common import DataError
+from facegender.data import pipeline
 from conftest import make_image_folder
 
 
@@ -20,7 +21,7 @@ def test_class_folders_match_any_letter_case(tmp_path):
 
 def test_missing_class_folder_is_named(tmp_path):
     make_image_folder(str(tmp_path), per_class=2, names=("female", "other"))
-    with pytest.raises(data.DataError, match=r"male: class folder missing"):
+    with pytest.raises(DataError, match=r"male: class folder missing"):
         data.find_class_dirs(str(tmp_path))
 
 
@@ -28,15 +29,15 @@ def test_empty_class_folder_is_named(tmp_path):
     make_image_folder(str(tmp_path), per_class=2)
     for name in os.listdir(tmp_path / "male"):
         os.remove(tmp_path / "male" / name)
-    with pytest.raises(data.DataError, match=r"male: class folder holds no images"):
+    with pytest.raises(DataError, match=r"male: class folder holds no images"):
         data.list_labeled_images(str(tmp_path))
 
 
 def test_missing_and_file_data_paths_are_errors(tmp_path):
-    with pytest.raises(data.DataError, match="no such folder"):
+    with pytest.raises(DataError, match="no such folder"):
         data.find_class_dirs(str(tmp_path / "nope"))
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(data.DataError, match="is a file"):
+    with pytest.raises(DataError, match="is a file"):
         data.find_class_dirs(str(tmp_path / "file.txt"))
 
 
@@ -200,5 +201,5 @@ def test_find_sources_takes_folders_and_folders_of_sources(tmp_path):
     assert [folder for _, folder in found] == [
         str(tmp_path / "one"), str(tmp_path / "many" / "x" / "dev"), str(tmp_path / "many" / "y")]
     assert len({name for name, _ in found}) == 3
-    with pytest.raises(data.DataError, match="neither female/ nor male/"):
+    with pytest.raises(DataError, match="neither female/ nor male/"):
         data.find_sources([str(tmp_path / "many" / "empty")])

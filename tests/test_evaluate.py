@@ -6,7 +6,8 @@ import shutil
 import pytest
 from PIL import Image
 
-import test_script
+from facegender.cli import evaluate as test_script
+from facegender.evaluation import evaluate
 from conftest import make_image_folder, tree_hashes
 
 
@@ -63,8 +64,8 @@ def test_copies_never_overwrite_same_named_files(tmp_path):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "face.jpg").write_bytes(sub.encode())
     out = str(tmp_path / "out")
-    dests = [test_script.copy_misclassified(str(tmp_path / sub / "face.jpg"), "female", "male",
-                                            0.8123, out) for _ in range(2) for sub in ("a", "b")]
+    dests = [evaluate.copy_misclassified(str(tmp_path / sub / "face.jpg"), "female", "male",
+                                         0.8123, out) for _ in range(2) for sub in ("a", "b")]
     assert [os.path.basename(d) for d in dests] == [
         "face_p0.812.jpg", "face_p0.812_1.jpg", "face_p0.812_2.jpg", "face_p0.812_3.jpg"]
     assert [open(d, "rb").read() for d in dests] == [b"a", b"b", b"a", b"b"]
@@ -75,7 +76,7 @@ def test_copies_never_overwrite_same_named_files(tmp_path):
 
 def test_a_second_run_replaces_its_copies_and_leaves_predict_s_csv_and_the_user_s_files(
         trained, tmp_path, capsys):
-    import predict
+    from facegender.cli import predict
     folder = tmp_path / "data"
     shutil.copytree(trained["data"], folder)
     shutil.copyfile(folder / "female" / "img_00_a.jpg", folder / "male" / "twin.jpg")

@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-import data
-import export
+from facegender.data import images as data
+from facegender.cli import export as export_cli
+from facegender.model import export
 from conftest import tree_hashes
 
 
@@ -39,7 +40,7 @@ def test_int8_export_agrees_with_a_model_it_can_represent(image_folder, tmp_path
     # net can be represented, and checks what export.py controls: calibration on the images as
     # the model sees them (raw 0..255), float input and output. Agreement on real faces with
     # the shipped model is measured by bench/bench.py.
-    import model as model_lib
+    from facegender.model import network as model_lib
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
@@ -72,7 +73,7 @@ def test_int8_export_agrees_with_a_model_it_can_represent(image_folder, tmp_path
 
 
 def test_int8_without_calibration_images_is_a_clear_error(trained, tmp_path, capsys):
-    assert export.main(["--model_path", trained["model"], "--output_dir", str(tmp_path)]) == 2
+    assert export_cli.main(["--model_path", trained["model"], "--output_dir", str(tmp_path)]) == 2
     assert "--calibration_path" in capsys.readouterr().err
 
 
@@ -89,7 +90,7 @@ def test_int8_with_0_calibration_images_is_refused_and_nothing_written(trained, 
                                                                         tmp_path, capsys):
     before = tree_hashes(trained["dir"]), tree_hashes(image_folder)
     with pytest.raises(SystemExit) as stop:
-        export.main(["--model_path", trained["model"], "--output_dir", str(tmp_path),
+        export_cli.main(["--model_path", trained["model"], "--output_dir", str(tmp_path),
                      "--calibration_path", image_folder, "--calibration_images", "0"])
     assert stop.value.code == 2
     assert "--calibration_images 0: must be at least 1" in capsys.readouterr().err
@@ -106,7 +107,7 @@ def test_int8_on_images_that_do_not_decode_is_refused_and_nothing_written(traine
     out = tmp_path / "out"
     out.mkdir()
     before = tree_hashes(trained["dir"]), tree_hashes(str(broken))
-    code = export.main(["--model_path", trained["model"], "--output_dir", str(out),
+    code = export_cli.main(["--model_path", trained["model"], "--output_dir", str(out),
                         "--calibration_path", str(broken)])
     assert code == 2
     assert f"{broken}: none of its images decodes" in capsys.readouterr().err
@@ -118,7 +119,7 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_converting(train
                                                                            capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    code = export.main(["--model_path", trained["model"], "--output_dir", str(blocker / "out"),
+    code = export_cli.main(["--model_path", trained["model"], "--output_dir", str(blocker / "out"),
                         "--formats", "float16"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import data
-import faces
-import predict
-import test_script
+from facegender.data import images as data
+from facegender.core.common import UsageError
+from facegender.faces import finder as faces
+from facegender.cli import predict
+from facegender.cli import evaluate as test_script
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)]
 
@@ -73,7 +74,7 @@ def test_geometry_names_parse_and_bad_ones_are_refused():
     assert faces.parse_geometry("aligned") == faces.Geometry("aligned", 1.0)
     assert faces.parse_geometry("box:1.4") == faces.Geometry("box", 1.4)
     for bad in ("oval", "aligned:x", "box:9"):
-        with pytest.raises(faces.UsageError):
+        with pytest.raises(UsageError):
             faces.parse_geometry(bad)
     assert faces.geometry_of({}) is None  # an old sidecar: as given
     assert faces.geometry_of({"face_geometry": {"kind": "box", "scale": 1.2}}) == \
@@ -217,7 +218,7 @@ def model_with_geometry(trained, folder, geometry):
 
 
 def expected_scores(model_path, paths, found, geometry):
-    import model as model_lib
+    from facegender.model import network as model_lib
     model = model_lib.load_model(model_path)
     size = model_lib.input_size(model)
     images = np.stack([data.load_image(p, size, found.get(p), geometry) for p in paths])
@@ -284,7 +285,7 @@ def test_mtcnn_finds_grace_hoppers_face_with_its_landmarks_in_place(portrait):
 
 def test_training_writes_its_geometry_and_counts_the_images_without_a_face(trained, tmp_path,
                                                                          monkeypatch):
-    import train_model
+    from facegender.cli import train as train_model
     from conftest import TINY_TRAINING
 
     # The synthetic images hold no face a finder could find: every one is used as given and

@@ -9,9 +9,11 @@ import pytest
 from PIL import Image
 from sklearn.metrics import f1_score
 
-import attributes
-import metrics
-import test_script
+from facegender.data import attributes
+from facegender.evaluation import metrics
+from facegender.cli import evaluate as test_script
+from facegender.evaluation import evaluate
+from facegender.drawing import plots
 from conftest import make_image_folder
 
 
@@ -188,7 +190,7 @@ def test_malformed_attributes_exit_2_with_one_line_and_nothing_written(
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the attributes were checked")
 
-    monkeypatch.setattr(test_script.inference, "load_runner", never)
+    monkeypatch.setattr(evaluate.inference, "load_runner", never)
     out = tmp_path / "eval"
     assert run(["--data_path", folder, "--model_path", trained["model"],
                 "--output_dir", str(out)]) == 2
@@ -204,13 +206,13 @@ def test_recall_by_age_leaves_unknown_off_the_axis_and_skips_empty_cells(tmp_pat
     rows = metrics.factor_table(["20s", "20s", "60+", "unknown", "unknown"],
                                 np.array([0, 1, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.1, 0.9]),
                                 0.5, order=attributes.band_order)
-    fig = test_script.plots.recall_by_age_figure([("Recall by age band, set", rows)])
+    fig = plots.recall_by_age_figure([("Recall by age band, set", rows)])
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["20s\n2", "60+\n1"]
     assert "2 without an age" in ax.get_title()
     female, male = (bars.lines[0].get_ydata() for bars in ax.containers)  # one per class
     assert female[0] == 1.0 and np.isnan(female[1])  # no woman in 60+: no point
     assert list(male) == [1.0, 0.0]
-    test_script.plots.save(fig, str(tmp_path / "age.png"))
+    plots.save(fig, str(tmp_path / "age.png"))
     with Image.open(tmp_path / "age.png") as img:
         assert img.size == (605, 440)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import data
-import features
-import model as model_lib
-import train_model
+from facegender.data import images as data
+from facegender.training import features
+from facegender.model import network as model_lib
+from facegender.cli import train as train_model
 from conftest import IMAGE_SIZE, TINY_TRAINING
 
 
@@ -76,7 +76,7 @@ def test_recipe_presets_set_defaults_and_flags_override_them():
 
 
 def test_feature_maps_match_the_lower_blocks_and_come_back_from_the_cache(trained, tmp_path):
-    import model as model_lib
+    from facegender.model import network as model_lib
     model = keras.models.load_model(trained["model"], compile=False)
     paths, _ = data.list_labeled_images(trained["data"])
     paths = paths[:3] + paths[-3:]
@@ -104,7 +104,7 @@ def test_the_extractor_is_converted_once_for_both_caches_and_both_passes(
         trained, tmp_path, monkeypatch):
     import openvino as ov
 
-    import model as model_lib
+    from facegender.model import network as model_lib
     # The cache root given is the only one used: $FACEGENDER_CACHE is not read.
     monkeypatch.setenv("FACEGENDER_CACHE", str(tmp_path / "elsewhere"))
     model = keras.models.load_model(trained["model"], compile=False)
@@ -137,7 +137,7 @@ def test_the_extractor_is_converted_once_for_both_caches_and_both_passes(
 def tiny_classifier(size=16, channels=32):
     """A stand-in for build_model's structure (scaling, backbone with a named inner layer,
     head), small enough to run thousands of images in seconds."""
-    import model as model_lib
+    from facegender.model import network as model_lib
     keras.utils.set_random_seed(0)
     inner = keras.Input((size, size, 3))
     maps = keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
@@ -162,7 +162,7 @@ def tiny_images(folder, count, size=16):
 
 
 def expected_maps(model, paths, size=16):
-    import model as model_lib
+    from facegender.model import network as model_lib
     backbone = model.get_layer(model_lib.BACKBONE_NAME)
     images = np.stack([data.load_image(p, size) for p in paths]).astype("float32")
     return (np.asarray(backbone(images / 127.5 - 1.0)),
@@ -170,8 +170,8 @@ def expected_maps(model, paths, size=16):
 
 
 def test_an_interrupted_extraction_leaves_nothing_that_is_reused(tmp_path, monkeypatch):
-    import inference
-    import model as model_lib
+    from facegender.runtime import inference
+    from facegender.model import network as model_lib
     model = tiny_classifier()
     paths = tiny_images(str(tmp_path / "images"), 40)
     cache = tmp_path / "cache"
@@ -213,7 +213,7 @@ def test_an_interrupted_extraction_leaves_nothing_that_is_reused(tmp_path, monke
 
 def test_feature_maps_stream_to_disk_with_bounded_memory(tmp_path):
     import tracemalloc
-    import model as model_lib
+    from facegender.model import network as model_lib
     model = tiny_classifier()
     paths = tiny_images(str(tmp_path / "images"), 3000)
     full_bytes = 2 * len(paths) * 16 * 16 * 32 * 2  # two views, float16
@@ -238,7 +238,7 @@ def test_feature_maps_stream_to_disk_with_bounded_memory(tmp_path):
 def test_a_truncated_cache_entry_is_rebuilt_not_used(tmp_path):
     # The arrays' headers give their shapes: a file shorter than its header says (a disk
     # that filled, a copy cut short) fails to load and the entry is extracted again.
-    import model as model_lib
+    from facegender.model import network as model_lib
     model = tiny_classifier()
     paths = tiny_images(str(tmp_path / "images"), 12)
     cache = tmp_path / "cache"

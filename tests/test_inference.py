@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-import data
-import inference
-import model as model_lib
-import predict
-import test_script
+from facegender.data import images as data
+from facegender.runtime import conversion, inference
+from facegender.model import network as model_lib
+from facegender.cli import predict
+from facegender.cli import evaluate as test_script
 from conftest import IMAGE_SIZE, face_like_image
 
 
@@ -116,9 +116,9 @@ def test_a_changed_model_file_replaces_its_older_conversion(tmp_path):
     os.utime(path, ns=(0, 10**18))  # the file changed: a new key
     inference.make_runner(model, "openvino", model_path=path, cache_dir=str(cache))
     after = sorted(os.listdir(cache / "openvino"))
-    new_key = inference.model_file_key(path)
+    new_key = conversion.model_file_key(path)
     assert after == sorted([f"{new_key}.xml", f"{new_key}.bin",
-                            *[f for f in before if f.startswith(inference.model_file_key(other))]])
+                            *[f for f in before if f.startswith(conversion.model_file_key(other))]])
 
 
 def test_a_model_openvino_cannot_convert_runs_on_keras_with_one_line(trained, tmp_path,
@@ -146,7 +146,7 @@ def test_a_model_openvino_cannot_convert_runs_on_keras_with_one_line(trained, tm
 
 def test_keras_backend_works_without_openvino(trained, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails
-    assert not inference.openvino_available()
+    assert not conversion.openvino_available()
     rng = np.random.default_rng(0)
     face_like_image(1, rng).save(tmp_path / "a.png")
     for backend in ("keras", "auto"):
@@ -172,7 +172,7 @@ def test_keras_backend_works_without_openvino(trained, tmp_path, monkeypatch, ca
 @pytest.mark.parametrize("has_bf16", [True, False])
 def test_bf16_is_used_where_the_cpu_has_it_and_a_threshold_keeps_the_labels(has_bf16,
                                                                           monkeypatch, capsys):
-    monkeypatch.setattr(inference, "cpu_has_bf16", lambda core: has_bf16)
+    monkeypatch.setattr(conversion, "cpu_has_bf16", lambda core: has_bf16)
     model = small_model()
     # auto, the default: bf16 only with a threshold to recheck near, and said nowhere.
     assert inference.make_runner(model, "openvino").name == "openvino f32"
@@ -361,7 +361,7 @@ def test_a_damaged_conversion_in_the_cache_is_converted_again_not_used(tmp_path,
     model_lib.save_model(model, path)
     cache = tmp_path / "cache"
     inference.make_runner(model, "openvino", model_path=path, cache_dir=str(cache))
-    xml = cache / "openvino" / f"{inference.model_file_key(path)}.xml"
+    xml = cache / "openvino" / f"{conversion.model_file_key(path)}.xml"
     target = xml.with_suffix(".bin") if "weights" in damage else xml
     blob = target.read_bytes()
     target.write_bytes(blob[:len(blob) // 2])

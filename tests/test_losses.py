@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from losses import BinaryFocalLoss
+from facegender.model.losses import BinaryFocalLoss
 
 
 def focal_by_hand(y, p, alpha, gamma):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-import metrics
+from facegender.evaluation import metrics
 
 
 def test_macro_f1_curve_agrees_with_scikit_learn():

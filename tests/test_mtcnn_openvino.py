@@ -12,14 +12,14 @@ import sys
 import numpy as np
 import pytest
 
-import conversions
-import data
-import faces
-import inference
-import mtcnn_openvino
+from facegender.core import conversions
+from facegender.data import images as data
+from facegender.faces import finder as faces
+from facegender.runtime import conversion
+from facegender.faces import mtcnn_openvino
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(not inference.openvino_available(), reason="needs OpenVINO")
+pytestmark = pytest.mark.skipif(not conversion.openvino_available(), reason="needs OpenVINO")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,8 @@ def test_threads_finding_at_once_find_what_one_finds(portrait, finders):
 NO_TENSORFLOW = """
 import json, sys
 import numpy as np
-import data, faces
+from facegender.data import images as data
+from facegender.faces import finder as faces
 photo = data.open_rgb(sys.argv[1], 2000)[0]
 found = faces.face_finder().find([np.asarray(photo)], min_face_size=40)[0]
 print(json.dumps([face.to_list() for face in found]))

@@ -9,21 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import common
-import data
-import faces
-import inference
-import workers
+from facegender.core import common
+from facegender.data import images as data
+from facegender.faces import finder as faces
+from facegender.runtime import conversion
+from facegender.core import workers
 from conftest import ROOT
 
-needs_openvino = pytest.mark.skipif(not inference.openvino_available(), reason="needs OpenVINO")
+needs_openvino = pytest.mark.skipif(not conversion.openvino_available(), reason="needs OpenVINO")
 
 # A fresh process finds faces on two threads at once, both making their first inference
 # together: the race that deadlocked inside OpenVINO's Python binding (1 run in 40 here).
 FIRST_CALLS_AT_ONCE = """
 import threading
 import numpy as np
-import faces
+from facegender.faces import finder as faces
 finder = faces.OpenVINOFaceFinder()
 rng = np.random.default_rng(0)
 side = faces.CROP_DETECT_SIDE
@@ -122,7 +122,8 @@ def test_an_openvino_request_that_never_finishes_is_an_error_not_a_hang():
 # joins every worker thread) would wait on it forever.
 STUCK_SCRIPT = """
 import sys, threading
-import cli, common
+from facegender.cli import options as cli
+from facegender.core import common
 threading.Thread(target=threading.Event().wait).start()  # a worker that never ends
 def work():
     raise common.StuckWorker("a face-finding thread gave no result in 1 s and is stuck")

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-import inference
+from facegender.runtime import conversion
 from conftest import ROOT, face_like_image
 
-pytestmark = pytest.mark.skipif(not inference.openvino_available(), reason="needs OpenVINO")
+pytestmark = pytest.mark.skipif(not conversion.openvino_available(), reason="needs OpenVINO")
 
 TF_START_UP = ("absl::InitializeLog", "oneDNN custom operations")
 
@@ -74,7 +74,8 @@ def test_predict_and_test_script_on_a_cached_conversion_import_no_tensorflow(tra
 
 
 def test_tensorflow_start_up_lines_are_hidden_unless_asked_for():
-    code = ("import sys, quiet; quiet.hide_tensorflow_start_up(); import tensorflow; "
+    code = ("import sys; from facegender.core import quiet; quiet.hide_tensorflow_start_up(); "
+            "import tensorflow; "
             "sys.stderr.write('imported'); "
             "quiet.show_tensorflow_start_up() if sys.argv[1] == 'show' else None")
     runs = {}

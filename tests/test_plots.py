@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import diagnostics
-import plots
+from facegender.evaluation import curves
+from facegender.drawing import plots
 
 
 def texts(ax):
@@ -38,7 +38,7 @@ def test_training_curves_draw_what_the_history_has(tmp_path):
 def test_curves_mark_the_operating_point():
     y = np.array([0, 0, 0, 1, 1])
     scores = np.array([0.1, 0.6, 0.2, 0.7, 0.4])
-    point = diagnostics.operating_point(y, scores, 0.5)
+    point = curves.operating_point(y, scores, 0.5)
     roc = plots.roc_figure(y, scores, point).axes[0]
     marker = [line for line in roc.lines if line.get_marker() == "o"]
     assert len(marker) == 1
@@ -47,15 +47,15 @@ def test_curves_mark_the_operating_point():
     marker = [line for line in pr.lines if line.get_marker() == "o"]
     assert (marker[0].get_xdata()[0], marker[0].get_ydata()[0]) == pytest.approx((0.5, 0.5))
     # Nothing called male: precision is undefined and no point is drawn.
-    none = diagnostics.operating_point(y, scores, 0.99)
+    none = curves.operating_point(y, scores, 0.99)
     pr = plots.precision_recall_figure(y, scores, none).axes[0]
     assert not [line for line in pr.lines if line.get_marker() == "o"]
 
 
 def test_reliability_diagram_draws_the_reported_bins():
     y, scores = [1, 0, 0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25, 0.95, 0.95]
-    bins = diagnostics.reliability_bins(y, scores)
-    fig = plots.reliability_figure(bins, diagnostics.expected_calibration_error(y, scores))
+    bins = curves.reliability_bins(y, scores)
+    fig = plots.reliability_figure(bins, curves.expected_calibration_error(y, scores))
     top, bottom = fig.axes
     curve = [line for line in top.lines if line.get_marker() == "s"][0]
     # One point per non-empty bin, at (mean P(male), male share) as in metrics.json.

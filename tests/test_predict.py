@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import faces
-import labelling
-import predict
+from facegender.core.common import ModelError
+from facegender.faces import finder as faces
+from facegender.labelling import photos as labelling
+from facegender.cli import predict
 from conftest import face_like_image, tree_hashes
 
 
@@ -81,8 +82,8 @@ def test_predict_folders_and_files_writes_csv_and_skips_unreadable(trained, tmp_
 
 
 def test_predict_matches_the_model_and_threshold_overrides(trained, tmp_path):
-    import data
-    import model as model_lib
+    from facegender.data import images as data
+    from facegender.model import network as model_lib
     out = tmp_path / "pred.csv"
     assert run([trained["data"], "--model_path", trained["model"], "--output", str(out),
                 "--threshold", "0", "--precision", "f32"]) == 0  # the scores Keras gives
@@ -332,7 +333,7 @@ def test_a_detector_that_fails_on_a_photo_stops_the_run_with_its_cause(trained, 
     args = predict.parse_args([str(tmp_path / "one.png"), "--model_path", trained["model"],
                                "--detect_faces", "--output", str(tmp_path / "f.csv"),
                                "--verbose", "0"])
-    with pytest.raises(labelling.ModelError, match="face detector failed.*finder exploded"):
+    with pytest.raises(ModelError, match="face detector failed.*finder exploded"):
         predict.run(args, detector=Broken())
     assert "unreadable" not in capsys.readouterr().err
 

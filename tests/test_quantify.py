@@ -4,7 +4,7 @@ with a known share of women, scored by a stub scorer with known error rates."""
 import numpy as np
 import pytest
 
-import quantify
+from facegender.evaluation import quantify
 
 THRESHOLD = 0.5
 

@@ -12,9 +12,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-import model as model_lib  # noqa: E402
-import predict  # noqa: E402
-import ray_engine  # noqa: E402
+from facegender.model import network as model_lib  # noqa: E402
+from facegender.cli import predict  # noqa: E402
+from facegender.labelling import ray_engine  # noqa: E402
+from facegender.core.common import DataError  # noqa: E402
 from conftest import ROOT, face_like_image, tree_hashes  # noqa: E402
 from test_inference import small_model  # noqa: E402
 from test_predict import group_photo  # noqa: E402
@@ -108,7 +109,7 @@ def test_a_video_on_ray_is_one_task_and_gives_the_rows_of_the_plain_run(ray_star
                                                                        tmp_path):
     # Two seconds of a still group photo beside the photo itself: the video is one shard,
     # scored by an actor with the real face finder, its rows timed as the plain run's.
-    import audit
+    from facegender.labelling import audit
     from test_video import group_clip
     folder = tmp_path / "archive"
     folder.mkdir()
@@ -198,7 +199,7 @@ def test_a_lost_actor_stops_with_one_line_and_the_same_command_continues(
     plain, out = tmp_path / "plain.csv", tmp_path / "ray.csv"
     assert predict.main(flags + ["--output", str(plain)]) == 0
     args = predict.parse_args(flags + ["--output", str(out), "--engine", "ray"])
-    with pytest.raises(ray_engine.DataError, match="every Ray actor was lost; run the same "
+    with pytest.raises(DataError, match="every Ray actor was lost; run the same "
                                                    "command again"):
         ray_engine.run(args, shard_files=4)
     assert os.path.exists(died) and not out.exists()

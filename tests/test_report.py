@@ -11,10 +11,10 @@ from html.parser import HTMLParser
 import numpy as np
 from PIL import Image
 
-import data
-import predict
-import report
-import test_script
+from facegender.data import images as data
+from facegender.cli import predict
+from facegender.drawing import report
+from facegender.cli import evaluate as test_script
 from test_audit import make_sample, scores_of
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import data
-import test_script
-import train_model
+from facegender.data import images as data
+from facegender.cli import evaluate as test_script
+from facegender.evaluation.evaluate import copy_misclassified
+from facegender.cli import train as train_model
 from conftest import ROOT, TINY_TRAINING, make_image_folder, tree_hashes
 from corpus import make_messy_folder
 
@@ -156,8 +157,8 @@ def test_misclassified_names_never_escape_the_output_folder(tmp_path):
     (tmp_path / "data").mkdir()
     src = tmp_path / "data" / "face.jpg"
     src.write_bytes(b"x")
-    dest = test_script.copy_misclassified(str(tmp_path / "data" / ".." / "data" / "face.jpg"),
-                                          "male", "female", 0.2, str(tmp_path / "out"))
+    dest = copy_misclassified(str(tmp_path / "data" / ".." / "data" / "face.jpg"),
+                              "male", "female", 0.2, str(tmp_path / "out"))
     assert os.path.realpath(dest).startswith(os.path.realpath(tmp_path / "out") + os.sep)
 
 
@@ -166,8 +167,8 @@ def test_misclassified_names_never_escape_the_output_folder(tmp_path):
 
 SLOW_SAVE = """
 import sys, time
-sys.path.insert(0, {root!r})
-import keras, model as model_lib
+import keras
+from facegender.model import network as model_lib
 model = keras.models.load_model({src!r}, compile=False)
 real_save = keras.Model.save
 def slow_save(self, path, *args, **kwargs):
@@ -186,15 +187,16 @@ def test_a_run_killed_during_a_save_leaves_the_old_model(trained, tmp_path):
     dest = tmp_path / "model_balanced.h5"
     shutil.copy(trained["model"], dest)
     before = open(dest, "rb").read()
-    code = SLOW_SAVE.format(root=ROOT, src=trained["model"], dest=str(dest))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    code = SLOW_SAVE.format(src=trained["model"], dest=str(dest))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT)
     try:
         assert proc.stdout.readline().strip() == "saving"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
     assert open(dest, "rb").read() == before
-    import model as model_lib
+    from facegender.model import network as model_lib
     model_lib.load_model(str(dest))
 
 
@@ -245,7 +247,7 @@ def test_evaluation_streams_two_thousand_images_in_bounded_memory(trained, tmp_p
     # images (94 MiB as float32). One process rather than two saves a TensorFlow start-up.
     sizes = (200, 2200)
     script = (
-        "import resource, sys; sys.path.insert(0, {root!r}); import test_script\n"
+        "import resource, sys; import test_script\n"
         "for folder, out in {runs!r}:\n"
         "    assert test_script.main(['--data_path', folder, '--model_path', {model!r}, "
         "'--output_dir', out, '--no_copy', '--verbose', '0', '--batch_size', '64']) == 0\n"
@@ -264,9 +266,9 @@ def test_evaluation_streams_two_thousand_images_in_bounded_memory(trained, tmp_p
             for i in range(n // 2):
                 (folder / cls / f"{i}.png").write_bytes(png)
         runs.append((str(folder), str(tmp_path / f"out{n}")))
-    code = script.format(root=ROOT, runs=runs, model=trained["model"])
+    code = script.format(runs=runs, model=trained["model"])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     small, large = [int(line.split()[-1]) for line in done.stdout.splitlines()
                     if line.startswith("peak KiB")]

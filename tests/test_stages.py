@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-import model as model_lib
-import stages
-import splits
-import train_model
-from callbacks import EpochCheckpoint, TrainingState
+from facegender.model import network as model_lib
+from facegender.training import stages
+from facegender.data import splits
+from facegender.cli import train as train_model
+from facegender.training.callbacks import EpochCheckpoint, TrainingState
 from conftest import IMAGE_SIZE, TINY_TRAINING
 
 

@@ -1,5 +1,6 @@
-"""Face tracks (tracks.py, video.py): appearances found across sampled frames and shot cuts, one
-label per appearance, the three counts, the timeline and the annotated frames."""
+"""Face tracks (labelling/tracks.py, labelling/video.py): appearances found across sampled
+frames and shot cuts, one label per appearance, the three counts, the timeline and the
+annotated frames."""
 
 import csv
 import json
@@ -8,13 +9,12 @@ import os
 import numpy as np
 import pytest
 
-import predict
-import tracks
-import video
+from facegender.cli import predict
+from facegender.labelling import tracks, video
 from test_video import BlobDetector
 
 # ---------------------------------------------------------------------------
-# tracks.py on its own
+# labelling/tracks.py on its own
 
 
 def square_frame(background, squares=(), size=(120, 160)):
@@ -200,7 +200,7 @@ def colour_scores(runner, crops, batch_size=None):
 
 @pytest.fixture
 def scene(tmp_path, monkeypatch):
-    import inference
+    from facegender.runtime import inference
     monkeypatch.setattr(inference, "score_images", colour_scores)
     return write_scene(tmp_path / "scene.avi")
 
@@ -280,7 +280,7 @@ def test_the_report_has_a_timeline_and_annotate_a_sheet_of_tracks(trained, scene
     assert "scene.avi: 5 tracks" in html
     assert html.count('class="track"') == len(APPEARANCES)
     table = read_csv(video.track_table_path(str(out)))
-    import report
+    from facegender.drawing import report
     for t in table:  # each row's bar is in its track's colour
         assert f"#{t['track']} {t['label']} " in html
     assert html.count(f"background:{report.colour_of('female')}") == 3

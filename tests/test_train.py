@@ -7,15 +7,17 @@ import keras
 import numpy as np
 import pytest
 
-import data
-import metrics
-import pipeline
-import splits
-import train_model
-from callbacks import EpochCheckpoint, TrainingState, ValidationMetrics
+from facegender.data import images as data
+from facegender.evaluation import metrics
+from facegender.data import pipeline
+from facegender.data import splits
+from facegender.cli import train as train_model
+from facegender.training.callbacks import EpochCheckpoint, TrainingState, ValidationMetrics
 from conftest import IMAGE_SIZE, ROOT, TINY_TRAINING
-from losses import BinaryFocalLoss
-from model import ModelError, build_backbone
+from facegender.model.losses import BinaryFocalLoss
+from facegender.core.common import ModelError
+from facegender.model.network import build_backbone
+from facegender.model.sidecar import load_sidecar
 
 
 def test_training_writes_every_output(trained):
@@ -61,8 +63,9 @@ def test_logged_validation_scores_are_what_keras_evaluate_gives(trained):
 
 RELOAD = """
 import sys, numpy as np
-sys.path.insert(0, {root!r})
-import keras, data, losses
+import keras
+from facegender.data import images as data
+from facegender.model import losses
 x = np.stack([data.load_image(p, {size}) for p in {paths!r}]).astype("float32")
 for name, load in {loads!r}.items():
     exec(load)  # sets `model`
@@ -102,8 +105,8 @@ def test_saved_model_reloads_in_a_fresh_process_and_predicts_the_same(trained, t
                       "assert isinstance(model.loss, losses.BinaryFocalLoss)",
     }
     out = str(tmp_path / "p_")
-    code = RELOAD.format(root=ROOT, loads=loads, size=IMAGE_SIZE, paths=paths, out=out)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    code = RELOAD.format(loads=loads, size=IMAGE_SIZE, paths=paths, out=out)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     model = keras.models.load_model(h5, compile=False)
     for name in loads:
@@ -147,12 +150,12 @@ def test_epochs_0_only_tunes_the_threshold_of_an_init_model(trained, tmp_path, c
 @pytest.mark.parametrize("which", ["trained", "shipped"])
 def test_saved_file_is_inference_only_and_matches_its_sidecar(which, trained):
     import h5py
-    import model as model_lib
+    from facegender.model import network as model_lib
     path = trained["model"] if which == "trained" else os.path.join(ROOT, "model_balanced.h5")
     with h5py.File(path) as f:
         assert "model_weights" in f
         assert "optimizer_weights" not in f and "training_config" not in f.attrs
-    sidecar = model_lib.load_sidecar(path)
+    sidecar = load_sidecar(path)
     model = model_lib.load_model(path)
     assert model.output_shape == (None, 1)
     assert model_lib.input_size(model) == sidecar["input_size"]
@@ -232,7 +235,7 @@ def test_patience_counters_survive_a_resume(tmp_path):
 @pytest.mark.slow
 def test_init_model_fine_tunes_a_saved_model_at_a_larger_size(trained, tmp_path, capsys):
     import keras
-    from model import build_model
+    from facegender.model.network import build_model
     saved = keras.models.load_model(trained["model"], compile=False)
     paths, _ = data.list_labeled_images(trained["data"])
     x = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths[:6]]).astype("float32")
@@ -308,7 +311,6 @@ import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, {root!r})
 import train_model
 sys.exit(train_model.main({args!r}))
 """
@@ -323,8 +325,8 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(image_folder, backbone_wei
                             "--epochs", "1", "--batch_size", "4", "--strategy", "mirrored",
                             "--trainable_layers", "0", "--image_size", "32",
                             "--output", str(tmp_path / "m.h5")]
-    done = subprocess.run([sys.executable, "-c", MIRRORED.format(root=ROOT, args=args)],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", MIRRORED.format(args=args)],
+                          capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "mirrored strategy: 2 replicas, global batch 8" in done.stdout
     import keras

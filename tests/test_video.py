@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-import faces
-import predict
-import video
+from facegender.faces import finder as faces
+from facegender.cli import predict
+from facegender.labelling import video
 
 FPS, SECONDS, SIZE = 10, 4, (160, 120)
 # Stand-ins for faces: a reddish square (the tiny model's "female" colour, tests/conftest.py)
@@ -85,7 +85,8 @@ def test_a_video_gives_a_row_per_face_with_its_time_and_screen_time(trained, tmp
     printed = capsys.readouterr().out
     assert "photo" not in printed.lower()
     assert "1 video(s)" in printed and "0.5 seconds" in printed
-    import audit  # too few for an interval: "< 20 minutes of video", not "< 20 photos"
+    # Too few for an interval: "< 20 minutes of video", not "< 20 photos".
+    from facegender.labelling import audit
     assert audit.units_of(read_csv(out)) == "minutes of video"
     rows = read_csv(out)
     assert list(rows[0])[:7] == ["path", "time", "face", "x", "y", "w", "h"]

@@ -5,37 +5,62 @@ import argparse
 import os
 import sys
 
-import inference
-from common import USER_ERRORS, StuckWorker, default_cache_dir
+from facegender.core.common import USER_ERRORS, StuckWorker, UsageError, default_cache_dir
+from facegender.runtime import inference
+from facegender.runtime.options import RunOptions, defaults_of
 
-SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_balanced.h5")
+RUN_DEFAULTS = defaults_of(RunOptions)  # the shared flags' defaults, stated once: in RunOptions
 
 
-def add_model_arguments(p):
-    """--model_path, --threshold, --batch_size, --backend, --precision, --tta, --unsafe,
-    --verbose, --cache_dir."""
-    p.add_argument("--model_path", default=SHIPPED_MODEL,
-                   help="saved model (its JSON sidecar beside it gives the threshold)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="decision threshold on P(male) (default: the sidecar's, else 0.5)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--backend", choices=inference.BACKENDS, default="auto",
-                   help="what runs the model: auto is OpenVINO when installed, else Keras")
-    p.add_argument("--precision", choices=inference.PRECISIONS, default="auto",
-                   help="auto: OpenVINO's faster bfloat16 mode where the CPU has it (AVX-512 "
-                        "bf16 or AMX), with the scores near the threshold computed again in "
-                        "float32, so labels are float32's; float32 elsewhere. bf16: the same, "
-                        "asked for (a note where the CPU lacks it). f32: float32 throughout, "
-                        "the scores Keras gives")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
-                   help="test-time flip averaging: score each image as the mean of the model's "
-                        "score on it and on its horizontal mirror (twice the compute)")
-    p.add_argument("--unsafe", action="store_true",
-                   help="allow a model file that carries code (Lambda layers): only for files "
-                        "you trust")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                   help="progress output: 0 none, 1 a bar, 2 a line every tenth")
-    add_cache_argument(p)
+class HelpFormatter(argparse.HelpFormatter):
+    """Each flag's default stated once: "(default: X)" is added to its help unless the help
+    already says what the default is, or there is nothing to state (None, off, empty)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or "%(default)" in text or not action.option_strings
+                or action.default in (None, False, [], argparse.SUPPRESS)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def parser(description, groups):
+    """An ArgumentParser with HelpFormatter and one argument group per title in `groups`, in
+    that order; returns (parser, {title: group})."""
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    return p, {title: p.add_argument_group(title) for title in groups}
+
+
+def add_model_arguments(model, engine):
+    """--model_path, --threshold, --tta, --unsafe into the `model` group; --batch_size,
+    --backend, --precision, --verbose, --cache_dir into the `engine` group."""
+    model.add_argument("--model_path", default=RUN_DEFAULTS["model_path"],
+                       help="saved model (its JSON sidecar beside it gives the threshold)")
+    model.add_argument("--threshold", type=float, default=RUN_DEFAULTS["threshold"],
+                       help="decision threshold on P(male) (default: the sidecar's, else 0.5)")
+    model.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                       default=RUN_DEFAULTS["tta"],
+                       help="test-time flip averaging: score each image as the mean of the "
+                            "model's score on it and on its horizontal mirror (twice the "
+                            "compute)")
+    model.add_argument("--unsafe", action="store_true",
+                       help="allow a model file that carries code (Lambda layers): only for "
+                            "files you trust")
+    engine.add_argument("--batch_size", type=int, default=RUN_DEFAULTS["batch_size"],
+                        help="images scored at a time")
+    engine.add_argument("--backend", choices=inference.BACKENDS,
+                        default=RUN_DEFAULTS["backend"],
+                        help="what runs the model: auto is OpenVINO when installed, else Keras")
+    engine.add_argument("--precision", choices=inference.PRECISIONS,
+                        default=RUN_DEFAULTS["precision"],
+                        help="auto: OpenVINO's faster bfloat16 mode where the CPU has it "
+                             "(AVX-512 bf16 or AMX), with the scores near the threshold computed "
+                             "again in float32, so labels are float32's; float32 elsewhere. "
+                             "bf16: the same, asked for (a note where the CPU lacks it). f32: "
+                             "float32 throughout, the scores Keras gives")
+    engine.add_argument("--verbose", type=int, default=RUN_DEFAULTS["verbose"], choices=[0, 1, 2],
+                        help="progress output: 0 none, 1 a bar, 2 a line every tenth")
+    add_cache_argument(engine)
 
 
 def add_cache_argument(p):
@@ -46,22 +71,24 @@ def add_cache_argument(p):
                         "~/.cache/facegender")
 
 
-def check_model_arguments(p, args):
-    if args.threshold is not None and not 0 <= args.threshold <= 1:
-        p.error("--threshold must be between 0 and 1")
-    if args.batch_size < 1:
-        p.error("--batch_size must be at least 1")
+def config_from(p, config_class, argv):
+    """`config_class` built from the command line parsed by `p`; the config checks its own
+    ranges, and a value out of range is `p.error` (one line, exit code 2)."""
+    try:
+        return config_class(**vars(p.parse_args(argv)))
+    except UsageError as err:
+        p.error(str(err))
 
 
-def exit_code(work, *args):
-    """Call `work(*args)`; return 0, or 2 after one line on stderr for unusable data or model,
+def exit_code(work, *arguments):
+    """Call `work(*arguments)`; return 0, or 2 after one line on stderr for unusable data or model,
     options that do not go together, a missing package (the message names the file, flag or
     package and the fix) or a path the system refuses. A stuck worker ends the process at once
     with exit code 3 after its line: its thread can never be joined, so a normal exit (which
     waits for every worker thread) would hang."""
     printable_names()
     try:
-        work(*args)
+        work(*arguments)
     except StuckWorker as err:
         print(f"error: {err}", file=sys.stderr)
         sys.stdout.flush()

@@ -13,135 +13,142 @@ row per face. Only faces are counted: an image in which no face is found keeps i
 Beside the CSV, <output>.summary.json: the share of women, raw and corrected for the model's
 error rates (--audit_sample DIR, else its sidecar's), with 95% intervals (audit.py).
 """
-import argparse
+import dataclasses
 import os
 import shlex
 import sys
 
-import quiet
+from facegender.cli import options as cli
+from facegender.core import quiet
+from facegender.core.common import DataError, MissingDependency
+from facegender.core.outputs import make_writable_dir
+from facegender.drawing.annotate import LOW_CONFIDENCE_BAND
+from facegender.labelling import audit, gallery, video
+from facegender.labelling import photos as labelling
+from facegender.labelling.config import LabelConfig
+from facegender.runtime.options import defaults_of
+from facegender.model import sidecar
+from facegender.runtime import inference
 
-quiet.hide_tensorflow_start_up()  # TensorFlow is imported only where needed, and quietly
-
-import annotate  # noqa: E402
-import audit  # noqa: E402
-import cli  # noqa: E402
-import gallery  # noqa: E402
-import inference  # noqa: E402
-import labelling  # noqa: E402
-import sidecar  # noqa: E402
-import video  # noqa: E402
-from common import DataError, MissingDependency, UsageError  # noqa: E402
-from outputs import make_writable_dir  # noqa: E402
+GROUPS = ("inputs and outputs", "faces and video", "audit", "model", "engine")
+DEFAULTS = defaults_of(LabelConfig)  # each flag's default, stated once: in LabelConfig
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
-    p.add_argument("--output", default="predictions.csv", help="CSV file to write")
-    p.add_argument("--detect_faces", action="store_true",
-                   help="crop each detected face out of the photos first (one row per face)")
-    p.add_argument("--min_face_size", type=int, default=40,
-                   help="with --detect_faces: smallest face side, in pixels of the photo")
-    p.add_argument("--engine", choices=["plain", "ray"], default="plain",
-                   help="ray: run as a Ray job, resumable, on this machine or a cluster "
-                        "(ray_engine.py)")
-    p.add_argument("--ray_address", default=None,
-                   help="with --engine ray: the cluster to join (host:port or auto); default: "
-                        "start Ray on this machine")
-    p.add_argument("--ray_join_timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="with --ray_address: give up, with one line, when the cluster has not "
-                        "let us join within this time")
-    p.add_argument("--annotate", metavar="DIR", default=None,
+def build_parser():
+    """predict.py's flags, in their groups."""
+    p, groups = cli.parser(__doc__.split("\n\n")[0], GROUPS)
+    g = groups["inputs and outputs"]
+    g.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
+    g.add_argument("--output", default=DEFAULTS["output"], help="CSV file to write")
+    g.add_argument("--annotate", metavar="DIR", default=DEFAULTS["annotate"],
                    help="also write into DIR a copy of each photo with every face boxed and "
                         "labelled (dashed, with a '?', when P(male) is within "
-                        f"{annotate.LOW_CONFIDENCE_BAND} of the threshold) and "
+                        f"{LOW_CONFIDENCE_BAND} of the threshold) and "
                         "DIR/contact_sheet.jpg of the faces; for a video, a sheet of its "
                         "frames with each face's track number and label; inputs are never "
                         "changed")
-    p.add_argument("--every", type=float, default=0.5, metavar="SECONDS",
-                   help="for videos: seconds of video between the frames searched for faces; "
-                        "each face found stands for this much screen time (0.5: dense enough "
-                        "to follow faces into tracks, docs/usage.md)")
-    p.add_argument("--report", metavar="FILE.html", default=None,
+    g.add_argument("--report", metavar="FILE.html", default=DEFAULTS["report"],
                    help="also write one self-contained HTML page: the counts, the shares by "
                         "folder, a figure and the faces as the model saw them")
-    p.add_argument("--audit_sample", metavar="DIR", default=None,
-                   help="a labelled random sample of this collection (female/ and male/, one "
-                        "face an image), scored first: its error rates correct the share of "
-                        "women in the summary, instead of the sidecar's")
-    cli.add_model_arguments(p)
-    args = p.parse_args(argv)
-    cli.check_model_arguments(p, args)
-    if args.min_face_size < 1:
-        p.error("--min_face_size must be at least 1")
-    if not args.every > 0:
-        p.error("--every must be a number of seconds above 0")
-    if args.report and not args.report.lower().endswith((".html", ".htm")):
-        p.error(f"--report {args.report}: must end in .html")
-    if args.audit_sample and not os.path.isdir(args.audit_sample):
-        p.error(f"--audit_sample {args.audit_sample}: not a folder; pass one holding female/ "
+    g = groups["faces and video"]
+    g.add_argument("--detect_faces", action="store_true",
+                   help="crop each detected face out of the photos first (one row per face)")
+    g.add_argument("--min_face_size", type=int, default=DEFAULTS["min_face_size"],
+                   help="with --detect_faces: smallest face side, in pixels of the photo")
+    g.add_argument("--every", type=float, default=DEFAULTS["every"], metavar="SECONDS",
+                   help="for videos: seconds of video between the frames searched for faces; "
+                        "each face found stands for this much screen time; the frames must be "
+                        "close enough for faces to be followed into tracks (docs/usage.md)")
+    groups["audit"].add_argument(
+        "--audit_sample", metavar="DIR", default=DEFAULTS["audit_sample"],
+        help="a labelled random sample of this collection (female/ and male/, one face an "
+             "image), scored first: its error rates correct the share of women in the "
+             "summary, instead of the sidecar's")
+    g = groups["engine"]
+    g.add_argument("--engine", choices=["plain", "ray"], default=DEFAULTS["engine"],
+                   help="ray: run as a Ray job, resumable, on this machine or a cluster "
+                        "(facegender/labelling/ray_engine.py)")
+    g.add_argument("--ray_address", default=DEFAULTS["ray_address"],
+                   help="with --engine ray: the cluster to join (host:port or auto); default: "
+                        "start Ray on this machine")
+    g.add_argument("--ray_join_timeout", type=float, default=DEFAULTS["ray_join_timeout"],
+                   metavar="SECONDS",
+                   help="with --ray_address: give up, with one line, when the cluster has not "
+                        "let us join within this time")
+    cli.add_model_arguments(groups["model"], groups["engine"])
+    return p
+
+
+def parse_args(argv=None):
+    """The command line as a checked, frozen LabelConfig."""
+    p = build_parser()
+    config = cli.config_from(p, LabelConfig, argv)  # LabelConfig checks the ranges
+    check_paths(p, config)
+    return config
+
+
+def check_paths(p, config):
+    """The folders and files the flags name, before any work (`p.error` on the first wrong
+    one): the sample exists, the annotated copies and the CSV can be written where asked."""
+    if config.audit_sample and not os.path.isdir(config.audit_sample):
+        p.error(f"--audit_sample {config.audit_sample}: not a folder; pass one holding female/ "
                 "and male/")
-    if args.ray_address and args.engine != "ray":
-        p.error("--ray_address needs --engine ray")
-    if not args.ray_join_timeout > 0:
-        p.error(f"--ray_join_timeout {args.ray_join_timeout:g}: must be above 0 seconds")
-    if args.annotate:
-        check_annotate_folder(p, args)
-    check_output(p, args)
-    return args
+    if config.annotate:
+        check_annotate_folder(p, config)
+    check_output(p, config)
 
 
-def check_output(p, args):
+def check_output(p, config):
     """--output is a new CSV, never an input: it must end in .csv (so it is not a photo, the
     model or its sidecar) and not be a file named on the command line. Checked before any
     work, so that nothing a user has is overwritten."""
-    if not args.output.lower().endswith(".csv"):
-        p.error(f"--output {args.output}: must end in .csv (the predictions are a CSV; this "
+    if not config.output.lower().endswith(".csv"):
+        p.error(f"--output {config.output}: must end in .csv (the predictions are a CSV; this "
                 "keeps a photo or a model from being written over)")
-    out = os.path.realpath(args.output)
-    for path in args.paths:
+    out = os.path.realpath(config.output)
+    for path in config.paths:
         if out == os.path.realpath(path):
-            p.error(f"--output {args.output}: is an input ({path}); write the CSV elsewhere")
+            p.error(f"--output {config.output}: is an input ({path}); write the CSV elsewhere")
     if os.path.isdir(out):
-        p.error(f"--output {args.output}: is a folder; name a .csv file")
+        p.error(f"--output {config.output}: is a folder; name a .csv file")
 
 
-def check_annotate_folder(p, args):
+def check_annotate_folder(p, config):
     """--annotate DIR must be writable and outside every input folder: copies inside one would
     be read back as photos by the next run. Checked before any work."""
-    folder = os.path.realpath(args.annotate)
-    for path in args.paths:
+    folder = os.path.realpath(config.annotate)
+    for path in config.paths:
         real = os.path.realpath(path)
         if os.path.isdir(path) and (folder == real or folder.startswith(real + os.sep)):
-            p.error(f"--annotate {args.annotate}: is inside the input folder {path}, where "
+            p.error(f"--annotate {config.annotate}: is inside the input folder {path}, where "
                     "the copies would be read as photos next time; pick a folder outside it")
     try:
-        make_writable_dir(args.annotate)
+        make_writable_dir(config.annotate)
     except OSError as err:
-        p.error(f"--annotate {args.annotate}: cannot be written ({err.strerror})")
+        p.error(f"--annotate {config.annotate}: cannot be written ({err.strerror})")
 
 
-def check_videos(args, files, videos):
+def check_videos(config, files, videos):
     """Videos are searched for faces frame by frame, one row per face: they imply
     --detect_faces, and photos beside them are cut into every face found too, for one CSV's
-    columns (said in a note)."""
+    columns (said in a note). Returns the config to run with (`videos` and `detect_faces` set
+    when there are videos)."""
     if not videos:
-        return
-    if files and not args.detect_faces:
+        return config
+    if files and not config.detect_faces:
         print(f"note: {len(videos)} video(s) among the photos: every photo is searched for "
               "faces too, one row per face (as --detect_faces)")
-    args.detect_faces = args.videos = True
+    return dataclasses.replace(config, detect_faces=True, videos=True)
 
 
-def predict_videos(runner, size, videos, args, threshold, detector, geometry, skipped):
+def predict_videos(runner, size, videos, config, threshold, detector, geometry, skipped):
     """Rows of every face in `videos` and the videos in which none was found. A video that
     cannot be read (damaged, truncated, not a video) is named, added to `skipped` and passed
     over, as an unreadable photo is, and the others go on."""
     rows, no_face = [], []
     for path in videos:
         try:
-            found = video.predict_video(runner, size, path, args, threshold, detector, geometry)
+            found = video.predict_video(runner, size, path, config, threshold, detector, geometry)
         except DataError as err:
             why = str(err).removeprefix(f"{path}: ")  # named once, where it is listed
             skipped[path] = why
@@ -152,106 +159,111 @@ def predict_videos(runner, size, videos, args, threshold, detector, geometry, sk
     return rows, no_face
 
 
-def run(args, detector=None):
-    """Predict for every image and video under `args.paths`; returns a summary dict."""
-    files, videos = video.collect_inputs(args.paths)
-    check_videos(args, files, videos)
-    inference.check_backend(args.backend, args.precision)
-    threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
-    geometry = sidecar.face_geometry(args.model_path)
-    args.searched = labelling.searches_faces(args, geometry)
-    runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
-                                         args.cache_dir, threshold, args.tta, not args.unsafe)
-    if args.detect_faces:  # a broken detector stops the run here, before any work
-        detector = detector or labelling.load_face_detector(args.cache_dir, args.backend)
+def run(config, detector=None):
+    """Predict for every image and video under `config.paths`; returns a summary dict."""
+    files, videos = video.collect_inputs(config.paths)
+    config = check_videos(config, files, videos)
+    inference.check_backend(config.backend, config.precision)
+    threshold, source = sidecar.decision_threshold(config.model_path, config.threshold)
+    geometry = sidecar.face_geometry(config.model_path)
+    config = dataclasses.replace(config, searched=labelling.searches_faces(config, geometry))
+    runner, size = inference.load_runner(config.model_path, config.backend, config.precision,
+                                         config.cache_dir, threshold, config.tta, not config.unsafe)
+    if config.detect_faces:  # a broken detector stops the run here, before any work
+        detector = detector or labelling.load_face_detector(config.cache_dir, config.backend)
     # Which error rates correct the count: chosen (and an unusable sample refused) first.
-    rates, note = audit.choose_rates(args, threshold, lambda folder: audit.sample_rates(
-        folder, runner, size, geometry, threshold, args))
-    what = labelling.what_is_predicted(args, files, videos, geometry)
+    rates, note = audit.choose_rates(config, threshold, lambda folder: audit.sample_rates(
+        folder, runner, size, geometry, threshold, config))
+    what = labelling.what_is_predicted(config, files, videos, geometry)
     print(f"predicting {what} at {size}x{size} on {runner.name}, threshold {threshold:.2f} "
           f"({source}); face crop: {geometry or 'as given'}")
 
     rows, skipped, no_face = [], {}, []
-    if files and args.detect_faces:
-        rows, skipped, no_face = labelling.predict_faces(runner, size, files, args, threshold,
+    if files and config.detect_faces:
+        rows, skipped, no_face = labelling.predict_faces(runner, size, files, config, threshold,
                                                          detector, geometry)
     elif files:
-        rows, skipped, no_face = labelling.predict_crops(runner, size, files, args, threshold,
+        rows, skipped, no_face = labelling.predict_crops(runner, size, files, config, threshold,
                                                          geometry)
     if videos:
         rows = [(row[0], "", *row[1:], "") for row in rows]  # a photo: no time, no track
-        found, faceless = predict_videos(runner, size, videos, args, threshold, detector,
+        found, faceless = predict_videos(runner, size, videos, config, threshold, detector,
                                          geometry, skipped)
         rows += found
         no_face += faceless
-    summary = labelling.finish(args, files, videos, rows, skipped, no_face, threshold, source)
+    summary = labelling.finish(config, files, videos, rows, skipped, no_face, threshold, source)
     if videos:  # one row per track beside the CSV, and --annotate's frames
-        video.finish_tracks(args, labelling.csv_header(args), rows, videos, skipped, threshold)
-    video.remove_progress(args.output)
-    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None,
+        video.finish_tracks(config, labelling.csv_header(config), rows, videos, skipped, threshold)
+    video.remove_progress(config.output)
+    summary["audit"] = audit.summarize(config, rates, note, every=config.every if videos else None,
                                        threshold=threshold)
-    if args.report:
-        write_report(args, summary, rates, threshold, size, geometry, detector)
+    if config.report:
+        write_report(config, summary, rates, threshold, size, geometry, detector)
     return summary
 
 
-def write_report(args, summary, rates, threshold, size=None, geometry=None, detector=None):
+def write_report(config, summary, rates, threshold, size=None, geometry=None, detector=None):
     """--report: the audit's page, with the faces nearest the threshold (and the sample's
     mistakes) cut again as they were scored; what is not given is loaded here (Ray's driver)."""
-    import report
+    from facegender.drawing import report
     if size is None:
-        size = inference.load_runner(args.model_path, args.backend, args.precision,
-                                     args.cache_dir, threshold, args.tta, not args.unsafe)[1]
-        geometry = sidecar.face_geometry(args.model_path)
-        detector = (labelling.load_face_detector(args.cache_dir, args.backend)
-                    if args.detect_faces else None)
-    tiles = gallery.faces_to_show(args, rates, threshold, size, geometry, detector)
-    strips = (video.timelines(audit.read_rows(args.output), args.every)
+        size = inference.load_runner(config.model_path, config.backend, config.precision,
+                                     config.cache_dir, threshold, config.tta, not config.unsafe)[1]
+        geometry = sidecar.face_geometry(config.model_path)
+        detector = (labelling.load_face_detector(config.cache_dir, config.backend)
+                    if config.detect_faces else None)
+    tiles = gallery.faces_to_show(config, rates, threshold, size, geometry, detector)
+    strips = (video.timelines(audit.read_rows(config.output), config.every)
               if "video" in summary["audit"] else None)
-    print(f"wrote {report.write(args.report, report.audit_page(summary['audit'], tiles, strips))}")
+    counted = (audit.denominator_rows(summary["audit"]["video"])
+               if "video" in summary["audit"] else ())
+    page = report.audit_page(summary["audit"], tiles, strips, counted)
+    print(f"wrote {report.write(config.report, page)}")
 
 
-def run_on_ray(args):
+def run_on_ray(config):
     """--engine ray: ray_engine.run, whose driver and actors find the cache root in
     $FACEGENDER_CACHE (it is passed on to every node)."""
     try:
         import ray  # noqa: F401
-        import ray_engine
+        from facegender.labelling import ray_engine
     except ImportError as err:
         raise MissingDependency(f"--engine ray needs Ray ({err}); pip install ray"
                                 ) from None
-    os.environ["FACEGENDER_CACHE"] = args.cache_dir
-    files, videos = video.collect_inputs(args.paths)
-    check_videos(args, files, videos)
-    threshold, _ = sidecar.decision_threshold(args.model_path, args.threshold)
-    rates, note = audit.choose_rates(args, threshold, lambda folder: sample_on_driver(
-        folder, args, threshold))
-    summary = ray_engine.run(args)
+    os.environ["FACEGENDER_CACHE"] = config.cache_dir
+    files, videos = video.collect_inputs(config.paths)
+    config = check_videos(config, files, videos)
+    threshold, _ = sidecar.decision_threshold(config.model_path, config.threshold)
+    rates, note = audit.choose_rates(config, threshold, lambda folder: sample_on_driver(
+        folder, config, threshold))
+    summary = ray_engine.run(config)
     if summary.get("stopped"):
         return summary
-    summary["audit"] = audit.summarize(args, rates, note, every=args.every if videos else None,
+    summary["audit"] = audit.summarize(config, rates, note, every=config.every if videos else None,
                                        threshold=threshold)
-    if args.report:  # the gallery's few faces are cut again here, on the driver
-        write_report(args, summary, rates, threshold)
+    if config.report:  # the gallery's few faces are cut again here, on the driver
+        write_report(config, summary, rates, threshold)
     return summary
 
 
-def sample_on_driver(folder, args, threshold):
+def sample_on_driver(folder, config, threshold):
     """--audit_sample with --engine ray: the sample is small, so it is scored here."""
-    runner, size = inference.load_runner(args.model_path, args.backend, args.precision,
-                                         args.cache_dir, threshold, args.tta, not args.unsafe)
-    return audit.sample_rates(folder, runner, size, sidecar.face_geometry(args.model_path),
-                              threshold, args)
+    runner, size = inference.load_runner(config.model_path, config.backend, config.precision,
+                                         config.cache_dir, threshold, config.tta, not config.unsafe)
+    return audit.sample_rates(folder, runner, size, sidecar.face_geometry(config.model_path),
+                              threshold, config)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """`python predict.py`: parse, then label (plainly or on Ray)."""
+    config = parse_args(argv)
     # The command, as the audit's summary and page record it.
-    args.command = " ".join(shlex.quote(a) for a in
-                            ["predict.py", *(sys.argv[1:] if argv is None else argv)])
-    if args.verbose == 2:
+    config = dataclasses.replace(config, command=" ".join(
+        shlex.quote(a) for a in ["predict.py", *(sys.argv[1:] if argv is None else argv)]))
+    quiet.hide_tensorflow_start_up()  # TensorFlow is imported only where needed, and quietly
+    if config.verbose == 2:
         quiet.show_tensorflow_start_up()
-    return cli.exit_code(run_on_ray if args.engine == "ray" else run, args)
+    return cli.exit_code(run_on_ray if config.engine == "ray" else run, config)
 
 
 if __name__ == "__main__":

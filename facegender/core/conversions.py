@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 
-from common import default_cache_dir
+from facegender.core.common import default_cache_dir
 
 
 def cache_name(family, *parts):

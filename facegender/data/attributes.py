@@ -15,7 +15,7 @@ Plain Python and NumPy only: no TensorFlow, so the metrics and plots can use it.
 import csv
 import os
 
-from common import DataError
+from facegender.core.common import DataError
 
 ATTRIBUTES_FILE = "attributes.csv"
 UNKNOWN = "unknown"

@@ -19,8 +19,8 @@ import threading
 import numpy as np
 from PIL import Image, ImageOps
 
-import faces as faces_lib
-from common import CLASS_NAMES, DataError  # noqa: F401  (data.DataError is what callers catch)
+from facegender.faces import finder as faces_lib
+from facegender.core.common import CLASS_NAMES, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Sub-folder names that hold a ready-made split inside a data folder.

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-import augment as augment_lib  # `augment` is make_train_dataset's switch
-import data
+from facegender.data import augment as augment_lib  # `augment` is make_train_dataset's switch
+from facegender.data import images as data
 
 
 def tf_decode(reader, path):

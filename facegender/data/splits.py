@@ -12,9 +12,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-import attributes
-import data
-from common import CLASS_NAMES, DataError
+from facegender.data import attributes
+from facegender.data import images as data
+from facegender.core.common import CLASS_NAMES, DataError
 
 
 class Images(NamedTuple):
@@ -91,57 +91,58 @@ def split_by_strata(images, names):
     return images._replace(sources=groups), [group_name(names, key) for key in keys]
 
 
-def split_data(args):
+def split_data(config):
     """Resolve training and validation images from the flags (a `Split`): a training source
     is a --data_path folder, a validation source a validation folder."""
     from sklearn.model_selection import train_test_split
 
     train_roots, val_roots = [], []
-    for root in args.data_path:
+    for root in config.data_path:
         if not os.path.isdir(root):
             raise DataError(f"{root}: no such folder; pass --data_path a folder holding "
                             "female/ and male/ (or train/ and val/)")
         train_roots.append(data.find_subdir(root, data.TRAIN_DIR_NAMES) or root)
         val_roots.append(data.find_subdir(root, data.VAL_DIR_NAMES))
-    train = collect(train_roots, balance_by=args.balance_by)
+    train = collect(train_roots, balance_by=config.balance_by)
     for k, name in enumerate(CLASS_NAMES):
         # Minutes into a run is too late to find that a class has no usable image.
         if data.first_readable(np.asarray(train.paths)[train.labels == k]) is None:
-            raise DataError(f"{' '.join(args.data_path)}: no readable {name} training image; "
+            raise DataError(f"{' '.join(config.data_path)}: no readable {name} training image; "
                             "every file failed to decode")
     # Folder names, not paths: they go into the sidecar, which ships to other machines.
-    if args.val_path or all(val_roots):
-        folders = args.val_path or val_roots
-        val, names = split_by_strata(collect(folders, args.val_limit, args.seed, args.balance_by),
-                                     data.source_names(folders))
-        how = "--val_path" if args.val_path else "validation folder(s)"
+    if config.val_path or all(val_roots):
+        folders = config.val_path or val_roots
+        val, names = split_by_strata(
+            collect(folders, config.val_limit, config.seed, config.balance_by),
+            data.source_names(folders))
+        how = "--val_path" if config.val_path else "validation folder(s)"
         return Split(train, val, f"{how} {', '.join(data.source_names(folders))}", names)
     paths, labels, sources, strata = train
     if min(np.bincount(labels, minlength=2)) < 2:
         raise DataError(f"{train_roots[0]}: too few images to hold some out for validation; "
                         "add images or pass --val_path")
     # At least one validation image per class, however small the data.
-    held_out = max(2, int(round(args.val_split * len(paths))))
+    held_out = max(2, int(round(config.val_split * len(paths))))
     tr_p, va_p, tr_y, va_y, tr_s, va_s, tr_t, va_t = train_test_split(
         paths, labels, sources, strata, test_size=held_out, stratify=labels,
-        random_state=args.seed)
+        random_state=config.seed)
     val, names = split_by_strata(Images(va_p, va_y, np.zeros_like(va_s), va_t),
                                  ["validation split"])
     return Split(Images(tr_p, tr_y, tr_s, tr_t), val,
-                 f"stratified {args.val_split:.0%} split (seed {args.seed})", names)
+                 f"stratified {config.val_split:.0%} split (seed {config.seed})", names)
 
 
-def source_weights(args, sources):
+def source_weights(config, sources):
     """The per-source sampling shares to draw training images with, or None to draw from the
     pooled images as they are (one source, or no --source_weights and no --epoch_images)."""
-    if args.source_weights:
-        return args.source_weights
-    if args.epoch_images:
+    if config.source_weights:
+        return config.source_weights
+    if config.epoch_images:
         return np.bincount(sources).tolist()  # in proportion to the sources' sizes
     return None
 
 
-def draw_groups(args, train):
+def draw_groups(config, train):
     """The groups to draw training images from and each group's share of the draws:
     (group index per image, shares), or (sources, None) to draw from the pooled images as they
     are.
@@ -154,8 +155,8 @@ def draw_groups(args, train):
     across all of those folders (women over 60 as often as women in their 20s), whichever
     folder holds them. A folder without the attribute keeps its own share and its own age mix.
     """
-    shares = source_weights(args, train.sources)
-    if not args.balance_by or not any(train.strata):
+    shares = source_weights(config, train.sources)
+    if not config.balance_by or not any(train.strata):
         return train.sources, shares
     if shares is None:
         shares = np.bincount(train.sources).tolist()
@@ -173,9 +174,9 @@ def draw_groups(args, train):
         for g, (source, value) in enumerate(keys)]
 
 
-def epoch_steps(args, labels, shares, batch_size):
+def epoch_steps(config, labels, shares, batch_size):
     """Batches per epoch when the training set repeats (None: one pass over it)."""
     if shares is None:
         return None
-    images = args.epoch_images or len(data.oversample_indices(labels, args.oversample))
+    images = config.epoch_images or len(data.oversample_indices(labels, config.oversample))
     return max(1, -(-images // batch_size))

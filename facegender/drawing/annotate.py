@@ -6,7 +6,7 @@ import os
 
 from PIL import Image, ImageDraw, ImageFont
 
-from outputs import atomic_path
+from facegender.core.outputs import atomic_path
 
 # A face whose P(male) is this close to the threshold is drawn as unsure (a dashed box and a
 # "?" after its label): another photo of the same face, --tta or a retrained model can move a

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-from common import CLASS_NAMES
-from outputs import save_figure
+from facegender.core.common import CLASS_NAMES
+from facegender.core.outputs import save_figure
 
 DPI = 110
 CURVE_FIGSIZE, CURVE_DPI = (5.0, 5.0), DPI  # ROC, PR and reliability PNGs are 550 x 550
@@ -95,7 +95,7 @@ def _mark(ax, x, y, label):
 
 
 def roc_figure(y_true, scores, point):
-    """ROC curve of the male class, with `point` (diagnostics.operating_point) marked.
+    """ROC curve of the male class, with `point` (evaluation.curves.operating_point) marked.
 
     Needs both classes in `y_true`.
     """
@@ -113,7 +113,7 @@ def roc_figure(y_true, scores, point):
 
 
 def precision_recall_figure(y_true, scores, point):
-    """Precision-recall curve of the male class, with `point` (diagnostics.operating_point)
+    """Precision-recall curve of the male class, with `point` (evaluation.curves.operating_point)
     marked when its precision is defined. Needs both classes in `y_true`."""
     fig = Figure(figsize=CURVE_FIGSIZE, dpi=CURVE_DPI)
     ax = fig.add_subplot()
@@ -130,7 +130,7 @@ def precision_recall_figure(y_true, scores, point):
 
 
 def reliability_figure(bins, ece):
-    """Reliability diagram from diagnostics.reliability_bins: male share against mean P(male)
+    """Reliability diagram from evaluation.curves.reliability_bins: male share against mean P(male)
     per non-empty bin, above the image count per bin; `ece` goes in the title.
 
     The curve is drawn from the same bins that metrics.json reports, so the picture and the

@@ -15,10 +15,9 @@ import os
 
 import numpy as np
 
-import annotate
-from audit import seconds
-from common import CLASS_NAMES
-from outputs import write_text
+from facegender.drawing import annotate
+from facegender.core.common import CLASS_NAMES
+from facegender.core.outputs import write_text
 
 GALLERY_MISTAKES = 96  # the most confident mistakes shown
 GALLERY_UNSURE = 48  # faces whose P(male) is nearest the threshold
@@ -37,10 +36,15 @@ figure{margin:0;width:128px;font-size:11px}figure img{width:128px;height:128px;d
 figure.wrong img{outline:3px solid #c0392b}figure.unsure img{outline:3px dashed #e69f00}
 .timeline{margin:6px 0 18px}.track{display:flex;align-items:center;height:42px}
 .track img,.nothumb{width:40px;height:40px;margin-right:6px}
-.lane{position:relative;flex:1;height:14px;background:#f4f4f4}.lane span{position:absolute;top:0;height:14px;min-width:2px}
+.lane{position:relative;flex:1;height:14px;background:#f4f4f4}
+.lane span{position:absolute;top:0;height:14px;min-width:2px}
 .axis{display:flex;justify-content:space-between;margin-left:46px;color:#555;font-size:12px}
 """
 
+
+def seconds(value):
+    """'1 second', '0.5 seconds': a length of video in words."""
+    return f"{value:g} second" + ("" if value == 1 else "s")
 
 def esc(value):
     # A file name that is not UTF-8 shows its odd bytes as escapes (\udce9), not as bytes
@@ -288,13 +292,13 @@ def timeline(strip):
             f'<span>{strip["duration"]:.1f} s</span></div></div>{more}')
 
 
-def videos_section(video, strips):
-    """The three counts (audit.video_denominators) and a timeline per video."""
-    import audit
+def videos_section(video, strips, counted):
+    """The three counts (audit.video_denominators, as `counted`: audit.denominator_rows) and
+    a timeline per video."""
     legend = ", ".join(f'<span style="color:{colour_of(n)}">{esc(n)}</span>'
                        for n in CLASS_NAMES)
     return (table(["video", "counted", "female", "male", "raw share [95%]",
-                   "corrected [95%]"], audit.denominator_rows(video))
+                   "corrected [95%]"], counted)
             + f'<p class="note">{esc(video["assumption"])}. Each face stands for '
               f'{video["seconds_per_face"]:g} s.</p>'
             + f'<p class="note">One row per track, coloured by its label ({legend}); a '
@@ -302,9 +306,10 @@ def videos_section(video, strips):
             + "".join(timeline(s) for s in strips or []))
 
 
-def audit_page(summary, tiles, timelines=None):
+def audit_page(summary, tiles, timelines=None, video_rows=()):
     """predict.py's page: the audit summary (audit.summarize), gallery tiles (image, caption
-    lines, kind) and, for videos, their timelines (video.timelines)."""
+    lines, kind) and, for videos, their timelines (video.timelines) and the table of their
+    three counts (audit.denominator_rows)."""
     raw, corrected = share_cells(summary)
     faceless = summary.get("without_a_face", {"images": 0, "paths": []})
     numbers = table(["", "value"], [
@@ -336,7 +341,7 @@ def audit_page(summary, tiles, timelines=None):
               f'{seconds(st["seconds_per_face"])} of screen time</p>'))
     if "video" in summary:
         sections.append(("Videos: faces, screen-seconds and tracks",
-                         videos_section(summary["video"], timelines)))
+                         videos_section(summary["video"], timelines, video_rows)))
     if summary["faces"]:
         sections.append(("Figure", f'<div class="figures"><img style="max-width:700px" '
                                    f'src="{figure_uri(shares_figure(summary))}" alt="shares">'

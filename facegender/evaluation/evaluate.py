@@ -1,37 +1,28 @@
-"""Evaluate a saved face-gender model on a labelled folder of images.
-
-    python test_script.py --data_path DIR [--model_path model_balanced.h5] [--output_dir OUT]
-
-DIR holds female/ and male/. Reports at the model's own threshold (from its JSON sidecar) and at
-the threshold that gives the best macro-F1 on this data, saves the confusion matrix, ROC,
-precision-recall and reliability curves, metrics and per-image predictions, and copies every
-misclassified image into misclassified/ with a Grad-CAM contact sheet of the worst mistakes.
-A data folder with an attributes.csv (age, origin, ...) also gets every class's recall and the
-macro-F1 per value of each attribute, with 95% intervals: the model card's factors.
+"""Evaluating a saved model on labelled folders (what test_script.py runs, from an EvalConfig):
+scores at the model's own threshold (from its JSON sidecar) and at the threshold that gives the
+best macro-F1 on this data; the confusion matrix, ROC, precision-recall and reliability curves,
+metrics and per-image predictions; every misclassified image copied into misclassified/ with a
+Grad-CAM contact sheet of the worst mistakes. A data folder with an attributes.csv (age,
+origin, ...) also gets every class's recall and the macro-F1 per value of each attribute, with
+95% intervals: the model card's factors.
 """
 
-import argparse
+import dataclasses
 import json
 import os
 import shutil
 import sys
 
-import quiet
+import numpy as np
 
-quiet.hide_tensorflow_start_up()  # TensorFlow is imported only where needed, and quietly
-
-import numpy as np  # noqa: E402
-
-import attributes  # noqa: E402
-import cli  # noqa: E402
-import data  # noqa: E402
-import diagnostics  # noqa: E402
-import inference  # noqa: E402
-import metrics  # noqa: E402
-import plots  # noqa: E402
-import sidecar  # noqa: E402
-from data import CLASS_NAMES, DataError  # noqa: E402
-from outputs import atomic_path, make_writable_dir, write_csv, write_json  # noqa: E402
+from facegender.core.common import CLASS_NAMES, DataError
+from facegender.core.outputs import atomic_path, make_writable_dir, write_csv, write_json
+from facegender.data import attributes
+from facegender.data import images as data
+from facegender.drawing import plots
+from facegender.evaluation import curves, gradcam, metrics
+from facegender.model import sidecar
+from facegender.runtime import inference
 
 NO_FACE_SHOWN = 10  # images without a face named on the terminal (metrics.json has them all)
 # The per-image CSV: a name of its own, so that an evaluation in the folder where predict.py
@@ -40,38 +31,6 @@ EVALUATION_CSV = "evaluation.csv"
 # Which files in misclassified/ the last run copied there: the next run replaces them, and
 # touches nothing else in the folder.
 COPIES_RECORD = ".copies.json"
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data_path", nargs="+", required=True,
-                   help="folder(s) holding female/ and male/, or a folder of such folders (their "
-                        "dev/ or val/ split where they have one); several are reported per "
-                        "source as well as pooled")
-    p.add_argument("--output_dir", default=".", help="where every output is written")
-    p.add_argument("--group_by", choices=["suffix", "folder"], default=None,
-                   help="also report per group: 'suffix' is the file-name part after the last "
-                        "underscore (e.g. _blurred), 'folder' the sub-folder inside the class")
-    p.add_argument("--no_copy", action="store_true", help="do not copy misclassified images")
-    p.add_argument("--report", metavar="FILE.html", default=None,
-                   help="also write one self-contained HTML page: the numbers, the tables by "
-                        "source and factor, the figures and a gallery of the mistakes and the "
-                        "faces nearest the threshold, as the model saw them")
-    p.add_argument("--store_error_rates", action="store_true",
-                   help="also write this data's confusion counts at the model's threshold into "
-                        "the model's sidecar (error_rates), which predict.py corrects a "
-                        "collection's share of women with; the data should be faces the model "
-                        "picked nothing on")
-    cli.add_model_arguments(p)
-    args = p.parse_args(argv)
-    cli.check_model_arguments(p, args)
-    if args.report and not args.report.lower().endswith((".html", ".htm")):
-        p.error(f"--report {args.report}: must end in .html")
-    if args.store_error_rates and args.threshold is not None:
-        p.error("--store_error_rates counts at the sidecar's threshold, the one predict.py "
-                "uses; leave out --threshold")
-    return args
 
 
 # ---------------------------------------------------------------------------
@@ -235,180 +194,235 @@ def age_panels(tables):
 
 # ---------------------------------------------------------------------------
 
-def evaluate(args):
-    sources = data.find_sources(args.data_path)
+@dataclasses.dataclass
+class Scored:
+    """The images of an evaluation that decoded, with their labels and scores, and how they
+    were scored. Lists run parallel to `paths`."""
+    paths: list
+    labels: np.ndarray
+    scores: np.ndarray
+    source_of: list  # each image's source name
+    class_roots: list  # each image's class folder (for --group_by folder)
+    unreadable: dict  # {path: why} of the files that did not decode
+    no_face: list  # images in which no face was found, scored as given
+    backend: str
+    geometry: object  # the sidecar's faces.Geometry, or None: images as given
+    reader: data.ImageReader
+    threshold: float  # the model's
+    threshold_source: str
+
+
+def evaluate(config):
+    """Evaluate the model of an EvalConfig on its data folders: print the reports and write
+    every output into config.output_dir; returns the results that metrics.json holds."""
+    sources = data.find_sources(config.data_path)
     source_attributes = read_source_attributes(sources)
     # Fail on an unwritable output folder now, not after minutes of predicting.
-    make_writable_dir(args.output_dir)
-    # Evaluation takes whichever classes are there; an output folder inside the data is skipped,
-    # so a second run never reads the first run's misclassified copies back as data.
+    make_writable_dir(config.output_dir)
+    listed, scored = score_sources(config, sources)
+    results = tables(config, scored, len(sources), source_attributes, listed)
+    pictures = write_outputs(config, scored, results)
+    report_mistakes(config, scored, results, pictures)
+    if config.store_error_rates:
+        store_error_rates(config, results["model_threshold"], len(scored.paths),
+                          [name for name, _ in sources])
+    return results
+
+
+def list_sources(config, sources):
+    """(listed, paths, labels, source_of, class_roots) of every labelled image of `sources`.
+    Evaluation takes whichever classes are there; an output folder inside the data is skipped,
+    so a second run never reads the first run's misclassified copies back as data."""
     paths, labels, source_of, class_roots, listed = [], [], [], [], {}
     for name, folder in sources:
         class_dirs = data.find_class_dirs(folder, required=())
-        p, y = data.list_labeled_images(folder, required=(), exclude=[args.output_dir])
+        p, y = data.list_labeled_images(folder, required=(), exclude=[config.output_dir])
         listed[name] = p
         paths += p
         labels.append(y)
         source_of += [name] * len(p)
         class_roots += [class_dirs[CLASS_NAMES[k]] for k in y]
-    labels = np.concatenate(labels)
-    inference.check_backend(args.backend, args.precision)
-    model_threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
-    runner, image_size = inference.load_runner(args.model_path, args.backend, args.precision,
-                                               args.cache_dir, model_threshold, args.tta,
-                                               not args.unsafe)
+    return listed, paths, np.concatenate(labels), source_of, class_roots
+
+
+def score_sources(config, sources):
+    """(listed, Scored): every image of `sources` scored by the model, the unreadable ones set
+    aside."""
+    listed, paths, labels, source_of, class_roots = list_sources(config, sources)
+    inference.check_backend(config.backend, config.precision)
+    model_threshold, source = sidecar.decision_threshold(config.model_path, config.threshold)
+    runner, image_size = inference.load_runner(config.model_path, config.backend,
+                                               config.precision, config.cache_dir,
+                                               model_threshold, config.tta, not config.unsafe)
     # The model is fed the faces it was trained on: its sidecar's geometry, or as given.
-    geometry = sidecar.face_geometry(args.model_path)
-    found = data.main_faces(paths, geometry, args.cache_dir, args.verbose, args.backend)
+    geometry = sidecar.face_geometry(config.model_path)
+    found = data.main_faces(paths, geometry, config.cache_dir, config.verbose, config.backend)
     reader = data.ImageReader(image_size, geometry, found)
     print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
           f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
           + (f", from {len(sources)} sources" if len(sources) > 1 else "")
           + f"; face crop: {geometry or 'as given (the model names no face geometry)'}")
-    scores, unreadable = inference.score_paths(runner, paths, image_size, args.batch_size,
-                                               args.verbose, reader=reader)
+    scores, unreadable = inference.score_paths(runner, paths, image_size, config.batch_size,
+                                               config.verbose, reader=reader)
     backend = runner.name
     # Its compiled models are done with: let them go before the Grad-CAM model is compiled,
     # so the mistakes' sheet costs what it shows, not a second copy of the network.
     del runner
     no_face = data.faceless(paths, found, unreadable)
     keep = ~np.isnan(scores)  # an unreadable file has no score
-    paths = [p for p, k in zip(paths, keep) if k]
-    source_of = [s for s, k in zip(source_of, keep) if k]
-    class_roots = [c for c, k in zip(class_roots, keep) if k]
-    labels, scores = labels[keep], scores[keep]
-    if len(paths) == 0:
-        raise DataError(f"{' '.join(args.data_path)}: none of the images could be read")
-    missing = [name for k, name in enumerate(CLASS_NAMES) if not np.any(labels == k)]
+    if not np.any(keep):
+        raise DataError(f"{' '.join(config.data_path)}: none of the images could be read")
+    missing = [name for k, name in enumerate(CLASS_NAMES) if not np.any(labels[keep] == k)]
     if missing:
         print(f"note: no {' or '.join(missing)} images here; "
               "the report covers the other class only")
 
-    at_model = metrics.evaluation_report(labels, scores, model_threshold)
+    def kept(values):
+        return [v for v, k in zip(values, keep) if k]
+
+    return listed, Scored(kept(paths), labels[keep], scores[keep], kept(source_of),
+                          kept(class_roots), unreadable, no_face, backend, geometry, reader,
+                          model_threshold, source)
+
+
+def tables(config, scored, n_sources, source_attributes, listed):
+    """The reports at the model's threshold and at the best one, and the tables per source,
+    per --group_by group and per attribute value, printed; returns them as metrics.json's
+    results."""
+    labels, scores, threshold = scored.labels, scored.scores, scored.threshold
+    at_model = metrics.evaluation_report(labels, scores, threshold)
     best_t, _ = metrics.best_threshold(labels, scores)
     at_best = metrics.evaluation_report(labels, scores, best_t)
     thresholds, curve = metrics.sweep_thresholds(labels, scores)
-    print_report(f"At the model's threshold ({source})", at_model)
+    print_report(f"At the model's threshold ({scored.threshold_source})", at_model)
     print_report("At the best threshold for this data (swept in 0.01 steps; optimistic, "
                  "since it is tuned on the data it scores)", at_best)
-
     results = {
-        "data_path": [os.path.abspath(p) for p in args.data_path],
-        "model_path": os.path.abspath(args.model_path),
-        "images": len(paths),
-        "model_threshold": {**at_model, "source": source},
+        "data_path": [os.path.abspath(p) for p in config.data_path],
+        "model_path": os.path.abspath(config.model_path),
+        "images": len(scored.paths),
+        "model_threshold": {**at_model, "source": scored.threshold_source},
         "best_threshold": at_best,
         "sweep": [{"threshold": float(t), "macro_f1": float(f)} for t, f in zip(thresholds, curve)],
-        "backend": backend,
-        "unreadable_images": unreadable,
-        "face_geometry": geometry and geometry.to_dict(),
+        "backend": scored.backend,
+        "unreadable_images": scored.unreadable,
+        "face_geometry": scored.geometry and scored.geometry.to_dict(),
         # Images in which no face was found, scored as given.
-        "images_without_a_face": no_face,
+        "images_without_a_face": scored.no_face,
     }
-    if len(sources) > 1:
-        rows = metrics.group_table(source_of, labels, scores, model_threshold)
-        print_group_table(rows, "source", model_threshold)
+    if n_sources > 1:
+        rows = metrics.group_table(scored.source_of, labels, scores, threshold)
+        print_group_table(rows, "source", threshold)
         worst = min(rows, key=lambda r: r["macro_f1"])
         print(f"worst source: {worst['group']} (macro-F1 {worst['macro_f1']:.4f})")
-        results["sources"] = {"threshold": model_threshold, "rows": rows}
-    if args.group_by:
-        groups = [group_of(p, root, args.group_by) for p, root in zip(paths, class_roots)]
-        if len(sources) > 1:
-            groups = [f"{s} {g}" for s, g in zip(source_of, groups)]
-        rows = metrics.group_table(groups, labels, scores, model_threshold)
-        print_group_table(rows, args.group_by, model_threshold)
-        results["groups"] = {"by": args.group_by, "threshold": model_threshold, "rows": rows}
+        results["sources"] = {"threshold": threshold, "rows": rows}
+    if config.group_by:
+        groups = [group_of(p, root, config.group_by)
+                  for p, root in zip(scored.paths, scored.class_roots)]
+        if n_sources > 1:
+            groups = [f"{s} {g}" for s, g in zip(scored.source_of, groups)]
+        rows = metrics.group_table(groups, labels, scores, threshold)
+        print_group_table(rows, config.group_by, threshold)
+        results["groups"] = {"by": config.group_by, "threshold": threshold, "rows": rows}
     if source_attributes:
-        tables = factor_tables(source_attributes, listed, paths, source_of, labels, scores,
-                               model_threshold)
-        print_factor_tables(tables, model_threshold)
+        found = factor_tables(source_attributes, listed, scored.paths, scored.source_of, labels,
+                              scores, threshold)
+        print_factor_tables(found, threshold)
         results["factors"] = {
-            "threshold": model_threshold, "confidence": FACTOR_CONFIDENCE,
+            "threshold": threshold, "confidence": FACTOR_CONFIDENCE,
             "recall_interval": "Wilson score",
             "macro_f1_interval": f"percentile bootstrap, {FACTOR_RESAMPLES} resamples, seed 0",
-            "tables": tables}
+            "tables": found}
+    return results
 
-    predicted = (scores >= model_threshold).astype(int)
-    out = args.output_dir
+
+def write_outputs(config, scored, results):
+    """evaluation.csv, metrics.json (with the curves' numbers) and the figures; returns the
+    figures' file names."""
+    out = config.output_dir
+    predicted = (scored.scores >= scored.threshold).astype(int)
     rows = [(p, CLASS_NAMES[y], f"{s:.6f}", CLASS_NAMES[k], int(y == k))
-            for p, y, s, k in zip(paths, labels, scores, predicted)]
+            for p, y, s, k in zip(scored.paths, scored.labels, scored.scores, predicted)]
     write_csv(os.path.join(out, EVALUATION_CSV),
               ["path", "true", "p_male", "predicted", "correct"], rows)
     # ROC, precision-recall and reliability PNGs; their numbers (AUC, AP, ECE) go in metrics.json.
-    results["curves"] = diagnostics.save_curves(labels, scores, model_threshold, out)
+    results["curves"] = curves.save_curves(scored.labels, scored.scores, scored.threshold,
+                                                out)
     write_json(os.path.join(out, "metrics.json"), results)
-    plots.save(plots.confusion_matrix_figure(at_model["confusion_matrix"], model_threshold),
+    plots.save(plots.confusion_matrix_figure(results["model_threshold"]["confusion_matrix"],
+                                             scored.threshold),
                os.path.join(out, "confusion_matrix.png"))
     pictures = ["confusion_matrix.png", *results["curves"]["files"]]
     panels = age_panels(results.get("factors", {}).get("tables", []))
     if panels:
         plots.save(plots.recall_by_age_figure(panels), os.path.join(out, "recall_by_age.png"))
         pictures.append("recall_by_age.png")
+    return pictures
+
+
+def report_mistakes(config, scored, results, pictures):
+    """The misclassified images copied out with their Grad-CAM sheet, what was skipped or had
+    no face, and the --report page; printed as they are written."""
+    out, threshold = config.output_dir, scored.threshold
+    paths, labels, scores = scored.paths, scored.labels, scored.scores
+    predicted = (scores >= threshold).astype(int)
     wrong = np.flatnonzero(predicted != labels)
     copies_root = os.path.join(out, "misclassified")
-    copies = []
-    if not args.no_copy:
+    copies, replaced = [], 0
+    if not config.no_copy:
         replaced = remove_earlier_copies(copies_root)
         copies = [copy_misclassified(paths[i], CLASS_NAMES[labels[i]],
                                      CLASS_NAMES[predicted[i]], scores[i], copies_root)
                   for i in wrong]
         if copies or replaced:
             record_copies(copies_root, copies)
-    print(f"\n{len(wrong)} misclassified at threshold {model_threshold:.2f}"
-          + ("" if args.no_copy else f", copied into {copies_root}")
-          + (f" (replacing the earlier run's {replaced} file(s) there)"
-             if not args.no_copy and replaced else ""))
-    if not args.no_copy and len(wrong):
-        explain = diagnostics.grad_cam_for(args.model_path, args.cache_dir, args.backend,
-                                           not args.unsafe)
-        sheet = diagnostics.misclassified_sheet(
-            explain, paths, labels, scores, model_threshold,
-            os.path.join(copies_root, "contact_sheet.png"), reader=reader)
+    print(f"\n{len(wrong)} misclassified at threshold {threshold:.2f}"
+          + ("" if config.no_copy else f", copied into {copies_root}")
+          + (f" (replacing the earlier run's {replaced} file(s) there)" if replaced else ""))
+    if not config.no_copy and len(wrong):
+        explain = gradcam.grad_cam_for(config.model_path, config.cache_dir, config.backend,
+                                       not config.unsafe)
+        sheet = gradcam.misclassified_sheet(
+            explain, paths, labels, scores, threshold,
+            os.path.join(copies_root, "contact_sheet.png"), reader=scored.reader)
         record_copies(copies_root, copies + [sheet["path"]])
         print(f"contact sheet of the {sheet['shown']} most confident mistakes"
               + (f" ({sheet['left_out']} left out)" if sheet["left_out"] else "")
               + f": {sheet['path']}" + (f"; {sheet['note']}" if sheet["note"] else ""))
-    if unreadable:
-        print(f"skipped {len(unreadable)} unreadable image(s):")
-        for p, why in unreadable.items():
+    print_left_out(scored)
+    print(f"wrote {', '.join(pictures)}, metrics.json, {EVALUATION_CSV} in {os.path.abspath(out)}")
+    if config.report:
+        from facegender.drawing import report
+        page = report.evaluation_page(results, out, paths, labels, scores,
+                                      lambda i: scored.reader(paths[i])[0])
+        print(f"wrote {report.write(config.report, page)}")
+
+
+def print_left_out(scored):
+    """The unreadable images, and the images without a face (the first NO_FACE_SHOWN)."""
+    if scored.unreadable:
+        print(f"skipped {len(scored.unreadable)} unreadable image(s):")
+        for p, why in scored.unreadable.items():
             print(f"  {p}: {why}")
-    if geometry is not None:
-        print(f"no face found in {len(no_face)} of {len(paths)} images, scored as given"
+    if scored.geometry is not None:
+        no_face = scored.no_face
+        print(f"no face found in {len(no_face)} of {len(scored.paths)} images, scored as given"
               + (" (all listed in metrics.json, images_without_a_face)" if no_face else ""))
         for p in no_face[:NO_FACE_SHOWN]:
             print(f"  {p}")
         if len(no_face) > NO_FACE_SHOWN:
             print(f"  ... and {len(no_face) - NO_FACE_SHOWN} more")
-    print(f"wrote {', '.join(pictures)}, metrics.json, {EVALUATION_CSV} in {os.path.abspath(out)}")
-    if args.report:
-        import report
-        page = report.evaluation_page(results, out, paths, labels, scores,
-                                      lambda i: reader(paths[i])[0])
-        print(f"wrote {report.write(args.report, page)}")
-    if args.store_error_rates:
-        store_error_rates(args, at_model, len(paths), [name for name, _ in sources])
-    return results
 
 
-def store_error_rates(args, at_model, images, source_names):
+def store_error_rates(config, at_model, images, source_names):
     """--store_error_rates: this data's confusion counts at the model's threshold, into the
     model's sidecar, for predict.py's corrected share (audit.py)."""
     if missing := [n for n, (_, total) in at_model["per_class_accuracy"].items() if not total]:
         raise DataError(f"--store_error_rates: no {' or '.join(missing)} images in "
-                        f"{' '.join(args.data_path)}; the rates need both classes")
-    path = sidecar.store_error_rates(args.model_path, {
+                        f"{' '.join(config.data_path)}; the rates need both classes")
+    path = sidecar.store_error_rates(config.model_path, {
         "confusion_matrix": at_model["confusion_matrix"], "threshold": at_model["threshold"],
-        "tta": bool(args.tta), "images": images, "measured_on": ", ".join(source_names)})
+        "tta": bool(config.tta), "images": images, "measured_on": ", ".join(source_names)})
     print(f"stored the confusion counts at threshold {at_model['threshold']:.2f} "
           f"({at_model['confusion_matrix']}) in {path} (error_rates)")
 
-
-def main(argv=None):
-    args = parse_args(argv)
-    if args.verbose == 2:
-        quiet.show_tensorflow_start_up()
-    return cli.exit_code(evaluate, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ import numpy as np
 from scipy.special import ndtri
 from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score
 
-from common import CLASS_NAMES
+from facegender.core.common import CLASS_NAMES
 
 
 def macro_f1_curve(y_true, scores, thresholds):

@@ -34,11 +34,11 @@ import zlib
 import numpy as np
 from PIL import Image
 
-import mtcnn_openvino
-import workers
-from common import MissingDependency, UsageError, default_cache_dir
-from outputs import atomic_path
-from progress import Progress
+from facegender.faces import mtcnn_openvino
+from facegender.core import workers
+from facegender.core.common import MissingDependency, UsageError, default_cache_dir
+from facegender.core.outputs import atomic_path
+from facegender.core.progress import Progress
 
 # The five-point template (left eye, right eye, nose tip, left and right mouth corners) in a
 # 112 x 112 crop: the one of ArcFace/insightface, which most face pipelines align to.

@@ -21,8 +21,8 @@ import warnings
 
 import numpy as np
 
-import conversions
-from common import MissingDependency
+from facegender.core import conversions
+from facegender.core.common import MissingDependency
 
 # Each network's input (batch, height, width, RGB); PNet slides over images of any size.
 INPUTS = {"pnet": (None, None, None, 3), "rnet": (None, 24, 24, 3), "onet": (None, 48, 48, 3)}

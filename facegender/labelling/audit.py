@@ -15,9 +15,10 @@ import os
 
 import numpy as np
 
-import quantify
-from common import CLASS_NAMES, DataError
-from outputs import write_json
+from facegender.evaluation import quantify
+from facegender.core.common import CLASS_NAMES, DataError
+from facegender.core.outputs import write_json
+from facegender.drawing.report import seconds
 
 # Faces in the same stretch of a video are mostly the same people in the same shot: the
 # bootstrap resamples stretches this long, not single frames, so that a long shot of one
@@ -46,7 +47,7 @@ def summary_path(output):
 def sidecar_rates(model_path, threshold, tta):
     """(Rates from the sidecar's error_rates, None) or (None, why there are none usable):
     counts made at another threshold, or with(out) --tta, do not describe this run's calls."""
-    import sidecar  # no TensorFlow: the scoring path may run without it
+    from facegender.model import sidecar  # no TensorFlow: the scoring path may run without it
     record = sidecar.load_sidecar(model_path).get("error_rates")
     if record is None:
         return None, "the model's sidecar holds no error rates"
@@ -62,18 +63,18 @@ def sidecar_rates(model_path, threshold, tta):
                  f"the model's sidecar ({n} labelled faces: {where})"), None
 
 
-def sample_rates(folder, runner, image_size, geometry, threshold, args):
+def sample_rates(folder, runner, image_size, geometry, threshold, config):
     """Rates measured on `folder` (female/ and male/ images, one face each, a random sample of
     the collection labelled by a person): scored as predict.py scores face images."""
-    import data
-    import inference
+    from facegender.data import images as data
+    from facegender.runtime import inference
     paths, labels = data.list_labeled_images(folder, required=())
-    if args.verbose:  # so the progress below is not taken for the collection's
+    if config.verbose:  # so the progress below is not taken for the collection's
         print(f"scoring the audit sample: {len(paths)} labelled images in {folder}")
-    found = data.main_faces(paths, geometry, args.cache_dir, args.verbose, args.backend)
+    found = data.main_faces(paths, geometry, config.cache_dir, config.verbose, config.backend)
     reader = data.ImageReader(image_size, geometry, found)
-    scores, _ = inference.score_paths(runner, paths, image_size, args.batch_size,
-                                      args.verbose, reader=reader)
+    scores, _ = inference.score_paths(runner, paths, image_size, config.batch_size,
+                                      config.verbose, reader=reader)
     keep = ~np.isnan(scores)
     labels, scores = np.asarray(labels)[keep], scores[keep]
     called = (scores >= threshold).astype(int)
@@ -84,7 +85,7 @@ def sample_rates(folder, runner, image_size, geometry, threshold, args):
                             "collection)", sample)
 
 
-def choose_rates(args, threshold, score_sample):
+def choose_rates(config, threshold, score_sample):
     """(Rates or None, one line saying which rates correct the count and what that assumes,
     or why there is no correction). `score_sample(folder)` scores --audit_sample's folder.
 
@@ -92,14 +93,14 @@ def choose_rates(args, threshold, score_sample):
     classes apart on it) is a DataError: the user asked for its rates. Sidecar counts that
     cannot are a note, and the raw count is still given.
     """
-    if getattr(args, "audit_sample", None):
-        rates = score_sample(args.audit_sample)
+    if config.audit_sample:
+        rates = score_sample(config.audit_sample)
         why = quantify.uncorrectable(rates.confusion)
         if why:
-            raise DataError(f"--audit_sample {args.audit_sample}: cannot correct the count: "
+            raise DataError(f"--audit_sample {config.audit_sample}: cannot correct the count: "
                             f"{why}; label more faces of both classes")
     else:
-        rates, why = sidecar_rates(args.model_path, threshold, args.tta)
+        rates, why = sidecar_rates(config.model_path, threshold, config.tta)
         if rates is None:
             return None, f"no correction: {why} (label a sample: --audit_sample DIR)"
         why = quantify.uncorrectable(rates.confusion)
@@ -148,11 +149,6 @@ def units_of(rows):
     return video if timed and all(timed) else f"photos or {video}" if any(timed) else "photos"
 
 
-def seconds(value):
-    """'1 second', '0.5 seconds': a length of video in words."""
-    return f"{value:g} second" + ("" if value == 1 else "s")
-
-
 def clusters_of(rows):
     """One value per row: faces that are not independent draws share it (a photo's faces;
     a video's faces within one VIDEO_BLOCK_SECONDS stretch). None when every row is its own."""
@@ -193,43 +189,43 @@ def finite(value):
     return None if value is None or not math.isfinite(value) else value
 
 
-def context(args, rates, threshold):
+def context(config, rates, threshold):
     """What an audit page or summary must say to stand on its own: the collection's folders,
     the labelled sample and its size, the model (file, version, SHA-256), the threshold, the
     date and the command line."""
     import datetime
     import hashlib
-    import sidecar
+    from facegender.model import sidecar
     digest = hashlib.sha256()
-    with open(args.model_path, "rb") as f:
+    with open(config.model_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    sample = getattr(args, "audit_sample", None)
+    sample = config.audit_sample
     return {
-        "inputs": [os.path.abspath(p) for p in args.paths],
+        "inputs": [os.path.abspath(p) for p in config.paths],
         "audit_sample": None if not sample else {
             "folder": os.path.abspath(sample),
             "faces": int(np.sum(rates.confusion)) if rates is not None else None},
-        "model": {"path": os.path.abspath(args.model_path),
-                  "version": sidecar.load_sidecar(args.model_path).get("version"),
+        "model": {"path": os.path.abspath(config.model_path),
+                  "version": sidecar.load_sidecar(config.model_path).get("version"),
                   "sha256": digest.hexdigest()},
         "threshold": threshold,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": getattr(args, "command", None),
+        "command": config.command,
     }
 
 
-def summarize(args, rates, note, every=None, threshold=None):
-    """The audit of the CSV predict.py wrote (args.output): counts, the raw and corrected share
+def summarize(config, rates, note, every=None, threshold=None):
+    """The audit of the CSV predict.py wrote (config.output): counts, the raw and corrected share
     of women with 95% intervals, the same per sub-folder of the input and, for video rows
     (a `time` column), face-seconds by label (each face found in a frame sampled every
     `every` seconds stands for that many seconds), and its context (context, at `threshold`).
     Rows of images without a face found are counted beside the faces, not among them.
     Printed, written to summary_path (strict JSON: null where there is no number), returned.
     """
-    rows, faceless = counted_rows(read_rows(args.output))
-    summary = {"csv": os.path.abspath(args.output), "unit": "faces",
-               "context": context(args, rates, threshold),
+    rows, faceless = counted_rows(read_rows(config.output))
+    summary = {"csv": os.path.abspath(config.output), "unit": "faces",
+               "context": context(config, rates, threshold),
                # Scored whole and written to the CSV (face_found false), but not faces.
                "without_a_face": {"images": len(faceless),
                                   "paths": [r["path"] for r in faceless],
@@ -246,7 +242,7 @@ def summarize(args, rates, note, every=None, threshold=None):
                **_share(rows, rates)}
     groups = {}
     for r in rows:
-        groups.setdefault(group_of(r["path"], args.paths), []).append(r)
+        groups.setdefault(group_of(r["path"], config.paths), []).append(r)
     if len(groups) > 1:
         summary["by_folder"] = [{"group": g, **_share(groups[g], rates)} for g in sorted(groups)]
     video_rows = [r for r in rows if r.get("time") not in (None, "")]
@@ -258,9 +254,9 @@ def summarize(args, rates, note, every=None, threshold=None):
             **_share(video_rows, rates)}
     if video_rows and every and "track" in video_rows[0]:
         summary["video"] = video_denominators(video_rows, rates, every)
-    write_json(summary_path(args.output), summary, strict=True)
+    write_json(summary_path(config.output), summary, strict=True)
     print_summary(summary)
-    print(f"wrote {summary_path(os.path.abspath(args.output))}")
+    print(f"wrote {summary_path(os.path.abspath(config.output))}")
     return summary
 
 
@@ -275,7 +271,7 @@ def video_denominators(rows, rates, every):
     face by its own label), screen-seconds (each face stands for `every` seconds, called by its
     track's label) and tracks (appearances, video.track_table), each with `_share`'s raw and
     corrected shares."""
-    import video
+    from facegender.labelling import video
     table = video.track_table(rows, every)
 
     def three(rows, table):

@@ -13,12 +13,12 @@ import sys
 import numpy as np
 from PIL import Image
 
-import annotate
-import data
-import faces as faces_lib
-import inference
-from common import CLASS_NAMES, DataError, ModelError
-from outputs import write_csv
+from facegender.drawing import annotate
+from facegender.data import images as data
+from facegender.faces import finder as faces_lib
+from facegender.runtime import inference
+from facegender.core.common import CLASS_NAMES, DataError, ModelError
+from facegender.core.outputs import write_csv
 
 # Photos are decoded at most this large for detection: the finder is slow on 20-megapixel
 # photos, and a face crop is shrunk to the model's input size anyway.
@@ -120,35 +120,35 @@ def label_of(p_male, threshold):
     return CLASS_NAMES[int(p_male >= threshold)]
 
 
-def searches_faces(args, geometry):
+def searches_faces(config, geometry):
     """Whether every image is searched for a face: always when the model names a face
     geometry (its faces are cut to it), on request (--detect_faces, or videos) otherwise. An
     image that is not searched is taken to be one face, as the user gave it."""
-    return bool(args.detect_faces or geometry is not None)
+    return bool(config.detect_faces or geometry is not None)
 
 
-def csv_header(args):
+def csv_header(config):
     """The CSV's columns: a `tta` column says the scores are flip-averaged (--tta); a `time`
     column (seconds into the video; empty for a photo) and a last `track` column (the face's
     appearance in its video, tracks.py; empty for a photo) come with videos (video.py); a
     `face_found` column (true, or false for an image in which none was found, scored whole
-    and not counted) whenever the images are searched for faces (args.searched)."""
-    where = ["path", "face", "x", "y", "w", "h"] if args.detect_faces else ["path"]
-    videos = getattr(args, "videos", False)
+    and not counted) whenever the images are searched for faces (config.faces_searched)."""
+    where = ["path", "face", "x", "y", "w", "h"] if config.detect_faces else ["path"]
+    videos = config.videos
     if videos:
         where.insert(1, "time")
-    found = ["face_found"] if getattr(args, "searched", args.detect_faces) else []
-    return (where + found + ["p_male", "label", "threshold"] + (["tta"] if args.tta else [])
+    found = ["face_found"] if config.faces_searched else []
+    return (where + found + ["p_male", "label", "threshold"] + (["tta"] if config.tta else [])
             + (["track"] if videos else []))
 
 
-def score_cells(p_male, threshold, args, face_found=True):
+def score_cells(p_male, threshold, config, face_found=True):
     """The cells after a row's path (and face box): [face_found,] P(male), label,
     threshold[, tta]."""
     found = ([str(bool(face_found)).lower()]
-             if getattr(args, "searched", args.detect_faces) else [])
+             if config.faces_searched else [])
     return (*found, f"{p_male:.6f}", label_of(p_male, threshold), f"{threshold:.6g}",
-            *(["flip"] if args.tta else []))
+            *(["flip"] if config.tta else []))
 
 
 def counted(rows, header):
@@ -159,9 +159,9 @@ def counted(rows, header):
     return [row for row in rows if row[k] != "false"]
 
 
-def what_is_predicted(args, files, videos, geometry):
+def what_is_predicted(config, files, videos, geometry):
     """The inputs in words, for the line that starts the work (predict.py, Ray alike)."""
-    if args.detect_faces:
+    if config.detect_faces:
         what = f"{len(files)} photo(s), cutting out every face found"
     elif geometry is not None:
         what = f"{len(files)} face image(s), each searched for its face"
@@ -170,24 +170,24 @@ def what_is_predicted(args, files, videos, geometry):
                 "geometry; --detect_faces searches them)")
     if videos:
         what = ((what + ", and ") if files else "") + (
-            f"{len(videos)} video(s), a frame every {args.every:g} second(s)")
+            f"{len(videos)} video(s), a frame every {config.every:g} second(s)")
     return what
 
 
-def predict_crops(runner, image_size, files, args, threshold, geometry=None):
+def predict_crops(runner, image_size, files, config, threshold, geometry=None):
     """Rows for images of one face each, cut to the model's `geometry` (None: as given): one
     per readable file; the skipped files; the ones in which no face was found (scored whole,
     their rows' face_found false)."""
-    found = data.main_faces(files, geometry, args.cache_dir, args.verbose, args.backend)
+    found = data.main_faces(files, geometry, config.cache_dir, config.verbose, config.backend)
     reader = data.ImageReader(image_size, geometry, found)
-    scores, unreadable = inference.score_paths(runner, files, image_size, args.batch_size,
-                                               args.verbose, reader=reader)
-    rows = [(path, *score_cells(p, threshold, args, not found or found.get(path) is not None))
+    scores, unreadable = inference.score_paths(runner, files, image_size, config.batch_size,
+                                               config.verbose, reader=reader)
+    rows = [(path, *score_cells(p, threshold, config, not found or found.get(path) is not None))
             for path, p in zip(files, scores) if not np.isnan(p)]
     return rows, unreadable, data.faceless(files, found, unreadable)
 
 
-def predict_faces(runner, image_size, files, args, threshold, detector=None, geometry=None):
+def predict_faces(runner, image_size, files, config, threshold, detector=None, geometry=None):
     """Rows for every detected face, cut to the model's `geometry`: one per face, and one for
     each photo in which no face was found (the whole photo scored, its box the whole photo,
     face_found false); and the skipped files and faceless photos.
@@ -195,16 +195,16 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None, geo
     Only decoding a photo may fail per file (it is then skipped); the detector is built before
     the first photo, and an error inside it stops the run with its cause.
     """
-    detector = detector or load_face_detector(args.cache_dir, args.backend)
+    detector = detector or load_face_detector(config.cache_dir, config.backend)
     reader = data.ImageReader(image_size)  # records and reports the photos that do not decode
     rows, no_face, pending = [], [], []
 
     def flush():
         if pending:
             scores = inference.score_images(runner, np.stack([c for _, _, _, c in pending]),
-                                            args.batch_size)
+                                            config.batch_size)
             for (path, k, box, _), p in zip(pending, scores):
-                rows.append((path, k, *box, *score_cells(p, threshold, args, k != "")))
+                rows.append((path, k, *box, *score_cells(p, threshold, config, k != "")))
             pending.clear()
 
     for n, path in enumerate(files, 1):
@@ -216,7 +216,7 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None, geo
             reader.skip(path, err)
             continue
         try:
-            faces = face_crops(photo, scale, image_size, args.min_face_size, detector, geometry)
+            faces = face_crops(photo, scale, image_size, config.min_face_size, detector, geometry)
         except Exception as err:
             raise ModelError(f"the face detector failed on {path} ({type(err).__name__}: "
                              f"{err}); check the mtcnn install") from None
@@ -234,7 +234,7 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None, geo
         pending += [(path, k, box, crop) for k, (box, crop) in enumerate(faces)]
         if len(pending) >= CHUNK:
             flush()
-        if args.verbose and n % 100 == 0:
+        if config.verbose and n % 100 == 0:
             print(f"  {n}/{len(files)} photos, {len(rows) + len(pending)} faces")
     flush()
     return rows, reader.skipped, no_face
@@ -243,22 +243,22 @@ def predict_faces(runner, image_size, files, args, threshold, detector=None, geo
 # ---------------------------------------------------------------------------
 # --annotate
 
-def write_annotations(args, files, rows, skipped, threshold):
-    """A boxed, labelled copy of each readable photo in args.annotate, and the contact sheet of
+def write_annotations(config, files, rows, skipped, threshold):
+    """A boxed, labelled copy of each readable photo in config.annotate, and the contact sheet of
     every face, drawn from the CSV's rows, so that every engine gets the same pictures.
 
     Each photo is decoded again as for detection (upright, at most MAX_PHOTO_SIDE), and a
     face's box is the CSV's scaled to it (the whole image without --detect_faces). Returns
     (photos written, the contact sheet's path).
     """
-    header = csv_header(args)
+    header = csv_header(config)
     col = {name: k for k, name in enumerate(header)}
     faces = {}
     for row in counted(rows, header):  # an image without a face gets no box
         faces.setdefault(row[0], []).append(row)
     photos = [path for path in files if path not in skipped]
-    sheet = os.path.join(args.annotate, "contact_sheet.jpg")
-    names = annotate.copy_names(photos, args.annotate, avoid=[sheet])
+    sheet = os.path.join(config.annotate, "contact_sheet.jpg")
+    names = annotate.copy_names(photos, config.annotate, avoid=[sheet])
     tiles, captions, found, written = [], [], 0, 0
     for path in photos:
         try:
@@ -269,15 +269,15 @@ def write_annotations(args, files, rows, skipped, threshold):
         drawn = []
         for row in faces.get(path, []):
             p_male, label = float(row[col["p_male"]]), row[col["label"]]
-            box = ([round(int(row[col[k]]) / scale) for k in "xywh"] if args.detect_faces
+            box = ([round(int(row[col[k]]) / scale) for k in "xywh"] if config.detect_faces
                    else [0, 0, *photo.size])
             drawn.append((*box, p_male, label))
             found += 1
             if len(tiles) < annotate.SHEET_MAX_FACES:
-                crop = photo.crop(crop_box(box, *photo.size)) if args.detect_faces else photo
+                crop = photo.crop(crop_box(box, *photo.size)) if config.detect_faces else photo
                 tiles.append(crop.resize((annotate.SHEET_TILE,) * 2, Image.BILINEAR))
                 captions.append(annotate.sheet_caption(
-                    path, row[col["face"]] if args.detect_faces else None, label, p_male,
+                    path, row[col["face"]] if config.detect_faces else None, label, p_male,
                     threshold))
         annotate.save(annotate.draw_faces(photo, drawn, threshold), names[path], quality=92)
         written += 1
@@ -286,19 +286,19 @@ def write_annotations(args, files, rows, skipped, threshold):
     return written, sheet
 
 
-def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
+def finish(config, photos, videos, rows, skipped, no_face, threshold, source):
     """Write the CSV (and --annotate's pictures of photos) and print the summary (every engine
     ends here, then writes its videos' tracks: video.finish_tracks); returns the summary dict.
     Rows of images in which no face was found are written and named, and left out of the
     counts."""
     files = photos + videos
     if len(skipped) == len(files):
-        raise DataError(f"{', '.join(args.paths)}: none of the "
+        raise DataError(f"{', '.join(config.paths)}: none of the "
                         f"{'files' if videos else 'images'} could be read")
-    header = csv_header(args)
-    write_csv(args.output, header, rows)
-    annotated = (write_annotations(args, photos, rows, skipped, threshold)
-                 if args.annotate and photos else None)
+    header = csv_header(config)
+    write_csv(config.output, header, rows)
+    annotated = (write_annotations(config, photos, rows, skipped, threshold)
+                 if config.annotate and photos else None)
 
     faces = counted(rows, header)
     labels = [row[header.index("label")] for row in faces]
@@ -307,7 +307,7 @@ def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
     unit = "faces" if searched else "images"
     print(f"\n{len(faces)} {unit}: " + ", ".join(f"{n} {name}" for name, n in counts.items())
           if faces else f"\nno faces found: nothing to count among {len(files)} file(s)")
-    if args.detect_faces:
+    if config.detect_faces:
         faceless = set(no_face)
         kinds = []
         for name, paths in (("photos", photos), ("videos", videos)):
@@ -315,7 +315,7 @@ def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
                 readable = [p for p in paths if p not in skipped]
                 found = sum(p not in faceless for p in readable)
                 kinds.append(f"{found} of {len(readable)} readable {name}")
-        print(f"{' and '.join(kinds)} had a face (smallest side {args.min_face_size} px)")
+        print(f"{' and '.join(kinds)} had a face (smallest side {config.min_face_size} px)")
     video_set = set(videos)
     whole = [path for path in no_face if path not in video_set]
     if whole:
@@ -331,9 +331,9 @@ def finish(args, photos, videos, rows, skipped, no_face, threshold, source):
         print(f"skipped {len(skipped)} unreadable {'file' if videos else 'image'}(s):")
         for path, why in skipped.items():
             print(f"  {path}: {why}")
-    print(f"wrote {os.path.abspath(args.output)}")
+    print(f"wrote {os.path.abspath(config.output)}")
     if annotated:
-        print(f"annotated {annotated[0]} photo(s) in {os.path.abspath(args.annotate)}; faces "
+        print(f"annotated {annotated[0]} photo(s) in {os.path.abspath(config.annotate)}; faces "
               f"within {annotate.LOW_CONFIDENCE_BAND} of the threshold are dashed, with a '?'; "
               f"contact sheet: {annotated[1]}")
     return {"rows": len(rows), "faces": len(faces), "counts": counts, "threshold": threshold,

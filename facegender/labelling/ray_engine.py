@@ -25,16 +25,18 @@ import socket
 import sys
 import threading
 import time
-import types
+import dataclasses
 
-import inference
-import labelling
-import sidecar
-import video
-from common import USER_ERRORS, DataError
-from outputs import write_csv, write_json
+from facegender.runtime import inference
+from facegender.labelling import photos as labelling
+from facegender.labelling.config import JOIN_TIMEOUT
+from facegender.model import sidecar
+from facegender.labelling import video
+from facegender.core.common import USER_ERRORS, DataError
+from facegender.core.outputs import write_csv, write_json
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+# The folder that holds the facegender package (the actors import it from there).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Files per shard: what a killed run can lose, and the unit the nodes share out. 256 files take
 # about a second to score here, far more than a shard's overhead.
 SHARD_FILES = 256
@@ -60,16 +62,15 @@ class ShardScorer:
     per actor).
     """
 
-    def __init__(self, options):
+    def __init__(self, config):
         import ray
-        self.args = types.SimpleNamespace(**options)
-        args = self.args
+        self.config = config
         self.runner, self.size = inference.load_runner(
-            args.model_path, args.backend, args.precision, args.cache_dir, args.threshold,
-            args.tta, not args.unsafe)
-        self.geometry = sidecar.face_geometry(args.model_path)
-        self.detector = (labelling.load_face_detector(args.cache_dir, args.backend)
-                         if args.detect_faces else None)
+            config.model_path, config.backend, config.precision, config.cache_dir, config.threshold,
+            config.tta, not config.unsafe)
+        self.geometry = sidecar.face_geometry(config.model_path)
+        self.detector = (labelling.load_face_detector(config.cache_dir, config.backend)
+                         if config.detect_faces else None)
         context = ray.get_runtime_context()
         self.node = f"{context.get_node_id()[:8]} ({ray.util.get_node_ip_address()})"
 
@@ -78,22 +79,22 @@ class ShardScorer:
         skipped, the files with no face, this actor's node and its runner's name."""
         if video.is_video(paths[0]):  # a video is a shard of its own
             try:
-                rows = video.predict_video(self.runner, self.size, paths[0], self.args,
-                                           self.args.threshold, self.detector, self.geometry)
+                rows = video.predict_video(self.runner, self.size, paths[0], self.config,
+                                           self.config.threshold, self.detector, self.geometry)
             except DataError as err:  # unreadable: named and passed over, as predict.py does
                 why = str(err).removeprefix(f"{paths[0]}: ")
                 return {"rows": [], "skipped": {paths[0]: why}, "no_face": [],
                         "node": self.node, "runner": self.runner.name}
             return {"rows": rows, "skipped": {}, "no_face": [] if rows else paths,
                     "node": self.node, "runner": self.runner.name}
-        if self.args.detect_faces:
+        if self.config.detect_faces:
             rows, skipped, no_face = labelling.predict_faces(
-                self.runner, self.size, paths, self.args, self.args.threshold, self.detector,
+                self.runner, self.size, paths, self.config, self.config.threshold, self.detector,
                 self.geometry)
         else:
             rows, skipped, no_face = labelling.predict_crops(
-                self.runner, self.size, paths, self.args, self.args.threshold, self.geometry)
-        if getattr(self.args, "videos", False):
+                self.runner, self.size, paths, self.config, self.config.threshold, self.geometry)
+        if self.config.videos:
             rows = [(row[0], "", *row[1:], "") for row in rows]  # a photo: no time, no track
         return {"rows": rows, "skipped": skipped, "no_face": no_face, "node": self.node,
                 "runner": self.runner.name}
@@ -114,9 +115,6 @@ def check_reachable(address, timeout=5.0):
         raise DataError(f"--ray_address {address}: no Ray cluster answers there "
                         f"({err.strerror or err}); start one with `ray start --head`, or leave "
                         "out --ray_address to run on this machine") from None
-
-
-JOIN_TIMEOUT = 60.0  # seconds a cluster gets to let us in (--ray_join_timeout)
 
 
 def join_within(kwargs, address, timeout):
@@ -194,12 +192,12 @@ def connect(address=None, num_cpus=None, join_timeout=JOIN_TIMEOUT):
 # ---------------------------------------------------------------------------
 # Shards and their manifest
 
-def fingerprint(files, args, threshold, shard_files):
+def fingerprint(files, config, threshold, shard_files):
     """What a shard's rows depend on: a rerun with another value of any of these starts over."""
-    st = os.stat(args.model_path)
-    what = [files, os.path.abspath(args.model_path), st.st_size, st.st_mtime_ns, threshold,
-            args.detect_faces, args.min_face_size, args.tta, args.backend, args.precision,
-            shard_files, getattr(args, "every", None)]
+    st = os.stat(config.model_path)
+    what = [files, os.path.abspath(config.model_path), st.st_size, st.st_mtime_ns, threshold,
+            config.detect_faces, config.min_face_size, config.tta, config.backend, config.precision,
+            shard_files, config.every]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
 
@@ -271,50 +269,50 @@ def original_error(err):
 # ---------------------------------------------------------------------------
 # The job
 
-def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
+def run(config, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     """predict.run's work as a Ray job; returns its summary dict, with rows per node.
 
     `stop_after` ends the run, as a kill would, once that many shards are saved (for tests).
     """
     start = time.time()
-    if args.ray_address:
-        check_reachable(args.ray_address)  # before minutes of work, not after
-    files, videos = video.collect_inputs(args.paths)
-    threshold, source = sidecar.decision_threshold(args.model_path, args.threshold)
-    geometry = sidecar.face_geometry(args.model_path)
-    args.searched = labelling.searches_faces(args, geometry)
+    if config.ray_address:
+        check_reachable(config.ray_address)  # before minutes of work, not after
+    files, videos = video.collect_inputs(config.paths)
+    threshold, source = sidecar.decision_threshold(config.model_path, config.threshold)
+    geometry = sidecar.face_geometry(config.model_path)
+    config = dataclasses.replace(config, searched=labelling.searches_faces(config, geometry))
     # Loaded here once: a bad model stops the run before Ray starts, and the model is
     # converted into the cache, where the actors on this node find it.
-    size = inference.prepare_model(args.model_path, args.backend, args.precision,
-                                   args.cache_dir, not args.unsafe)
-    if args.detect_faces:  # a broken detector stops the run here, before any work; on
+    size = inference.prepare_model(config.model_path, config.backend, config.precision,
+                                   config.cache_dir, not config.unsafe)
+    if config.detect_faces:  # a broken detector stops the run here, before any work; on
         # OpenVINO its networks are converted into the cache, where the actors find them.
-        labelling.load_face_detector(args.cache_dir, args.backend)
+        labelling.load_face_detector(config.cache_dir, config.backend)
 
     # A video is one shard (one task): a killed run continues it from its progress record
     # (video.py), beside the output, where the actors of this machine write it.
     shards = [files[i:i + shard_files] for i in range(0, len(files), shard_files)]
     shards += [[path] for path in videos]
-    folder = shard_folder(args.output)
-    manifest = open_manifest(folder, fingerprint(files + videos, args, threshold, shard_files),
+    folder = shard_folder(config.output)
+    manifest = open_manifest(folder, fingerprint(files + videos, config, threshold, shard_files),
                              len(files) + len(videos), len(shards), shard_files)
-    header = labelling.csv_header(args)
+    header = labelling.csv_header(config)
     todo = [k for k in range(len(shards)) if str(k) not in manifest["done"]]
-    what = labelling.what_is_predicted(args, files, videos, geometry)
+    what = labelling.what_is_predicted(config, files, videos, geometry)
     print(f"predicting {what} at {size}x{size} with Ray, threshold "
           f"{threshold:.2f} ({source}); {len(shards)} shards of up to {shard_files} files, "
           f"{len(shards) - len(todo)} already done in {folder}")
     if todo:
-        stopped = run_shards(args, shards, todo, threshold, folder, manifest, header,
+        stopped = run_shards(config, shards, todo, threshold, folder, manifest, header,
                              stop_after, num_cpus)
         if stopped:
             return {"stopped": True, "done": len(manifest["done"]), "shards": len(shards)}
 
     rows, skipped, no_face = read_shards(folder, manifest)
-    summary = labelling.finish(args, files, videos, rows, skipped, no_face, threshold, source)
+    summary = labelling.finish(config, files, videos, rows, skipped, no_face, threshold, source)
     if videos:  # one row per track beside the CSV, and --annotate's frames
-        video.finish_tracks(args, labelling.csv_header(args), rows, videos, skipped, threshold)
-    video.remove_progress(args.output)
+        video.finish_tracks(config, labelling.csv_header(config), rows, videos, skipped, threshold)
+    video.remove_progress(config.output)
     per_node = {}
     for shard in manifest["done"].values():
         per_node[shard["node"]] = per_node.get(shard["node"], 0) + shard["rows"]
@@ -325,19 +323,16 @@ def run(args, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     return {**summary, "per_node": per_node, "seconds": seconds}
 
 
-def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_after, num_cpus):
+def run_shards(config, shards, todo, threshold, folder, manifest, header, stop_after, num_cpus):
     """Score the shards in `todo` on Ray, saving each as it comes back; True when stopped early."""
     import ray
-    started = connect(args.ray_address, num_cpus,
-                      getattr(args, "ray_join_timeout", JOIN_TIMEOUT))
+    started = connect(config.ray_address, num_cpus, config.ray_join_timeout)
     try:
         nodes = [n for n in ray.nodes() if n["Alive"]]
-        options = {**{k: getattr(args, k) for k in (
-            "model_path", "backend", "precision", "tta", "unsafe", "detect_faces",
-            "min_face_size", "batch_size", "cache_dir")}, "threshold": threshold, "verbose": 0,
-            # For videos: where their progress records go, and how often a frame is sampled.
-            "output": os.path.abspath(args.output), "every": getattr(args, "every", None),
-            "videos": getattr(args, "videos", False), "searched": args.searched}
+        # The actors' config: the threshold chosen here, no progress bars, and the output
+        # (where videos' progress records go) as an absolute path, for any node's working dir.
+        options = dataclasses.replace(config, threshold=threshold, verbose=0,
+                                      output=os.path.abspath(config.output))
         scorer = ray.remote(ShardScorer).options(num_cpus=ACTOR_CPUS, **SPREAD)
         actors = [scorer.remote(options) for _ in range(min(len(nodes), len(todo)))]
         print(f"on {len(nodes)} Ray node(s), one actor each")
@@ -378,7 +373,7 @@ def run_shards(args, shards, todo, threshold, folder, manifest, header, stop_aft
             save_shard(folder, manifest, k, result, header)
             saved += 1
             files_done += len(shards[k])
-            if args.verbose:
+            if config.verbose:
                 print(f"  shard {len(manifest['done'])}/{len(shards)}: {files_done} files in "
                       f"{time.time() - t0:.1f} s on {result['runner']}", flush=True)
             if stop_after is not None and saved >= stop_after:

@@ -1,5 +1,5 @@
 """Face tracks in a video: the faces of successive sampled frames linked into appearances, and
-one label per appearance. NumPy only, pure functions; video.py wires them to the frames.
+one label per appearance. NumPy only, pure functions; video wires them to the frames.
 
 A track is one appearance: a face followed from the sampled frame it is first found in until it
 is lost for longer than a gap, or the shot is cut. It is not an identity: the same person in

@@ -17,12 +17,12 @@ import shutil
 
 import numpy as np
 
-import annotate
-import data
-import labelling
-import tracks
-from common import CLASS_NAMES, DataError, ModelError
-from outputs import write_csv, write_json
+from facegender.core.common import CLASS_NAMES, DataError, ModelError
+from facegender.core.outputs import write_csv, write_json
+from facegender.data import images as data
+from facegender.drawing import annotate
+from facegender.labelling import photos as labelling
+from facegender.labelling import tracks
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ts")
@@ -122,13 +122,13 @@ def progress_folder(output):
     return output + ".progress"
 
 
-def progress_file(output, path, args, threshold):
+def progress_file(output, path, config, threshold):
     """The record of one video in this run: named by what would change its rows (the file,
     its size and time, the sampling, the model, the threshold, the face size, --tta)."""
     st = os.stat(path)
-    key = json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns, args.every,
-                      os.path.abspath(args.model_path), threshold, args.min_face_size,
-                      bool(args.tta)])
+    key = json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns, config.every,
+                      os.path.abspath(config.model_path), threshold, config.min_face_size,
+                      bool(config.tta)])
     name = hashlib.sha1(key.encode()).hexdigest()[:16]
     return os.path.join(progress_folder(output), f"{name}.json")
 
@@ -156,29 +156,29 @@ def remove_progress(output):
 # ---------------------------------------------------------------------------
 # Predicting
 
-def predict_video(runner, image_size, path, args, threshold, detector, geometry=None,
+def predict_video(runner, image_size, path, config, threshold, detector, geometry=None,
                   checkpoint_frames=None):
     """Rows (path, time, face, x, y, w, h, P(male), label, threshold[, tta], track) for every
-    face in the frames of `path` sampled every args.every seconds, continuing from its
+    face in the frames of `path` sampled every config.every seconds, continuing from its
     progress record (`checkpoint_frames` sampled frames apart). The faces are linked into
     tracks (tracks.py) once the whole video is read, from what the record keeps of each face
     (its shot and landmarks), so a resumed run and a Ray actor find the same tracks."""
-    import inference
+    from facegender.runtime import inference
     checkpoint_frames = checkpoint_frames or CHECKPOINT_FRAMES
-    record = progress_file(args.output, path, args, threshold)
+    record = progress_file(config.output, path, config, threshold)
     rows, tracking, start, shot, signature, finished = read_progress(record)
     if finished:
-        return with_tracks(rows, tracking, args.every)
+        return with_tracks(rows, tracking, config.every)
     _, fps, duration = open_video(path)  # an unreadable video stops here, naming itself
-    if args.verbose and start:
+    if config.verbose and start:
         print(f"  {path}: resuming at {clock(start)} ({len(rows)} faces so far)")
     pending, frames = [], 0
 
     def save(next_time, done):
         if pending:
             scores = inference.score_images(runner, np.stack([c for *_, c in pending]),
-                                            args.batch_size)
-            rows.extend((path, f"{t:.3f}", k, *box, *labelling.score_cells(p, threshold, args))
+                                            config.batch_size)
+            rows.extend((path, f"{t:.3f}", k, *box, *labelling.score_cells(p, threshold, config))
                         for (t, k, box, _, _, _), p in zip(pending, scores))
             tracking.extend([int(face_shot), *np.round(marks, 2).ravel().tolist()]
                             for (_, _, _, marks, face_shot, _) in pending)
@@ -186,12 +186,12 @@ def predict_video(runner, image_size, path, args, threshold, detector, geometry=
         write_json(record, {"video": os.path.abspath(path), "next_time": next_time,
                             "finished": done, "rows": rows, "faces": tracking, "shot": shot,
                             "signature": None if signature is None else signature.tolist()})
-        if args.verbose:
+        if config.verbose:
             print(f"  {path}: {clock(min(next_time, duration))} of {clock(duration)}, "
                   f"{len(rows)} faces")
 
     next_time = start
-    for t, frame in sampled_frames(path, args.every, start):
+    for t, frame in sampled_frames(path, config.every, start):
         from PIL import Image
         now = tracks.picture_signature(frame)
         shot = int(tracks.shot_numbers([now], shot, signature)[0])
@@ -200,7 +200,7 @@ def predict_video(runner, image_size, path, args, threshold, detector, geometry=
         photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
         scale = frame.shape[1] / photo.size[0]
         try:
-            faces = labelling.found_faces(photo, scale, image_size, args.min_face_size,
+            faces = labelling.found_faces(photo, scale, image_size, config.min_face_size,
                                           detector, geometry)
         except Exception as err:
             raise ModelError(f"the face detector failed on {path} at {t:.3f} s "
@@ -208,11 +208,11 @@ def predict_video(runner, image_size, path, args, threshold, detector, geometry=
         pending += [(t, k, box, marks, shot, crop)
                     for k, (box, crop, marks) in enumerate(faces)]
         frames += 1
-        next_time = t + args.every
+        next_time = t + config.every
         if frames % checkpoint_frames == 0:
             save(next_time, False)
     save(next_time, True)
-    return with_tracks(rows, tracking, args.every)
+    return with_tracks(rows, tracking, config.every)
 
 
 def with_tracks(rows, tracking, every):
@@ -281,18 +281,18 @@ def write_track_table(output, table):
     return track_table_path(output)
 
 
-def finish_tracks(args, header, rows, videos, skipped, threshold):
+def finish_tracks(config, header, rows, videos, skipped, threshold):
     """labelling.finish's part for videos: <output>.tracks.csv from the CSV's rows and, with
     --annotate, a sheet of each video's frames (annotate_video). Returns the track table."""
-    table = track_table([dict(zip(header, map(str, row))) for row in rows], args.every)
-    print(f"wrote {os.path.abspath(write_track_table(args.output, table))} "
+    table = track_table([dict(zip(header, map(str, row))) for row in rows], config.every)
+    print(f"wrote {os.path.abspath(write_track_table(config.output, table))} "
           f"({len(table)} tracks)")
-    if args.annotate:
+    if config.annotate:
         readable = [p for p in videos if p not in skipped]
-        names = annotate.copy_names(readable, args.annotate)
+        names = annotate.copy_names(readable, config.annotate)
         for path in readable:
             sheet = os.path.splitext(names[path])[0] + ".tracks.jpg"
-            if annotate_video(path, rows_of(header, rows, path), table, args.every,
+            if annotate_video(path, rows_of(header, rows, path), table, config.every,
                               threshold, sheet):
                 print(f"annotated {path}: {sheet}")
     return table

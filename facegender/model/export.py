@@ -1,32 +1,24 @@
-"""Export a saved model to TensorFlow Lite for phones and small boards.
+"""Exporting a saved model to TensorFlow Lite for phones and small boards (export.py's work;
+its command line is facegender.cli.export).
 
-    python export.py --model_path model_balanced.h5 [--calibration_path DIR] [--output_dir .]
-
-Writes `<model>_float16.tflite` (weights stored as float16: half the size, the same answers) and,
-with images to calibrate on, `<model>_int8.tflite` (weights and activations in 8 bits, its
-quantization ranges measured on those images). Each gets a JSON sidecar with the threshold.
-Both take raw RGB 0..255 float32 input, like the Keras model, and output P(male).
+`export` writes `<model>_float16.tflite` (weights stored as float16: half the size, the same
+answers) and, with images to calibrate on, `<model>_int8.tflite` (weights and activations in 8
+bits, its quantization ranges measured on those images). Each gets a JSON sidecar with the
+threshold. Both take raw RGB 0..255 float32 input, like the Keras model, and output P(male).
 """
 
-import argparse
 import contextlib
 import io
 import os
-import sys
 
-import quiet  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-quiet.hide_tensorflow_start_up()  # TensorFlow's start-up lines stay off the terminal
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import cli  # noqa: E402
-import data  # noqa: E402
-import model as model_lib  # noqa: E402
-from common import UsageError, default_cache_dir  # noqa: E402
-from data import DataError  # noqa: E402
-from outputs import atomic_path, make_writable_dir, write_json  # noqa: E402
+from facegender.core.common import DataError, UsageError, default_cache_dir
+from facegender.core.outputs import atomic_path, make_writable_dir, write_json
+from facegender.data import images as data
+from facegender.model import network as model_lib
+from facegender.model.sidecar import face_geometry, load_sidecar
 
 def calibration_sample(paths, count=200, seed=0):
     """Twice `count` of `paths`, drawn evenly at random (seeded): enough for `count` readable
@@ -119,7 +111,7 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
         raise UsageError(f"--output_dir {output_dir}: cannot be written ({err.strerror})"
                          ) from None
     model = model_lib.load_model(model_path)
-    sidecar = model_lib.load_sidecar(model_path)
+    sidecar = load_sidecar(model_path)
     calibration = None
     if "int8" in kinds:
         if calibration_path is None:
@@ -130,7 +122,7 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
                                          calibration_images)
         if not calibration:
             raise DataError(f"{calibration_path}: holds no images to calibrate int8 on")
-        geometry = model_lib.face_geometry(model_path)
+        geometry = face_geometry(model_path)
         # Calibrate on the crops the model is fed, not the images as given.
         reader = data.ImageReader(model_lib.input_size(model), geometry, None if geometry is None
                                   else data.main_faces(calibration, geometry,
@@ -157,26 +149,3 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
         print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
     return written
 
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_path", default=cli.SHIPPED_MODEL)
-    p.add_argument("--output_dir", default=None, help="default: beside the model")
-    p.add_argument("--formats", nargs="+", default=["float16", "int8"],
-                   choices=["float32", "float16", "int8"])
-    p.add_argument("--calibration_path", default=None,
-                   help="folder of face images (searched recursively) for int8 calibration")
-    p.add_argument("--calibration_images", type=int, default=200,
-                   help="how many images to calibrate int8 on (at least 1; 100 or more "
-                        "measure the activation ranges well)")
-    args = p.parse_args(argv)
-    if args.calibration_images < 1:
-        p.error(f"--calibration_images {args.calibration_images}: must be at least 1 (int8 "
-                "without calibration images would be written with guessed ranges)")
-    return cli.exit_code(export, args.model_path, args.output_dir, args.formats,
-                         args.calibration_path, args.calibration_images)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

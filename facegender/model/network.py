@@ -10,13 +10,12 @@ import socket
 
 import keras
 
-from common import CLASS_NAMES, ModelError, UsageError  # noqa: F401  (callers catch ModelError)
-import losses  # noqa: F401  (registers the focal loss so compiled models reload)
-from outputs import atomic_path, write_json
-# The sidecar and file checks need no TensorFlow, so they live in sidecar.py; the scripts that
-# load a Keras model find them here too.
-from sidecar import (check_input_size, check_model_file, check_sidecar,  # noqa: F401
-                     decision_threshold, face_geometry, load_sidecar, sidecar_path)
+from facegender.core.common import ModelError
+from facegender.core.outputs import atomic_path, write_json
+# Imported for its side effect: it registers the focal loss, so compiled models reload.
+from facegender.model import losses  # noqa: F401
+# The sidecar and file checks need no TensorFlow, so they live in sidecar.py.
+from facegender.model.sidecar import check_input_size, check_model_file, sidecar_path
 
 BACKBONE_NAME = "mobilenetv2"
 HEAD_NAME = "head"

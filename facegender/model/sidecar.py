@@ -6,9 +6,9 @@ import json
 import math
 import os
 
-import faces
-from common import CLASS_NAMES, ModelError, UsageError
-from outputs import write_json
+from facegender.faces import finder as faces
+from facegender.core.common import CLASS_NAMES, ModelError, UsageError
+from facegender.core.outputs import write_json
 
 
 def sidecar_path(model_path):

@@ -12,25 +12,20 @@ have it, but moves scores by up to about a tenth, so it is used where a decision
 known (`precision='auto'`, the default, or 'bf16'), and the scores it puts near that threshold
 are computed again in float32, so that labels stay float32's; `precision='f32'` is float32
 throughout. bench/bench.py measures the speeds, bench/bf16_margin.py that the labels match.
+Converting, caching and compiling are conversion.py's job.
 """
 
 import collections
-import contextlib
-import functools
-import hashlib
-import io
 import os
 import sys
-import warnings
 
 import numpy as np
 
-import data
-from common import MissingDependency, ModelError, UsageError
-# The conversion cache (shared with the face finder); diagnostics.py reads it through here.
-from conversions import cache_name, cache_path, read_cached, save
-import workers
-from progress import Progress
+from facegender.data import images as data
+from facegender.core.common import MissingDependency, ModelError, UsageError
+from facegender.core import workers
+from facegender.runtime import conversion
+from facegender.core.progress import Progress
 
 BACKENDS = ("auto", "keras", "openvino")
 # bfloat16 moved the log-odds of 99.5% of 7,671 training images (FACECOM, its degraded copies,
@@ -41,9 +36,6 @@ BF16_RECHECK_LOGIT = 0.5
 # (labels stay float32's), float32 otherwise.
 PRECISIONS = ("auto", "f32", "bf16")
 PREFETCH_BATCHES = 3  # decoded batches waiting ahead of the model: keeps it fed, bounds memory
-# Images per OpenVINO request: 4 ran 3-8% faster than 2, 8 or 16 here end to end (two cores);
-# bench/bench.py compares whole batches.
-REQUEST_BATCH = 4
 
 
 # ---------------------------------------------------------------------------
@@ -237,109 +229,9 @@ def logit(p):
     return np.log(p / (1 - p))
 
 
-def openvino_available():
-    """True when OpenVINO imports."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def model_file_key(model_path):
-    """The cache name of a model file: its path is the family; its size and modification time
-    tell a retrained file from the one converted before."""
-    st = os.stat(model_path)
-    family = hashlib.sha256(os.path.abspath(model_path).encode()).hexdigest()[:16]
-    return cache_name(family, st.st_size, st.st_mtime_ns)
-
-
-def convert(model, model_path=None, cache_dir=None, key=None):
-    """The Keras model as an OpenVINO model, read from the cache when it is there: the cache
-    entry is named by `key`, a (family, *parts) tuple for cache_name, else by `model_path`
-    (the file `model` was loaded from), else there is none.
-
-    Conversion traces the model (seconds); reading the saved IR back takes a tenth of one. The
-    IR is written as conversions.save writes it (never half of it; an unwritable cache is only
-    a missed speed-up), in `cache_dir`/openvino (default: common.default_cache_dir()).
-    """
-    import openvino as ov
-    xml = None
-    name = cache_name(*key) if key else (model_file_key(model_path) if model_path else None)
-    if name is not None:
-        xml = cache_path(name, cache_dir)
-        converted = read_cached(xml)
-        if converted is not None:
-            return converted
-    # OpenVINO prints its conversion settings when "--verbose" is anywhere in sys.argv, which
-    # is every run of our scripts given --verbose 0: keep that out of their output.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")  # Keras warns about the input's name while tracing
-        # Weights copied, not shared with TensorFlow's memory, which load_runner lets go with
-        # the Keras model: shared, a first run scored with whatever reused that memory (scores
-        # off the cached conversion's by up to 1.0; MTCNN's networks found no faces at all).
-        converted = ov.convert_model(inference_function(model), share_weights=False)
-    if xml is not None:
-        save(converted, xml)
-    return converted
-
-
-def keras_model_of(model, output):
-    """The part of a functional `model` that computes its output number `output`."""
-    import keras
-    return keras.Model(model.input, model.outputs[output])
-
-
-def inference_function(model):
-    """`model` in inference mode as a TensorFlow concrete function, batch size left open.
-
-    Traced without AutoGraph: a Keras model has no Python control flow on tensors to convert,
-    and skipping it converts the backbone in 1.2-1.35 s instead of the 1.4-1.6 s it takes when
-    OpenVINO is handed the Keras model (and traces it with AutoGraph) on two cores.
-    """
-    import tensorflow as tf
-    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-    return tf.function(lambda images: model(images, training=False), autograph=False,
-                       input_signature=[spec]).get_concrete_function()
-
-
-def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
-    """Compile for the CPU, in throughput mode (a stream per core) and the requested precision:
-    (a function that compiles the model at a fixed batch of `request_batch`, model for any
-    batch size, precision used). OpenVINORunner calls the function when a batch first fills
-    a request, so a run on a photo or two never pays for it.
-
-    Requests of a few images to a model compiled at their fixed shape run about a third faster
-    than whole batches at an open shape (bench/bench.py's eval section shows both; a small
-    request's activations stay in cache), so full requests take the fixed model; the rest of a
-    batch takes the other. The fixed model is None where the image size is open.
-    Threads are not pinned to cores: on a machine shared with other work, pinned threads wait
-    for their core while another is free (measured: half the speed next to a training run).
-    """
-    import openvino as ov
-    core = ov.Core()
-    if precision == "bf16" and not cpu_has_bf16(core):
-        print("note: this CPU has no bfloat16 support; running OpenVINO in float32",
-              file=sys.stderr)
-        precision = "f32"
-    config = {"PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False,
-              "INFERENCE_PRECISION_HINT": "f32" if precision == "f32" else "bf16"}
-    shape = converted.input(0).get_partial_shape()
-    fixed = None
-    if request_batch and shape.rank.is_static and all(d.is_static for d in list(shape)[1:]):
-        model = converted.clone()
-        model.reshape([request_batch] + [d.get_length() for d in list(shape)[1:]])
-        fixed = functools.partial(core.compile_model, model, "CPU", config)
-    return fixed, core.compile_model(converted, "CPU", config), precision
-
-
-def cpu_has_bf16(core):
-    """True when OpenVINO's CPU plugin (an openvino.Core's) offers bfloat16 on this CPU."""
-    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
 def make_runner(model, backend="auto", precision="auto", model_path=None, cache_dir=None,
-                request_batch=REQUEST_BATCH, key=None, threshold=None, output=None, tta=False):
+                request_batch=conversion.REQUEST_BATCH, key=None, threshold=None, output=None,
+                tta=False):
     """A runner for `model` on `backend` ('auto': OpenVINO if it imports, else Keras).
 
     `model_path` (the file `model` was loaded from), or a `key` naming the model's contents
@@ -366,8 +258,8 @@ def check_backend(backend="auto", precision="auto"):
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    use_openvino = backend == "openvino" or (backend == "auto" and openvino_available())
-    if backend == "openvino" and not openvino_available():
+    use_openvino = backend == "openvino" or (backend == "auto" and conversion.openvino_available())
+    if backend == "openvino" and not conversion.openvino_available():
         raise MissingDependency("--backend openvino: OpenVINO is not installed; "
                                 "pip install openvino, or pass --backend keras")
     if precision == "bf16" and backend == "keras":
@@ -382,11 +274,11 @@ def check_backend(backend="auto", precision="auto"):
 def _make_runner(model, backend, precision, model_path, cache_dir, request_batch, key,
                  threshold, output):
     use_openvino = check_backend(backend, precision)
-    one = model if output is None else keras_model_of(model, output)
+    one = model if output is None else conversion.keras_model_of(model, output)
     if not use_openvino:
         return KerasRunner(one)
     try:
-        converted = convert(model, model_path, cache_dir, key)
+        converted = conversion.convert(model, model_path, cache_dir, key)
         if output is not None:
             import openvino as ov
             converted = ov.Model([converted.output(output)], converted.get_parameters())
@@ -401,17 +293,19 @@ def _make_runner(model, backend, precision, model_path, cache_dir, request_batch
     return runner
 
 
-def openvino_runner(converted, precision="f32", request_batch=REQUEST_BATCH, threshold=None):
+def openvino_runner(converted, precision="f32", request_batch=conversion.REQUEST_BATCH,
+                    threshold=None):
     """A runner for a converted model (an openvino.Model), compiled as compile_openvino does;
     with `threshold`, a bf16 runner rechecks in float32 what falls near it (RecheckedRunner).
     'auto' is that where the CPU has bfloat16 and `threshold` is given, float32 otherwise."""
     if precision == "auto":
         import openvino as ov
-        precision = "bf16" if threshold is not None and cpu_has_bf16(ov.Core()) else "f32"
-    fixed, any_size, precision = compile_openvino(converted, precision, request_batch)
+        precision = ("bf16" if threshold is not None and conversion.cpu_has_bf16(ov.Core())
+                     else "f32")
+    fixed, any_size, precision = conversion.compile_openvino(converted, precision, request_batch)
     runner = OpenVINORunner(fixed, any_size, precision, request_batch)
     if precision == "bf16" and threshold is not None:
-        exact = OpenVINORunner(None, compile_openvino(converted, "f32", None)[1], "f32")
+        exact = OpenVINORunner(None, conversion.compile_openvino(converted, "f32", None)[1], "f32")
         runner = RecheckedRunner(runner, exact, threshold)
     return runner
 
@@ -427,15 +321,16 @@ def load_runner(model_path, backend="auto", precision="auto", cache_dir=None, th
     (--unsafe) to load could only have been converted with it; its converted form holds no
     code, so reading it back runs none.
     """
-    import sidecar
+    from facegender.model import sidecar
     use_openvino = check_backend(backend, precision)
     sidecar.check_model_file(model_path)
     if use_openvino:
-        converted, size = cached_conversion(model_path, cache_dir)
+        converted, size = conversion.cached_conversion(model_path, cache_dir)
         if converted is not None:
             runner = openvino_runner(converted, precision, threshold=threshold)
             return (flip_averaged(runner) if tta else runner), size
-    import model as model_lib  # Keras: the first conversion, or --backend keras
+    # Keras: the first conversion, or --backend keras.
+    from facegender.model import network as model_lib
     model = model_lib.load_model(model_path, safe_mode=safe_mode)
     runner = make_runner(model, backend, precision, model_path, cache_dir, threshold=threshold,
                          tta=tta)
@@ -447,26 +342,13 @@ def prepare_model(model_path, backend="auto", precision="auto", cache_dir=None, 
     in the cache (converted now when it is not): what Ray's driver needs before its actors
     read the conversion. A conversion already cached is only read, not compiled (a second or
     so that the driver would spend on a model it never runs)."""
-    import sidecar
+    from facegender.model import sidecar
     sidecar.check_model_file(model_path)
     if check_backend(backend, precision):
-        converted, size = cached_conversion(model_path, cache_dir)
+        converted, size = conversion.cached_conversion(model_path, cache_dir)
         if converted is not None:
             return size
     return load_runner(model_path, backend, precision, cache_dir, safe_mode=safe_mode)[1]
-
-
-def cached_conversion(model_path, cache_dir=None):
-    """(converted model, input size) of the model file from the cache, its input checked
-    against the sidecar; (None, None) when the cache does not have it."""
-    import sidecar
-    converted = read_cached(cache_path(model_file_key(model_path), cache_dir))
-    if converted is None:
-        return None, None
-    shape = converted.input(0).get_partial_shape()
-    dims = [d.get_length() if d.is_static else None for d in shape]
-    sidecar.check_input_size(model_path, dims)
-    return converted, dims[1]
 
 
 # ---------------------------------------------------------------------------

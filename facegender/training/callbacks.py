@@ -20,13 +20,10 @@ import numpy as np
 
 import keras
 
-import metrics
-from common import ModelError, UsageError
-from outputs import atomic_path, write_json
-
-# What --monitor may watch, and whether lower or higher is better. Keras guesses the direction
-# from the name and would guess wrong for macro-F1, so it is always passed explicitly.
-MONITOR_MODES = {"val_loss": "min", "val_macro_f1": "max", "val_worst_recall": "max"}
+from facegender.core.common import ModelError, UsageError
+from facegender.core.outputs import atomic_path, write_json
+from facegender.evaluation import metrics
+from facegender.training.config import MONITOR_MODES
 
 
 def threshold_criterion(monitor):
@@ -71,22 +68,21 @@ RESUME_FLAGS = ("image_size", "face_geometry", "dense_units", "dropout", "traina
                 "focal_alpha", "focal_gamma", "learning_rate", "mixed_precision")
 
 
-def resume_flags(args):
-    """The RESUME_FLAGS of a run's parsed arguments, as JSON values (the face geometry as
+def resume_flags(config):
+    """The RESUME_FLAGS of a run's TrainConfig, as JSON values (the face geometry as
     KIND:SCALE or none, so that 'aligned' and 'aligned:1.0' are the same)."""
-    flags = {flag: getattr(args, flag) for flag in RESUME_FLAGS if hasattr(args, flag)}
-    if "face_geometry" in flags:
-        geometry = getattr(args, "geometry", None)
-        flags["face_geometry"] = geometry and f"{geometry.kind}:{geometry.scale:g}" or "none"
+    flags = {flag: getattr(config, flag) for flag in RESUME_FLAGS}
+    geometry = config.geometry
+    flags["face_geometry"] = geometry and f"{geometry.kind}:{geometry.scale:g}" or "none"
     return flags
 
 
-def check_resume(state, args, input_size, folder):
+def check_resume(state, config, input_size, folder):
     """Raise a UsageError naming the first flag of this run that contradicts the checkpoint in
     `folder`. `input_size` is the checkpoint model's, for checkpoints that kept no flags."""
     saved = dict(state.flags or {})
     saved.setdefault("image_size", input_size)
-    for flag, value in resume_flags(args).items():
+    for flag, value in resume_flags(config).items():
         if flag in saved and saved[flag] != value:
             raise UsageError(
                 f"--resume: --{flag} {value} contradicts the checkpoint in {folder}, made with "

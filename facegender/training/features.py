@@ -25,8 +25,8 @@ import numpy as np
 
 import keras
 
-import inference
-import model as model_lib
+from facegender.runtime import inference
+from facegender.model import network as model_lib
 
 VIEWS_FILE = "views.npy"  # (2, images, *feature shape): as is, then mirrored
 READABLE_FILE = "readable.npy"  # one flag per image: False for a file that did not decode

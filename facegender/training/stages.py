@@ -19,12 +19,13 @@ import numpy as np
 
 import keras
 
-import data
-import features
-import model as model_lib
-from callbacks import MONITOR_MODES, HistoryRecorder, ValidationMetrics
-from losses import BinaryFocalLoss
-from outputs import atomic_path
+from facegender.data import images as data
+from facegender.training import features
+from facegender.model import network as model_lib
+from facegender.training.callbacks import HistoryRecorder, ValidationMetrics
+from facegender.training.config import MONITOR_MODES
+from facegender.model.losses import BinaryFocalLoss
+from facegender.core.outputs import atomic_path
 
 
 class CachedBatches(keras.utils.PyDataset):
@@ -60,15 +61,15 @@ class CachedBatches(keras.utils.PyDataset):
         self.order = self.pairs[self.rng.permutation(len(self.pairs))]
 
 
-def training_batches(plain, mirrored, readable, labels, args):
+def training_batches(plain, mirrored, readable, labels, config):
     """`CachedBatches` over the oversampled training images, weighted by the class weights."""
     labels = np.asarray(labels)
-    index = data.oversample_indices(labels, args.oversample, args.seed)
-    weights = np.asarray(args.class_weights)[labels] * np.asarray(readable)
-    return CachedBatches(plain, mirrored, index, labels, weights, args.batch_size, args.seed)
+    index = data.oversample_indices(labels, config.oversample, config.seed)
+    weights = np.asarray(config.class_weights)[labels] * np.asarray(readable)
+    return CachedBatches(plain, mirrored, index, labels, weights, config.batch_size, config.seed)
 
 
-def fit_on_cached(trainable, batches, val, learning_rate, epochs, monitor, patience, args,
+def fit_on_cached(trainable, batches, val, learning_rate, epochs, monitor, patience, config,
                   callbacks=(), verbose=None):
     """Fit `trainable` on cached `batches` with the card's focal loss, validate on `val`
     (features, labels, sources) every epoch, and keep the epoch `monitor` likes best.
@@ -76,42 +77,42 @@ def fit_on_cached(trainable, batches, val, learning_rate, epochs, monitor, patie
     Returns the EarlyStopping callback, whose `best` is the kept epoch's score."""
     val_x, val_y, val_sources = val
     trainable.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss=BinaryFocalLoss(args.focal_alpha, args.focal_gamma),
+                      loss=BinaryFocalLoss(config.focal_alpha, config.focal_gamma),
                       metrics=["accuracy"])
 
     def scores(model):
-        return val_y, model.predict(val_x, batch_size=args.batch_size, verbose=0)[:, 0], \
+        return val_y, model.predict(val_x, batch_size=config.batch_size, verbose=0)[:, 0], \
             val_sources
 
     keep_best = keras.callbacks.EarlyStopping(monitor, mode=MONITOR_MODES[monitor],
                                               patience=patience, restore_best_weights=True)
-    trainable.fit(batches, epochs=epochs, verbose=args.verbose if verbose is None else verbose,
+    trainable.fit(batches, epochs=epochs, verbose=config.verbose if verbose is None else verbose,
                   callbacks=[ValidationMetrics(scores), keep_best, *callbacks])
     return keep_best
 
 
-def cached_validation(extract, val, args):
+def cached_validation(extract, val, config):
     """(features, labels, sources) of the validation images that decoded."""
     x, _, ok = extract(val.paths)
     return np.asarray(x)[ok], np.asarray(val.labels)[ok], np.asarray(val.sources)[ok]
 
 
-def warm_up_head(model, train, val, args, reader=None):
+def warm_up_head(model, train, val, config, reader=None):
     """Train the head of `model` alone on cached pooled features, mirrored views included;
     `reader` decodes the images (data.ImageReader: cut to the run's face geometry)."""
-    print("head warm-up: backbone features (cached in " + args.cache_dir + ")")
-    extract = functools.partial(features.pooled_features, model, cache_dir=args.cache_dir,
-                                batch_size=args.batch_size, verbose=args.verbose, reader=reader)
+    print("head warm-up: backbone features (cached in " + config.cache_dir + ")")
+    extract = functools.partial(features.pooled_features, model, cache_dir=config.cache_dir,
+                                batch_size=config.batch_size, verbose=config.verbose, reader=reader)
     plain, mirrored, ok = extract(train.paths)
     # The same layer objects: training them here trains the full model's head.
     head = model_lib.head_of(model)
     on_features = keras.Sequential([keras.Input(plain.shape[1:])] + head.layers[1:])
-    fit_on_cached(on_features, training_batches(plain, mirrored, ok, train.labels, args),
-                  cached_validation(extract, val, args), args.warmup_learning_rate,
-                  args.warmup_epochs, "val_loss", 5, args, verbose=2 if args.verbose else 0)
+    fit_on_cached(on_features, training_batches(plain, mirrored, ok, train.labels, config),
+                  cached_validation(extract, val, config), config.warmup_learning_rate,
+                  config.warmup_epochs, "val_loss", 5, config, verbose=2 if config.verbose else 0)
 
 
-def fine_tune_top_blocks(model, train, val, args, checkpoint_dir, reader=None):
+def fine_tune_top_blocks(model, train, val, config, checkpoint_dir, reader=None):
     """Fine-tune the backbone's top blocks and the head on cached feature maps of those below.
 
     Keeps the epoch with the best `--monitor` score. Returns (that score, the stage's history);
@@ -120,17 +121,17 @@ def fine_tune_top_blocks(model, train, val, args, checkpoint_dir, reader=None):
     starts from them.
     """
     layer = model_lib.FEATURE_MAP_LAYER
-    print(f"top-block fine-tune: feature maps at {layer} (cached in {args.cache_dir})")
-    extract = functools.partial(features.feature_maps, model, layer, cache_dir=args.cache_dir,
-                                batch_size=args.batch_size, verbose=args.verbose, reader=reader)
+    print(f"top-block fine-tune: feature maps at {layer} (cached in {config.cache_dir})")
+    extract = functools.partial(features.feature_maps, model, layer, cache_dir=config.cache_dir,
+                                batch_size=config.batch_size, verbose=config.verbose, reader=reader)
     plain, mirrored, ok = extract(train.paths)
     on_maps = model_lib.top_on_feature_maps(model, layer)  # shares the layers of `model`
     os.makedirs(checkpoint_dir, exist_ok=True)
     recorder = HistoryRecorder(os.path.join(checkpoint_dir, "feature_stage.json"))
-    keep_best = fit_on_cached(on_maps, training_batches(plain, mirrored, ok, train.labels, args),
-                              cached_validation(extract, val, args),
-                              args.feature_learning_rate, args.feature_epochs, args.monitor,
-                              args.patience, args, [recorder])
+    keep_best = fit_on_cached(on_maps, training_batches(plain, mirrored, ok, train.labels, config),
+                              cached_validation(extract, val, config),
+                              config.feature_learning_rate, config.feature_epochs, config.monitor,
+                              config.patience, config, [recorder])
     # The weights file carries the optimizer too; built now, it matches the one that the
     # end-to-end fine-tune will have built when it loads the file back.
     if getattr(model, "optimizer", None) is not None:
@@ -138,5 +139,5 @@ def fine_tune_top_blocks(model, train, val, args, checkpoint_dir, reader=None):
     with atomic_path(os.path.join(checkpoint_dir, "best.weights.h5")) as tmp:
         model.save_weights(tmp)
     print(f"top-block fine-tune: kept epoch {keep_best.best_epoch + 1}, validation "
-          f"{args.monitor} {keep_best.best:.4f}")
+          f"{config.monitor} {keep_best.best:.4f}")
     return float(keep_best.best), recorder.history

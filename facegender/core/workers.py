@@ -9,7 +9,7 @@ import concurrent.futures
 import contextlib
 import threading
 
-from common import WORKER_TIMEOUT_S, StuckWorker
+from facegender.core.common import WORKER_TIMEOUT_S, StuckWorker
 
 
 def stuck(what, timeout):
