@@ -97,6 +97,22 @@ def test_predict_matches_the_model_and_threshold_overrides(trained, tmp_path):
     assert len(scores) > 1  # the tiny model tells images apart
 
 
+def test_a_reader_that_stops_reading_is_no_path_error(trained, tmp_path):
+    # `predict.py ... | head -1`: once head has its line, the next print meets a closed pipe.
+    # That is neither a bad path nor a traceback: exit 1, nothing more said.
+    import subprocess
+    from conftest import ROOT
+    run_ = subprocess.Popen(
+        [sys.executable, "predict.py", trained["data"], "--model_path", trained["model"],
+         "--output", str(tmp_path / "p.csv"), "--verbose", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = run_.stdout.readline()
+    run_.stdout.close()  # as head does once it has its line
+    err = run_.stderr.read()
+    assert run_.wait(timeout=300) == 1, err
+    assert first.startswith("predicting") and err == "", err
+
+
 def test_bad_input_exits_2_with_one_line(trained, tmp_path, capsys):
     assert run([str(tmp_path / "nope"), "--model_path", trained["model"]]) == 2
     assert "no such file or folder" in capsys.readouterr().err

@@ -83,7 +83,8 @@ def config_from(p, config_class, argv):
 def exit_code(work, *arguments):
     """Call `work(*arguments)`; return 0, or 2 after one line on stderr for unusable data or model,
     options that do not go together, a missing package (the message names the file, flag or
-    package and the fix) or a path the system refuses. A stuck worker ends the process at once
+    package and the fix) or a path the system refuses; 1, silently, when the reader of the
+    output stopped reading (`| head`). A stuck worker ends the process at once
     with exit code 3 after its line: its thread can never be joined, so a normal exit (which
     waits for every worker thread) would hang."""
     printable_names()
@@ -97,6 +98,12 @@ def exit_code(work, *arguments):
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of the output (`| head`) stopped reading: nothing is wrong with the
+        # paths, and nothing more can be shown. Python would complain again when it flushes
+        # stdout on the way out, so stdout goes to the null device (Python's docs, `signal`).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as err:
         print(f"error: {err.filename or ''}: {err.strerror}; check the path and its permissions",
               file=sys.stderr)
