@@ -100,10 +100,12 @@ def exit_code(work, *arguments):
         return 2
     except BrokenPipeError:
         # The reader of the output (`| head`) stopped reading: nothing is wrong with the
-        # paths, and nothing more can be shown. Python would complain again when it flushes
-        # stdout on the way out, so stdout goes to the null device (Python's docs, `signal`).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        # paths, and nothing more can be shown. The process ends here, as after a stuck
+        # worker: a normal exit would flush stdout into the closed pipe again, and tearing
+        # down the models the unwound run still holds aborted it once in three ("terminate
+        # called without an active exception").
+        sys.stderr.flush()
+        os._exit(1)
     except OSError as err:
         print(f"error: {err.filename or ''}: {err.strerror}; check the path and its permissions",
               file=sys.stderr)
