@@ -6,6 +6,7 @@ import os
 import sys
 
 from facegender.core.common import USER_ERRORS, StuckWorker, UsageError, default_cache_dir
+from facegender.core.messages import show_messages
 from facegender.runtime import inference
 from facegender.runtime.options import RunOptions, defaults_of
 
@@ -86,8 +87,10 @@ def exit_code(work, *arguments):
     package and the fix) or a path the system refuses; 1, silently, when the reader of the
     output stopped reading (`| head`). A stuck worker ends the process at once
     with exit code 3 after its line: its thread can never be joined, so a normal exit (which
-    waits for every worker thread) would hang."""
+    waits for every worker thread) would hang. The package's messages are shown while it runs
+    (core.messages)."""
     printable_names()
+    show_messages()
     try:
         work(*arguments)
     except StuckWorker as err:

@@ -1,0 +1,52 @@
+"""The package's messages: silent at INFO in a program that imports it, bare lines on the
+terminal once a script shows them (INFO on stdout, warnings on stderr), never twice."""
+
+import logging
+import subprocess
+import sys
+
+from conftest import ROOT
+
+PROGRAM = """
+import logging, sys
+from facegender.core import messages
+log = logging.getLogger("facegender.data.images")
+log.info("before: info")
+log.warning("before: warning")
+if sys.argv[1] == "shown":
+    messages.show_messages()
+    messages.show_messages()  # a second call adds no second handler
+    log.info("after: info")
+    log.warning("after: warning")
+"""
+
+
+def run(mode):
+    done = subprocess.run([sys.executable, "-c", PROGRAM, mode], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
+def test_an_importing_program_hears_only_warnings():
+    out, err = run("imported")
+    assert out == ""
+    assert err == "before: warning\n"  # Python's last-resort handler: the message alone
+
+
+def test_a_script_shows_info_on_stdout_and_warnings_on_stderr_once():
+    out, err = run("shown")
+    assert out == "after: info\n"
+    assert err == "before: warning\nafter: warning\n"
+
+
+def test_shown_messages_follow_a_redirected_stdout(capsys):
+    from facegender.core import messages
+    logger = logging.getLogger(messages.PACKAGE_LOGGER)
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        messages.show_messages()
+        logging.getLogger("facegender.x").info("to the capture")
+        assert capsys.readouterr().out.endswith("to the capture\n")
+    finally:  # other tests in this process see the package as a library user does
+        logger.handlers[:], logger.level, logger.propagate = saved
