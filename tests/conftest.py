@@ -128,6 +128,18 @@ def own_working_folder(tmp_path_factory, monkeypatch):
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
+@pytest.fixture(autouse=True)
+def package_messages_as_a_library_user_hears_them():
+    """Each test starts with the package's logger as a program that imports it finds it (its
+    INFO lines unheard): a script run in-process by an earlier test shows them from then on
+    (core.messages.show_messages), which would otherwise print into this test's capture."""
+    import logging
+    logger = logging.getLogger("facegender")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
 @pytest.fixture(scope="session", autouse=True)
 def converted_model_cache(tmp_path_factory):
     """Models converted for OpenVINO are cached in a temporary folder, not the user's cache

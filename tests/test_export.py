@@ -15,11 +15,13 @@ from conftest import tree_hashes
 def test_float16_export_loads_and_agrees_with_the_keras_model(trained, tmp_path, capsys):
     # The int8 export, and its size against float16, are checked below on a model 8 bits can
     # represent; converting the MobileNetV2 twice would double the cost of this test.
-    written = export.export(trained["model"], str(tmp_path), ("float16",))
+    assert export_cli.main(["--model_path", trained["model"], "--output_dir", str(tmp_path),
+                            "--formats", "float16"]) == 0
     printed = capsys.readouterr().out
     # Only what was written, not Keras's listing of the SavedModel it converts through.
-    assert "Saved artifact" not in printed and "TensorSpec" not in printed
-    assert printed.count("wrote ") == 1
+    stem = os.path.splitext(os.path.basename(trained["model"]))[0]
+    written = {"float16": str(tmp_path / f"{stem}_float16.tflite")}
+    assert printed.startswith(f"wrote {written['float16']} (") and printed.count("\n") == 1
     paths, _ = data.list_labeled_images(trained["data"])
     images = np.stack([data.load_image(p, 64) for p in paths]).astype("float32")
     keras_model = keras.models.load_model(trained["model"], compile=False)

@@ -10,7 +10,7 @@ from conftest import ROOT
 PROGRAM = """
 import logging, sys
 from facegender.core import messages
-log = logging.getLogger("facegender.data.images")
+log = logging.getLogger("facegender.data.x")
 log.info("before: info")
 log.warning("before: warning")
 if sys.argv[1] == "shown":
@@ -41,12 +41,13 @@ def test_a_script_shows_info_on_stdout_and_warnings_on_stderr_once():
 
 
 def test_shown_messages_follow_a_redirected_stdout(capsys):
+    # (conftest puts the package's logger back after each test)
     from facegender.core import messages
-    logger = logging.getLogger(messages.PACKAGE_LOGGER)
-    saved = logger.handlers[:], logger.level, logger.propagate
-    try:
-        messages.show_messages()
-        logging.getLogger("facegender.x").info("to the capture")
-        assert capsys.readouterr().out.endswith("to the capture\n")
-    finally:  # other tests in this process see the package as a library user does
-        logger.handlers[:], logger.level, logger.propagate = saved
+    messages.show_messages()
+    logging.getLogger("facegender.x").info("to the capture")
+    assert capsys.readouterr().out.endswith("to the capture\n")
+
+
+def test_each_test_starts_with_the_messages_unheard(capsys):
+    logging.getLogger("facegender.x").info("unheard")
+    assert capsys.readouterr().out == ""

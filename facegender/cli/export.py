@@ -11,6 +11,7 @@ This module is the command line only; the work is facegender.model.export's, imp
 parsing (it needs TensorFlow).
 """
 
+import os
 import sys
 
 from facegender.cli import options
@@ -51,12 +52,22 @@ def parse_args(argv=None):
             chosen.calibration_images)
 
 
+def written_lines(written):
+    """One line per file that export wrote ({kind: path}), with its size."""
+    return "\n".join(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)"
+                     for path in written.values())
+
+
+def export_and_show(*choices):
+    from facegender.model import export
+    print(written_lines(export.export(*choices)))
+
+
 def main(argv=None):
-    """`python export.py`: parse, then export."""
+    """`python export.py`: parse, export, then name what was written."""
     choices = parse_args(argv)
     quiet.hide_tensorflow_start_up()  # TensorFlow's start-up lines stay off the terminal
-    from facegender.model import export
-    return options.exit_code(export.export, *choices)
+    return options.exit_code(export_and_show, *choices)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ tag, and lets a file that cannot be decoded be reported by name and skipped inst
 crashing a run after minutes of work.
 """
 
+import logging
 import os
-import sys
 import threading
 
 import numpy as np
@@ -21,6 +21,8 @@ from PIL import Image, ImageOps
 
 from facegender.faces import finder as faces_lib
 from facegender.core.common import CLASS_NAMES, DataError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Sub-folder names that hold a ready-made split inside a data folder.
@@ -253,7 +255,7 @@ class ImageReader:
         with self._lock:
             if path not in self.skipped:
                 self.skipped[path] = f"{type(err).__name__}: {err}"
-                print(f"warning: skipping unreadable image {path} ({err})", file=sys.stderr)
+                log.warning(f"warning: skipping unreadable image {path} ({err})")
 
 
 def main_faces(paths, geometry, cache_dir, verbose=1, backend="auto"):

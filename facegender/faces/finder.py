@@ -26,8 +26,8 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import logging
 import os
-import sys
 import threading
 import zlib
 
@@ -39,6 +39,8 @@ from facegender.core import workers
 from facegender.core.common import MissingDependency, UsageError, default_cache_dir
 from facegender.core.outputs import atomic_path
 from facegender.core.progress import Progress
+
+log = logging.getLogger(__name__)
 
 # The five-point template (left eye, right eye, nose tip, left and right mouth corners) in a
 # 112 x 112 crop: the one of ArcFace/insightface, which most face pipelines align to.
@@ -412,8 +414,8 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None, backend="auto",
     todo = sorted({k: i for i, k in enumerate(keys) if k and k not in cache}.values())
     if todo:
         if verbose:
-            print(f"finding faces in {len(todo)} of {len(paths)} images "
-                  f"({len(paths) - len(todo)} cached in {cache.path})", flush=True)
+            log.info(f"finding faces in {len(todo)} of {len(paths)} images "
+                     f"({len(paths) - len(todo)} cached in {cache.path})")
         finder = finder or face_finder(cache_dir, backend)
         progress = Progress(len(todo), verbose, label="faces: ")
 
@@ -453,6 +455,6 @@ def find_faces(paths, cache_dir, decode, verbose=1, finder=None, backend="auto",
             while pending:
                 finish(*pending.popleft())
     if cache.damaged and verbose:
-        print(f"note: {cache.damaged} damaged line(s) in {cache.path} were ignored and their "
-              "files detected again", file=sys.stderr)
+        log.warning(f"note: {cache.damaged} damaged line(s) in {cache.path} were ignored and "
+                    "their files detected again")
     return [cache.get(k) if k else None for k in keys]

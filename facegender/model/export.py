@@ -9,6 +9,7 @@ threshold. Both take raw RGB 0..255 float32 input, like the Keras model, and out
 
 import contextlib
 import io
+import logging
 import os
 
 import numpy as np
@@ -19,6 +20,8 @@ from facegender.core.outputs import atomic_path, make_writable_dir, write_json
 from facegender.data import images as data
 from facegender.model import network as model_lib
 from facegender.model.sidecar import face_geometry, load_sidecar
+
+log = logging.getLogger(__name__)
 
 def calibration_sample(paths, count=200, seed=0):
     """Twice `count` of `paths`, drawn evenly at random (seeded): enough for `count` readable
@@ -132,8 +135,8 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
             raise DataError(f"{calibration_path}: none of its images decodes; int8 needs "
                             "face images to calibrate on")
         if len(calibration) < calibration_images:
-            print(f"note: calibrating int8 on {len(calibration)} images, not "
-                  f"{calibration_images}: that is all {calibration_path} has that decode")
+            log.info(f"note: calibrating int8 on {len(calibration)} images, not "
+                     f"{calibration_images}: that is all {calibration_path} has that decode")
     stem = os.path.splitext(os.path.basename(model_path))[0]
     written = {}
     for kind in kinds:
@@ -146,6 +149,5 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
                    {**sidecar, "format": f"tflite {kind}", "exported_from": os.path.basename(
                        model_path)})
         written[kind] = path
-        print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
     return written
 

@@ -8,12 +8,15 @@ import contextlib
 import functools
 import hashlib
 import io
+import logging
 import os
 import sys
 import warnings
 
 # The conversion cache (shared with the face finder).
 from facegender.core.conversions import cache_name, cache_path, read_cached, save
+
+log = logging.getLogger(__name__)
 
 # Images per OpenVINO request: 4 ran 3-8% faster than 2, 8 or 16 here end to end (two cores);
 # bench/bench.py compares whole batches.
@@ -102,8 +105,7 @@ def compile_openvino(converted, precision="f32", request_batch=REQUEST_BATCH):
     import openvino as ov
     core = ov.Core()
     if precision == "bf16" and not cpu_has_bf16(core):
-        print("note: this CPU has no bfloat16 support; running OpenVINO in float32",
-              file=sys.stderr)
+        log.warning("note: this CPU has no bfloat16 support; running OpenVINO in float32")
         precision = "f32"
     config = {"PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False,
               "INFERENCE_PRECISION_HINT": "f32" if precision == "f32" else "bf16"}

@@ -16,8 +16,8 @@ Converting, caching and compiling are conversion.py's job.
 """
 
 import collections
+import logging
 import os
-import sys
 
 import numpy as np
 
@@ -26,6 +26,8 @@ from facegender.core.common import MissingDependency, ModelError, UsageError
 from facegender.core import workers
 from facegender.runtime import conversion
 from facegender.core.progress import Progress
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "keras", "openvino")
 # bfloat16 moved the log-odds of 99.5% of 7,671 training images (FACECOM, its degraded copies,
@@ -287,8 +289,8 @@ def _make_runner(model, backend, precision, model_path, cache_dir, request_batch
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
         # A traced error's first line only introduces it ("... error: in user code:").
         text = lines[0] + (f" ... {lines[-1]}" if lines[0].endswith(":") else "")
-        print(f"note: OpenVINO could not convert the model ({type(err).__name__}: {text}); "
-              "running it with Keras", file=sys.stderr)
+        log.warning(f"note: OpenVINO could not convert the model ({type(err).__name__}: "
+                    f"{text}); running it with Keras")
         return KerasRunner(one)
     return runner
 
