@@ -175,3 +175,21 @@ def test_a_checkpoint_saved_by_the_flat_layout_still_loads(tmp_path):
             dst.writestr(item, content)
     loss = keras.models.load_model(old).loss
     assert isinstance(loss, BinaryFocalLoss) and (loss.alpha, loss.gamma) == (0.3, 2.5)
+
+
+def test_the_shipped_model_is_found_in_a_clone_and_after_a_plain_install(tmp_path, monkeypatch):
+    # A clone (or `pip install -e .`) has it at the repository root; `pip install .` copies it
+    # into <the environment>/share/facegender (pyproject.toml's data-files), where the package
+    # in site-packages must look instead.
+    import sysconfig
+    from facegender.runtime import options
+    assert options.SHIPPED_MODEL == os.path.join(ROOT, "model_balanced.h5")
+    shared = tmp_path / "share" / "facegender"
+    shared.mkdir(parents=True)
+    (shared / "only_installed.h5").write_bytes(b"")
+    (shared / "model_balanced.h5").write_bytes(b"")
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))
+    assert options.shipped_model("only_installed.h5") == str(shared / "only_installed.h5")
+    assert options.shipped_model() == os.path.join(ROOT, "model_balanced.h5")  # a clone's first
+    # Where neither has it, the repository's path is named (the error says it is missing).
+    assert options.shipped_model("nowhere.h5") == os.path.join(ROOT, "nowhere.h5")

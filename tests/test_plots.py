@@ -24,12 +24,16 @@ def test_confusion_matrix_shows_every_count_in_its_cell(tmp_path):
 
 def test_training_curves_draw_what_the_history_has(tmp_path):
     history = {"loss": [0.3, 0.2, 0.1], "val_loss": [0.3, 0.25, 0.2],
-               "val_macro_f1": [0.7, 0.8]}  # resumed: the first epoch has no macro-F1
+               "val_macro_f1": [0.7, 0.8],  # resumed: the first epoch has no macro-F1
+               "val_worst_recall": [0.5, 0.6, 0.65]}
     fig = plots.training_curves_figure(history)
-    accuracy, loss, f1 = fig.axes
+    accuracy, loss, picked_by = fig.axes
     assert not accuracy.lines
     assert [list(line.get_xdata()) for line in loss.lines] == [[1, 2, 3], [1, 2, 3]]
-    assert [list(line.get_xdata()) for line in f1.lines] == [[2, 3]]
+    # The scores that pick the epoch, the monitored worst recall among them.
+    assert [(line.get_label(), list(line.get_ydata())) for line in picked_by.lines] == [
+        ("macro-F1 (worst source)", [0.7, 0.8]),
+        ("worst recall (source, class)", [0.5, 0.6, 0.65])]
     plots.save(fig, str(tmp_path / "training_curves.png"))
     with Image.open(tmp_path / "training_curves.png") as img:
         assert img.size == (1650, 440)

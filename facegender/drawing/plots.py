@@ -55,15 +55,21 @@ def image_row_figure(images, titles):
 # Training
 
 def training_curves_figure(history):
-    """Accuracy, loss and macro-F1 per epoch, train and validation, from a Keras-style history
-    dict ({"loss": [...], "val_loss": [...], ...}); a missing key leaves its panel empty."""
+    """Accuracy and loss per epoch, train and validation, and the validation scores that pick
+    the epoch, from a Keras-style history dict ({"loss": [...], "val_loss": [...], ...}): the
+    macro-F1 (the worst source's, with several) and the lowest recall of any source and class,
+    each at its own best threshold. A missing key draws no line."""
     fig = Figure(figsize=HISTORY_FIGSIZE, dpi=DPI)
     axes = fig.subplots(1, 3)
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    for ax, key, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Focal loss"),
-                           (axes[2], "macro_f1", "Macro-F1 at the best threshold")):
-        for prefix, label in (("", "train"), ("val_", "validation")):
-            values = history.get(prefix + key, [])
+    panels = ((axes[0], "Accuracy", (("accuracy", "train"), ("val_accuracy", "validation"))),
+              (axes[1], "Focal loss", (("loss", "train"), ("val_loss", "validation"))),
+              (axes[2], "Validation, each at its best threshold",
+               (("val_macro_f1", "macro-F1 (worst source)"),
+                ("val_worst_recall", "worst recall (source, class)"))))
+    for ax, title, lines in panels:
+        for key, label in lines:
+            values = history.get(key, [])
             if values:
                 # A run resumed from an older checkpoint may lack the first epochs of a key.
                 ax.plot(epochs[len(epochs) - len(values):], values, marker="o", label=label)

@@ -5,12 +5,23 @@ it; facegender.cli.options builds the shared flags from it."""
 
 import dataclasses
 import os
+import sysconfig
 
 from facegender.core.common import UsageError, default_cache_dir
 
-# The model shipped with the toolkit, at the repository root (two folders above this one).
-SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "model_balanced.h5")
+
+def shipped_model(name="model_balanced.h5"):
+    """The model shipped with the toolkit: at the root of the repository that holds this package
+    (a clone, or `pip install -e .`), else where `pip install .` put it with its sidecar
+    (pyproject.toml's data-files: <the environment>/share/facegender)."""
+    in_repository = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), name)
+    installed = os.path.join(sysconfig.get_path("data"), "share", "facegender", name)
+    return installed if not os.path.exists(in_repository) and os.path.exists(installed) \
+        else in_repository
+
+
+SHIPPED_MODEL = shipped_model()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
