@@ -10,7 +10,7 @@
 # gives the same start on any machine. Two idle CPU cores: about 12 minutes finding the faces
 # of 89k images (cached in .cache/ for later runs), 8 epochs of 230-250 s, then about 20
 # minutes of evaluation. An interrupted run continues where it stopped: run it again with
-# RESUME=1.
+# RESUME=1. Run again after a finished training, it goes straight to the evaluations.
 set -euo pipefail
 [ $# -eq 3 ] || { echo "usage: bash bench/rebuild_model.sh FACES SHARED_DATA WORK" >&2; exit 2; }
 F=$(realpath "$1"); S=$(realpath "$2"); mkdir -p "$3"; W=$(realpath "$3")
@@ -37,8 +37,12 @@ for k in $DEGRADATIONS; do
 done
 VALSETS=$(for k in $DEGRADATIONS; do printf '%s ' "$W/valsets/$k"; done)
 
-# Training: stage 11's flags, from stage 7, in one run.
+# Training: stage 11's flags, from stage 7, in one run (written at its end, so a candidate that
+# is there is a finished one: train_model.py would refuse to replace it).
 resume=(); [ "${RESUME:-0}" = 1 ] && resume=(--resume)
+if [ -f "$W/candidate/model_balanced.h5" ]; then
+  echo "$W/candidate/model_balanced.h5 is trained already; delete it to train again"
+else
 $PY train_model.py --init_model "$W/stage7/model_balanced.h5" --image_size 160 \
   --face_geometry aligned:1.0 --as_given 0.2 \
   --data_path "$S/facecom" "$S/facecom_distorted" "$F/celeba" "$F/utkface" "$F/scut" "$F/aaf" \
@@ -47,6 +51,7 @@ $PY train_model.py --init_model "$W/stage7/model_balanced.h5" --image_size 160 \
   --epoch_images 6400 --val_limit 2000 --learning_rate 3e-5 --epochs 8 --patience 3 \
   --lr_patience 2 --lr_factor 0.5 --monitor val_worst_recall --verbose 2 \
   --output "$W/candidate/model_balanced.h5" "${resume[@]}"
+fi
 
 # Evaluation: both models through their own default path, over the dev folders and the pooled
 # degradations, then the rule (docs/training_log.md, stage 14).
