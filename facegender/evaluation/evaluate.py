@@ -305,10 +305,10 @@ def copy_mistakes(config, scored):
     threshold, paths, labels, scores = scored.threshold, scored.paths, scored.labels, scored.scores
     predicted = (scores >= threshold).astype(int)
     wrong = np.flatnonzero(predicted != labels)
-    found = {"misclassified": len(wrong), "copies_dir": None, "copies": (), "replaced": 0,
+    mistakes = {"misclassified": len(wrong), "copies_dir": None, "copies": (), "replaced": 0,
              "contact_sheet": None}
     if config.no_copy:
-        return found
+        return mistakes
     copies_root = os.path.join(config.output_dir, "misclassified")
     replaced = remove_earlier_copies(copies_root)
     copies = [copy_misclassified(paths[i], CLASS_NAMES[labels[i]], CLASS_NAMES[predicted[i]],
@@ -316,7 +316,7 @@ def copy_mistakes(config, scored):
               for i in wrong]
     if copies or replaced:
         record_copies(copies_root, copies)
-    found.update(copies_dir=copies_root, copies=tuple(copies), replaced=replaced)
+    mistakes.update(copies_dir=copies_root, copies=tuple(copies), replaced=replaced)
     if len(wrong):
         explain = gradcam.grad_cam_for(config.model_path, config.cache_dir, config.backend,
                                        not config.unsafe)
@@ -324,8 +324,8 @@ def copy_mistakes(config, scored):
             explain, paths, labels, scores, threshold,
             os.path.join(copies_root, "contact_sheet.png"), reader=scored.reader)
         record_copies(copies_root, copies + [sheet["path"]])
-        found["contact_sheet"] = sheet
-    return found
+        mistakes["contact_sheet"] = sheet
+    return mistakes
 
 
 def store_error_rates(config, at_model, images, source_names):
