@@ -1,13 +1,19 @@
+import contextlib
 import csv
 import json
+import logging
 import os
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from facegender.cli import evaluate as test_script
-from facegender.evaluation import evaluate
+from facegender.core import messages
+from facegender.evaluation import evaluate, metrics, summary
+from facegender.evaluation.config import EvalConfig
+from facegender.model.sidecar import sidecar_path
 from conftest import make_image_folder, tree_hashes
 
 
@@ -160,3 +166,121 @@ def test_several_folders_are_reported_per_source_and_pooled(trained, tmp_path, c
             correct = sum(predicted[p] == ("female" if "female" in p else "male") for p in mine)
             assert correct == r["female"][0] + r["male"][0]
     assert "by source" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# The library returns, the script prints
+
+@contextlib.contextmanager
+def as_a_library_user():
+    """The package's logger as a program that imports it has it: a script run earlier in this
+    process (cli.options.exit_code) showed the messages on the terminal."""
+    logger = logging.getLogger(messages.PACKAGE_LOGGER)
+    saved = logger.handlers[:], logger.level, logger.propagate
+    logger.handlers[:], logger.level, logger.propagate = [], logging.NOTSET, True
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_evaluate_returns_the_numbers_and_prints_nothing_and_the_script_prints_them(
+        trained, tmp_path, capsys):
+    folder = tmp_path / "data"
+    shutil.copytree(trained["data"], folder)
+    # The same image under both classes: one of the two is a mistake at any threshold.
+    shutil.copyfile(folder / "female" / "img_00_a.jpg", folder / "male" / "twin.jpg")
+    out = tmp_path / "library"
+    config = EvalConfig(data_path=[str(folder)], model_path=trained["model"],
+                        output_dir=str(out), group_by="suffix", precision="f32", verbose=0)
+    capsys.readouterr()
+    with as_a_library_user():
+        found = evaluate.evaluate(config)
+    assert capsys.readouterr().out == ""
+
+    written = json.load(open(out / "metrics.json"))
+    assert found.metrics["images"] == found.images == written["images"] == 25
+    for key in ("confusion_matrix", "macro_f1", "threshold", "source"):
+        assert found.model_threshold[key] == written["model_threshold"][key]
+    assert found.best_threshold["threshold"] == written["best_threshold"]["threshold"]
+    assert json.loads(json.dumps(found.groups)) == written["groups"] and found.sources is None
+    with open(out / "evaluation.csv") as f:
+        wrong = [r for r in csv.DictReader(f) if r["correct"] == "0"]
+    assert found.misclassified == len(wrong) >= 1
+    assert len(found.copies) == len(wrong) and all(os.path.isfile(p) for p in found.copies)
+    assert os.path.isfile(found.contact_sheet["path"])
+    assert found.output_dir == str(out)
+    assert all((out / name).is_file() for name in found.written)
+    assert {"metrics.json", "evaluation.csv", "confusion_matrix.png"} <= set(found.written)
+    assert found.unreadable == {} and found.error_rates is None and found.report_page is None
+
+    # The script prints the same numbers, after the line that says what is being evaluated.
+    assert run(["--data_path", str(folder), "--model_path", trained["model"], "--output_dir",
+                str(tmp_path / "script"), "--group_by", "suffix", "--precision", "f32"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("evaluating 25 images (12 female, 13 male)")
+    assert summary.tables_text(found) in printed
+    assert f"\n{found.misclassified} misclassified at threshold" in printed
+
+
+def test_store_error_rates_on_one_class_is_refused_before_anything_is_written(
+        trained, tmp_path, capsys):
+    model = tmp_path / "model" / os.path.basename(trained["model"])
+    model.parent.mkdir()
+    for ext in (".h5", ".json"):
+        shutil.copy(os.path.splitext(trained["model"])[0] + ext, model.parent)
+    before = tree_hashes(str(model.parent))
+    folder = tmp_path / "women"
+    shutil.copytree(os.path.join(trained["data"], "female"), folder / "female")
+    out = tmp_path / "eval"
+    assert run(["--data_path", str(folder), "--model_path", str(model), "--output_dir",
+                str(out), "--store_error_rates"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --store_error_rates: no male images in {folder}; the rates need "
+                   "both classes")
+    assert tree_hashes(str(model.parent)) == before  # the sidecar as it was
+    assert os.listdir(out) == []  # no metrics.json, no copies: nothing half done
+
+
+def small_evaluation(**changes):
+    """An Evaluation of ten scores, with no model: what summary reads."""
+    labels, scores = np.array([0] * 5 + [1] * 5), np.linspace(0.05, 0.95, 10)
+    at_model = {**metrics.evaluation_report(labels, scores, 0.5), "source": "--threshold"}
+    fields = dict(
+        metrics={}, model_threshold=at_model,
+        best_threshold=metrics.evaluation_report(labels, scores, 0.3),
+        sources={"threshold": 0.5, "rows": metrics.group_table(
+            ["a"] * 4 + ["b"] * 6, labels, scores, 0.5)},
+        groups=None, factors=None, images=10, unreadable={}, face_geometry=None, no_face=[],
+        misclassified=0, copies_dir=None, copies=(), replaced=0, contact_sheet=None,
+        output_dir=os.path.join(os.sep, "out"), written=("confusion_matrix.png", "metrics.json"),
+        report_page=None, error_rates=None, error_rates_path=None)
+    return evaluate.Evaluation(**{**fields, **changes})
+
+
+def test_summary_is_the_text_of_the_result_alone():
+    text = summary.summary(small_evaluation())
+    lines = text.splitlines()
+    assert lines[:2] == ["", "== At the model's threshold (--threshold): threshold 0.50, "
+                             "macro-F1 1.0000"]
+    assert "worst source: a (macro-F1 0.5000)" in lines  # one class: half of macro-F1
+    assert lines[-2:] == ["0 misclassified at threshold 0.50",
+                          f"wrote confusion_matrix.png, metrics.json in {os.sep}out"]
+    assert "no face found" not in text and "skipped" not in text  # images as given
+
+    faceless = [f"img{i}.jpg" for i in range(12)]
+    text = summary.summary(small_evaluation(
+        images=20, face_geometry={"kind": "aligned"}, no_face=faceless, unreadable={"bad.jpg": "why"},
+        error_rates={"threshold": 0.5, "confusion_matrix": [[5, 0], [0, 5]]},
+        error_rates_path="m.json", copies_dir="misclassified", replaced=3))
+    lines = text.splitlines()
+    assert ("0 misclassified at threshold 0.50, copied into misclassified (replacing the "
+            "earlier run's 3 file(s) there)") in lines
+    start = lines.index("skipped 1 unreadable image(s):")
+    assert lines[start:start + 4] == [
+        "skipped 1 unreadable image(s):", "  bad.jpg: why",
+        "no face found in 12 of 20 images, scored as given (all listed in metrics.json, "
+        "images_without_a_face)", "  img0.jpg"]
+    assert lines[start + 13] == "  ... and 2 more"  # the first NO_FACE_SHOWN named
+    assert lines[-1] == ("stored the confusion counts at threshold 0.50 ([[5, 0], [0, 5]]) in "
+                         "m.json (error_rates)")

@@ -9,8 +9,9 @@ misclassified image into misclassified/ with a Grad-CAM contact sheet of the wor
 A data folder with an attributes.csv (age, origin, ...) also gets every class's recall and the
 macro-F1 per value of each attribute, with 95% intervals: the model card's factors.
 
-This module is the command line only: it parses the flags into an `EvalConfig` and hands it to
-facegender.evaluation.evaluate (imported after parsing, so --help answers at once).
+This module is the command line only: it parses the flags into an `EvalConfig`, hands it to
+facegender.evaluation.evaluate (imported after parsing, so --help answers at once) and prints
+the result as facegender.evaluation.summary writes it.
 """
 
 import sys
@@ -63,8 +64,14 @@ def main(argv=None):
     quiet.hide_tensorflow_start_up()  # TensorFlow is imported only where needed, and quietly
     if config.verbose == 2:
         quiet.show_tensorflow_start_up()
-    from facegender.evaluation import evaluate
-    return options.exit_code(evaluate.evaluate, config)
+    return options.exit_code(evaluate_and_print, config)
+
+
+def evaluate_and_print(config):
+    """Evaluate (its progress and notes are logged while it works), then print the reports,
+    the tables and what was written."""
+    from facegender.evaluation import evaluate, summary
+    print(summary.summary(evaluate.evaluate(config)))
 
 
 if __name__ == "__main__":

@@ -4,27 +4,30 @@ best macro-F1 on this data; the confusion matrix, ROC, precision-recall and reli
 metrics and per-image predictions; every misclassified image copied into misclassified/ with a
 Grad-CAM contact sheet of the worst mistakes. A data folder with an attributes.csv (age,
 origin, ...) also gets every class's recall and the macro-F1 per value of each attribute, with
-95% intervals: the model card's factors.
+95% intervals: the model card's factors (factors).
+
+`evaluate` returns an `Evaluation` and prints nothing: what it is doing goes to this module's
+logger, and facegender.evaluation.summary turns the result into the text test_script.py prints.
 """
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
-import sys
 
 import numpy as np
 
 from facegender.core.common import CLASS_NAMES, DataError
 from facegender.core.outputs import atomic_path, make_writable_dir, write_csv, write_json
-from facegender.data import attributes
 from facegender.data import images as data
 from facegender.drawing import plots
-from facegender.evaluation import curves, gradcam, metrics
+from facegender.evaluation import curves, factors, gradcam, metrics
 from facegender.model import sidecar
 from facegender.runtime import inference
 
-NO_FACE_SHOWN = 10  # images without a face named on the terminal (metrics.json has them all)
+log = logging.getLogger(__name__)
+
 # The per-image CSV: a name of its own, so that an evaluation in the folder where predict.py
 # wrote predictions.csv (and its summary, which points at it) never writes over it.
 EVALUATION_CSV = "evaluation.csv"
@@ -74,8 +77,8 @@ def remove_earlier_copies(out_root):
     except FileNotFoundError:
         return 0
     except (OSError, ValueError, KeyError, TypeError) as err:
-        print(f"warning: {record} is unreadable ({err}); the earlier copies are left as they "
-              "are", file=sys.stderr)
+        log.warning(f"warning: {record} is unreadable ({err}); the earlier copies are left as "
+                    "they are")
         return 0
     removed = 0
     root = os.path.realpath(out_root)
@@ -93,103 +96,6 @@ def record_copies(out_root, paths):
     """Write out_root/COPIES_RECORD: the files this run put in out_root."""
     write_json(os.path.join(out_root, COPIES_RECORD),
                {"files": sorted(os.path.relpath(p, out_root) for p in paths)})
-
-
-# ---------------------------------------------------------------------------
-# Outputs
-
-def print_report(title, report):
-    print(f"\n== {title}: threshold {report['threshold']:.2f}, "
-          f"macro-F1 {report['macro_f1']:.4f}")
-    print(report["report_text"])
-    for name, (ok, n) in report["per_class_accuracy"].items():
-        share = f" ({ok / n:.2%})" if n else ""
-        print(f"  {name:>6} accuracy: {ok}/{n}{share}")
-
-
-def print_group_table(rows, group_by, threshold):
-    """A table of metrics.group_table rows; factor_table rows add each cell's interval."""
-    print(f"\n== by {group_by}, at threshold {threshold:.2f}")
-    intervals = "macro_f1_interval" in rows[0]
-
-    def span(bounds):
-        return f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if intervals else ""
-
-    width = max([12] + [len(str(r["group"])) for r in rows])
-    f1_width, recall_width = (21, 28) if intervals else (9, 17)
-    # Balanced accuracy: the mean of the two recalls, whatever the group's share of men; ROC
-    # AUC: the ranking within the group, whatever the threshold ("-" for one class).
-    print(f"{'group':<{width}} {'images':>6} {'macro-F1':>{f1_width}} "
-          f"{'female recall':>{recall_width}} {'male recall':>{recall_width}} "
-          f"{'bal. acc.':>9} {'ROC AUC':>8}")
-    for r in rows:
-        cells = [f"{ok}/{n} {ok / n:.3f}" + span(r.get(f"{name}_recall_interval")) if n else "-"
-                 for name, (ok, n) in ((name, r[name]) for name in CLASS_NAMES)]
-        f1 = f"{r['macro_f1']:.4f}" + span(r.get("macro_f1_interval"))
-        auc = "-" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}"
-        balanced = "-" if r.get("balanced_accuracy") is None else f"{r['balanced_accuracy']:.4f}"
-        print(f"{r['group']:<{width}} {r['images']:>6} {f1:>{f1_width}} "
-              f"{cells[0]:>{recall_width}} {cells[1]:>{recall_width}} {balanced:>9} {auc:>8}")
-
-
-# ---------------------------------------------------------------------------
-# Factors: metrics per attribute value, from each data folder's attributes.csv
-
-FACTOR_RESAMPLES = 1000  # bootstrap resamples for the macro-F1 intervals
-FACTOR_CONFIDENCE = 0.95
-
-
-def read_source_attributes(sources):
-    """{source name: (attribute table, columns, csv path)} for each source folder that has an
-    attributes.csv. Read before anything is written or run, so that a malformed file stops
-    the run with one line and no output."""
-    found = {}
-    for name, folder in sources:
-        table, columns = attributes.read_attributes(folder)
-        if columns:
-            found[name] = (table, columns, attributes.attributes_file(folder))
-    return found
-
-
-def factor_tables(source_attributes, listed, paths, source_of, labels, scores, threshold):
-    """One metrics.factor_table per (source, attribute), as plain values for metrics.json.
-
-    `listed` is every image path found, readable or not: a row that names none of them is
-    counted, since it usually means the paths in the file are written differently.
-    """
-    tables = []
-    source_of = np.asarray(source_of)
-    for name, (table, columns, csv_path) in source_attributes.items():
-        mine = source_of == name
-        my_paths = [p for p, m in zip(paths, mine) if m]
-        unmatched = len(table) - sum(os.path.normpath(p) in table for p in listed[name])
-        for column in columns:
-            values = attributes.attribute_values(table, my_paths, column)
-            rows = metrics.factor_table(values, labels[mine], scores[mine], threshold,
-                                        order=attributes.band_order,
-                                        n_resamples=FACTOR_RESAMPLES,
-                                        confidence=FACTOR_CONFIDENCE)
-            tables.append({"source": name, "attribute": column,
-                           "file": os.path.abspath(csv_path),
-                           "rows_without_image": unmatched, "rows": rows})
-    return tables
-
-
-def print_factor_tables(tables, threshold):
-    print(f"\n== factors: {FACTOR_CONFIDENCE:.0%} intervals, Wilson for recall, percentile "
-          f"bootstrap ({FACTOR_RESAMPLES} resamples) for macro-F1")
-    for t in tables:
-        print_group_table(t["rows"], f"{t['attribute']} ({t['source']})", threshold)
-    for t in {t["file"]: t for t in tables}.values():
-        if t["rows_without_image"]:
-            print(f"note: {t['rows_without_image']} row(s) of {t['file']} name no image found "
-                  "there")
-
-
-def age_panels(tables):
-    """(title, rows) for every attribute that is age, one per source, for recall_by_age.png."""
-    return [(f"Recall by age band, {t['source']}", t["rows"]) for t in tables
-            if t["attribute"].lower() == attributes.AGE_COLUMN]
 
 
 # ---------------------------------------------------------------------------
@@ -212,21 +118,63 @@ class Scored:
     threshold_source: str
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Evaluation:
+    """What `evaluate` found and wrote. The reports and tables are the dicts metrics.json holds
+    (facegender.evaluation.summary turns them into text); a table the run did not make is
+    None."""
+    metrics: dict  # metrics.json's content: everything below that it holds, and the curves
+    model_threshold: dict  # metrics.evaluation_report at the model's threshold, with its source
+    best_threshold: dict  # metrics.evaluation_report at the best macro-F1 threshold
+    sources: dict | None  # {"threshold", "rows"}: a group_table per source, for several
+    groups: dict | None  # {"by", "threshold", "rows"}: a group_table per --group_by group
+    factors: dict | None  # factors.factor_record: the tables per attribute value
+    images: int  # images scored (the unreadable ones are not)
+    unreadable: dict  # {path: why} of the files that did not decode
+    face_geometry: dict | None  # the crop the model was fed; None: images as given
+    no_face: list  # images in which no face was found, scored as given
+    misclassified: int  # mistakes at the model's threshold
+    copies_dir: str | None  # where the mistakes were copied; None with --no_copy
+    copies: tuple  # the copies made there
+    replaced: int  # files of the earlier run's copies removed from copies_dir
+    contact_sheet: dict | None  # gradcam.misclassified_sheet's {"path", "shown", ...}
+    output_dir: str  # absolute
+    written: tuple  # the names of the figures, metrics.json and evaluation.csv in output_dir
+    report_page: str | None  # the --report page written
+    error_rates: dict | None  # the --store_error_rates record stored in the sidecar
+    error_rates_path: str | None  # the sidecar it was stored in
+
+
 def evaluate(config):
-    """Evaluate the model of an EvalConfig on its data folders: print the reports and write
-    every output into config.output_dir; returns the results that metrics.json holds."""
+    """Evaluate the model of an EvalConfig on its data folders: write every output into
+    config.output_dir and return an `Evaluation`; print nothing (summary.summary is its text).
+    What it is doing is logged (INFO), as are the notes and warnings."""
     sources = data.find_sources(config.data_path)
-    source_attributes = read_source_attributes(sources)
+    source_attributes = factors.read_source_attributes(sources)
     # Fail on an unwritable output folder now, not after minutes of predicting.
     make_writable_dir(config.output_dir)
     listed, scored = score_sources(config, sources)
     results = tables(config, scored, len(sources), source_attributes, listed)
-    pictures = write_outputs(config, scored, results)
-    report_mistakes(config, scored, results, pictures)
+    written = write_outputs(config, scored, results)
+    mistakes = copy_mistakes(config, scored)
+    page = None
+    if config.report:
+        from facegender.drawing import report
+        page = report.write(config.report, report.evaluation_page(
+            results, config.output_dir, scored.paths, scored.labels, scored.scores,
+            lambda i: scored.reader(scored.paths[i])[0]))
+    rates, rates_path = None, None
     if config.store_error_rates:
-        store_error_rates(config, results["model_threshold"], len(scored.paths),
-                          [name for name, _ in sources])
-    return results
+        rates, rates_path = store_error_rates(config, results["model_threshold"],
+                                              len(scored.paths), [name for name, _ in sources])
+    return Evaluation(
+        metrics=results, model_threshold=results["model_threshold"],
+        best_threshold=results["best_threshold"], sources=results.get("sources"),
+        groups=results.get("groups"), factors=results.get("factors"),
+        images=len(scored.paths), unreadable=scored.unreadable,
+        face_geometry=results["face_geometry"], no_face=scored.no_face, **mistakes,
+        output_dir=os.path.abspath(config.output_dir), written=written, report_page=page,
+        error_rates=rates, error_rates_path=rates_path)
 
 
 def list_sources(config, sources):
@@ -258,10 +206,10 @@ def score_sources(config, sources):
     geometry = sidecar.face_geometry(config.model_path)
     found = data.main_faces(paths, geometry, config.cache_dir, config.verbose, config.backend)
     reader = data.ImageReader(image_size, geometry, found)
-    print(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
-          f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
-          + (f", from {len(sources)} sources" if len(sources) > 1 else "")
-          + f"; face crop: {geometry or 'as given (the model names no face geometry)'}")
+    log.info(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
+             f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
+             + (f", from {len(sources)} sources" if len(sources) > 1 else "")
+             + f"; face crop: {geometry or 'as given (the model names no face geometry)'}")
     scores, unreadable = inference.score_paths(runner, paths, image_size, config.batch_size,
                                                config.verbose, reader=reader)
     backend = runner.name
@@ -273,9 +221,12 @@ def score_sources(config, sources):
     if not np.any(keep):
         raise DataError(f"{' '.join(config.data_path)}: none of the images could be read")
     missing = [name for k, name in enumerate(CLASS_NAMES) if not np.any(labels[keep] == k)]
+    if missing and config.store_error_rates:  # refused before anything is written
+        raise DataError(f"--store_error_rates: no {' or '.join(missing)} images in "
+                        f"{' '.join(config.data_path)}; the rates need both classes")
     if missing:
-        print(f"note: no {' or '.join(missing)} images here; "
-              "the report covers the other class only")
+        log.info(f"note: no {' or '.join(missing)} images here; "
+                 "the report covers the other class only")
 
     def kept(values):
         return [v for v, k in zip(values, keep) if k]
@@ -287,16 +238,12 @@ def score_sources(config, sources):
 
 def tables(config, scored, n_sources, source_attributes, listed):
     """The reports at the model's threshold and at the best one, and the tables per source,
-    per --group_by group and per attribute value, printed; returns them as metrics.json's
-    results."""
+    per --group_by group and per attribute value, as metrics.json's results."""
     labels, scores, threshold = scored.labels, scored.scores, scored.threshold
     at_model = metrics.evaluation_report(labels, scores, threshold)
     best_t, _ = metrics.best_threshold(labels, scores)
     at_best = metrics.evaluation_report(labels, scores, best_t)
     thresholds, curve = metrics.sweep_thresholds(labels, scores)
-    print_report(f"At the model's threshold ({scored.threshold_source})", at_model)
-    print_report("At the best threshold for this data (swept in 0.01 steps; optimistic, "
-                 "since it is tuned on the data it scores)", at_best)
     results = {
         "data_path": [os.path.abspath(p) for p in config.data_path],
         "model_path": os.path.abspath(config.model_path),
@@ -312,9 +259,6 @@ def tables(config, scored, n_sources, source_attributes, listed):
     }
     if n_sources > 1:
         rows = metrics.group_table(scored.source_of, labels, scores, threshold)
-        print_group_table(rows, "source", threshold)
-        worst = min(rows, key=lambda r: r["macro_f1"])
-        print(f"worst source: {worst['group']} (macro-F1 {worst['macro_f1']:.4f})")
         results["sources"] = {"threshold": threshold, "rows": rows}
     if config.group_by:
         groups = [group_of(p, root, config.group_by)
@@ -322,23 +266,17 @@ def tables(config, scored, n_sources, source_attributes, listed):
         if n_sources > 1:
             groups = [f"{s} {g}" for s, g in zip(scored.source_of, groups)]
         rows = metrics.group_table(groups, labels, scores, threshold)
-        print_group_table(rows, config.group_by, threshold)
         results["groups"] = {"by": config.group_by, "threshold": threshold, "rows": rows}
     if source_attributes:
-        found = factor_tables(source_attributes, listed, scored.paths, scored.source_of, labels,
-                              scores, threshold)
-        print_factor_tables(found, threshold)
-        results["factors"] = {
-            "threshold": threshold, "confidence": FACTOR_CONFIDENCE,
-            "recall_interval": "Wilson score",
-            "macro_f1_interval": f"percentile bootstrap, {FACTOR_RESAMPLES} resamples, seed 0",
-            "tables": found}
+        found = factors.factor_tables(source_attributes, listed, scored.paths, scored.source_of,
+                                      labels, scores, threshold)
+        results["factors"] = factors.factor_record(found, threshold)
     return results
 
 
 def write_outputs(config, scored, results):
     """evaluation.csv, metrics.json (with the curves' numbers) and the figures; returns the
-    figures' file names."""
+    names of the files written, the figures first."""
     out = config.output_dir
     predicted = (scored.scores >= scored.threshold).astype(int)
     rows = [(p, CLASS_NAMES[y], f"{s:.6f}", CLASS_NAMES[k], int(y == k))
@@ -353,76 +291,47 @@ def write_outputs(config, scored, results):
                                              scored.threshold),
                os.path.join(out, "confusion_matrix.png"))
     pictures = ["confusion_matrix.png", *results["curves"]["files"]]
-    panels = age_panels(results.get("factors", {}).get("tables", []))
+    panels = factors.age_panels(results.get("factors", {}).get("tables", []))
     if panels:
         plots.save(plots.recall_by_age_figure(panels), os.path.join(out, "recall_by_age.png"))
         pictures.append("recall_by_age.png")
-    return pictures
+    return (*pictures, "metrics.json", EVALUATION_CSV)
 
 
-def report_mistakes(config, scored, results, pictures):
-    """The misclassified images copied out with their Grad-CAM sheet, what was skipped or had
-    no face, and the --report page; printed as they are written."""
-    out, threshold = config.output_dir, scored.threshold
-    paths, labels, scores = scored.paths, scored.labels, scored.scores
+def copy_mistakes(config, scored):
+    """The misclassified images copied out (unless --no_copy), replacing the earlier run's
+    copies, with their Grad-CAM sheet: Evaluation's misclassified, copies_dir, copies,
+    replaced and contact_sheet."""
+    threshold, paths, labels, scores = scored.threshold, scored.paths, scored.labels, scored.scores
     predicted = (scores >= threshold).astype(int)
     wrong = np.flatnonzero(predicted != labels)
-    copies_root = os.path.join(out, "misclassified")
-    copies, replaced = [], 0
-    if not config.no_copy:
-        replaced = remove_earlier_copies(copies_root)
-        copies = [copy_misclassified(paths[i], CLASS_NAMES[labels[i]],
-                                     CLASS_NAMES[predicted[i]], scores[i], copies_root)
-                  for i in wrong]
-        if copies or replaced:
-            record_copies(copies_root, copies)
-    print(f"\n{len(wrong)} misclassified at threshold {threshold:.2f}"
-          + ("" if config.no_copy else f", copied into {copies_root}")
-          + (f" (replacing the earlier run's {replaced} file(s) there)" if replaced else ""))
-    if not config.no_copy and len(wrong):
+    mistakes = {"misclassified": len(wrong), "copies_dir": None, "copies": (), "replaced": 0,
+             "contact_sheet": None}
+    if config.no_copy:
+        return mistakes
+    copies_root = os.path.join(config.output_dir, "misclassified")
+    replaced = remove_earlier_copies(copies_root)
+    copies = [copy_misclassified(paths[i], CLASS_NAMES[labels[i]], CLASS_NAMES[predicted[i]],
+                                 scores[i], copies_root)
+              for i in wrong]
+    if copies or replaced:
+        record_copies(copies_root, copies)
+    mistakes.update(copies_dir=copies_root, copies=tuple(copies), replaced=replaced)
+    if len(wrong):
         explain = gradcam.grad_cam_for(config.model_path, config.cache_dir, config.backend,
                                        not config.unsafe)
         sheet = gradcam.misclassified_sheet(
             explain, paths, labels, scores, threshold,
             os.path.join(copies_root, "contact_sheet.png"), reader=scored.reader)
         record_copies(copies_root, copies + [sheet["path"]])
-        print(f"contact sheet of the {sheet['shown']} most confident mistakes"
-              + (f" ({sheet['left_out']} left out)" if sheet["left_out"] else "")
-              + f": {sheet['path']}" + (f"; {sheet['note']}" if sheet["note"] else ""))
-    print_left_out(scored)
-    print(f"wrote {', '.join(pictures)}, metrics.json, {EVALUATION_CSV} in {os.path.abspath(out)}")
-    if config.report:
-        from facegender.drawing import report
-        page = report.evaluation_page(results, out, paths, labels, scores,
-                                      lambda i: scored.reader(paths[i])[0])
-        print(f"wrote {report.write(config.report, page)}")
-
-
-def print_left_out(scored):
-    """The unreadable images, and the images without a face (the first NO_FACE_SHOWN)."""
-    if scored.unreadable:
-        print(f"skipped {len(scored.unreadable)} unreadable image(s):")
-        for p, why in scored.unreadable.items():
-            print(f"  {p}: {why}")
-    if scored.geometry is not None:
-        no_face = scored.no_face
-        print(f"no face found in {len(no_face)} of {len(scored.paths)} images, scored as given"
-              + (" (all listed in metrics.json, images_without_a_face)" if no_face else ""))
-        for p in no_face[:NO_FACE_SHOWN]:
-            print(f"  {p}")
-        if len(no_face) > NO_FACE_SHOWN:
-            print(f"  ... and {len(no_face) - NO_FACE_SHOWN} more")
+        mistakes["contact_sheet"] = sheet
+    return mistakes
 
 
 def store_error_rates(config, at_model, images, source_names):
     """--store_error_rates: this data's confusion counts at the model's threshold, into the
-    model's sidecar, for predict.py's corrected share (audit.py)."""
-    if missing := [n for n, (_, total) in at_model["per_class_accuracy"].items() if not total]:
-        raise DataError(f"--store_error_rates: no {' or '.join(missing)} images in "
-                        f"{' '.join(config.data_path)}; the rates need both classes")
-    path = sidecar.store_error_rates(config.model_path, {
-        "confusion_matrix": at_model["confusion_matrix"], "threshold": at_model["threshold"],
-        "tta": bool(config.tta), "images": images, "measured_on": ", ".join(source_names)})
-    print(f"stored the confusion counts at threshold {at_model['threshold']:.2f} "
-          f"({at_model['confusion_matrix']}) in {path} (error_rates)")
-
+    model's sidecar, for predict.py's corrected share (audit.py); both classes are there
+    (score_sources refuses the run otherwise). Returns (the record, the sidecar's path)."""
+    record = {"confusion_matrix": at_model["confusion_matrix"], "threshold": at_model["threshold"],
+              "tta": bool(config.tta), "images": images, "measured_on": ", ".join(source_names)}
+    return record, sidecar.store_error_rates(config.model_path, record)
