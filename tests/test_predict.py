@@ -9,7 +9,7 @@ from PIL import Image
 
 from facegender.core.common import ModelError
 from facegender.faces import finder as faces
-from facegender.labelling import photos as labelling
+from facegender.labelling import inputs, photo_faces
 from facegender.cli import predict
 from conftest import face_like_image, tree_hashes
 
@@ -240,7 +240,7 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_written(trained, tmp_path, c
 
 def test_the_finder_is_built_once_and_a_missing_mtcnn_says_what_to_install(
         trained, tmp_path, monkeypatch, capsys):
-    assert labelling.load_face_detector().mtcnn is labelling.load_face_detector().mtcnn
+    assert photo_faces.load_face_detector().mtcnn is photo_faces.load_face_detector().mtcnn
     monkeypatch.setattr(faces.FaceFinder, "_mtcnn", None)
     monkeypatch.setattr(faces.OpenVINOFaceFinder, "_loaded", {})
     monkeypatch.setitem(sys.modules, "mtcnn", None)  # `import mtcnn` now fails
@@ -299,14 +299,14 @@ def test_rows_per_face_and_boxes_in_original_pixels_with_an_injected_detector(tr
     # A photo larger than MAX_PHOTO_SIDE is detected on a smaller copy; boxes come back in the
     # original's pixels, and so does --min_face_size.
     big = tmp_path / "big.png"
-    Image.new("RGB", (labelling.MAX_PHOTO_SIDE * 2, 400), (90, 90, 90)).save(big)
+    Image.new("RGB", (inputs.MAX_PHOTO_SIDE * 2, 400), (90, 90, 90)).save(big)
     # Listed right to left and one hanging over the edge: rows come left to right.
     detector = FakeDetector([[700, 10, 100, 100], [0, 150, 60, 60], [1550, 40, 80, 80]])
     args = predict.parse_args([str(big), "--model_path", trained["model"], "--detect_faces",
                                "--output", str(tmp_path / "f.csv"), "--verbose", "0",
                                "--min_face_size", "80"])
     summary = predict.run(args, detector=detector)
-    assert detector.shapes == [((200, labelling.MAX_PHOTO_SIDE), 40)]
+    assert detector.shapes == [((200, inputs.MAX_PHOTO_SIDE), 40)]
     rows = read_csv(tmp_path / "f.csv")
     assert summary["rows"] == len(rows) == 3
     assert [(r["face"], r["x"], r["y"], r["w"], r["h"]) for r in rows] == [
@@ -315,10 +315,10 @@ def test_rows_per_face_and_boxes_in_original_pixels_with_an_injected_detector(tr
 
 
 def test_crop_box_is_square_widened_and_inside_the_image():
-    assert labelling.crop_box((40, 40, 20, 20), 100, 100, margin=0.5) == (30, 30, 70, 70)
-    assert labelling.crop_box((0, 0, 20, 10), 100, 100, margin=0.2) == (0, 0, 28, 28)
-    assert labelling.crop_box((90, 40, 10, 10), 100, 100, margin=0.5) == (80, 35, 100, 55)
-    assert labelling.crop_box((0, 0, 100, 100), 120, 60, margin=0.2) == (20, 0, 80, 60)
+    assert photo_faces.crop_box((40, 40, 20, 20), 100, 100, margin=0.5) == (30, 30, 70, 70)
+    assert photo_faces.crop_box((0, 0, 20, 10), 100, 100, margin=0.2) == (0, 0, 28, 28)
+    assert photo_faces.crop_box((90, 40, 10, 10), 100, 100, margin=0.5) == (80, 35, 100, 55)
+    assert photo_faces.crop_box((0, 0, 100, 100), 120, 60, margin=0.2) == (20, 0, 80, 60)
 
 
 def test_faces_are_found_upright_in_an_exif_rotated_photo(tmp_path):
@@ -330,9 +330,9 @@ def test_faces_are_found_upright_in_an_exif_rotated_photo(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
     sideways.save(tmp_path / "rotated.jpg", exif=exif, quality=90)
-    photo, scale = labelling.load_photo(str(tmp_path / "rotated.jpg"))
+    photo, scale = inputs.load_photo(str(tmp_path / "rotated.jpg"))
     assert photo.size == GROUP_SIZE and scale == 1.0
-    found = labelling.detect_faces(photo, 40)
+    found = photo_faces.detect_faces(photo, 40)
     assert len(found) == 2
     for face, (cx, cy) in zip(found, GROUP_FACE_CENTRES):
         x, y, w, h = face.box

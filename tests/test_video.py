@@ -10,7 +10,7 @@ import pytest
 
 from facegender.faces import finder as faces
 from facegender.cli import predict
-from facegender.labelling import video
+from facegender.labelling import inputs, video
 
 FPS, SECONDS, SIZE = 10, 4, (160, 120)
 # Stand-ins for faces: a reddish square (the tiny model's "female" colour, tests/conftest.py)
@@ -204,7 +204,7 @@ def test_videos_among_photos_are_searched_for_faces_without_extra_flags(trained,
     clip = write_video(folder / "clip.avi")
     face_like_image(0, np.random.default_rng(0)).save(folder / "still.jpg")
     Image.new("RGB", (120, 80), (200, 200, 200)).save(folder / "logo.png")  # no face in it
-    assert video.collect_inputs([str(folder)]) == (
+    assert inputs.collect_inputs([str(folder)]) == (
         [str(folder / "logo.png"), str(folder / "still.jpg")], [clip])
     out = tmp_path / "p.csv"
     summary = predict.run(args_for([folder], trained, out), detector=BlobDetector())

@@ -4,7 +4,7 @@ keep a progress record so that a stopped run continues where it was.
 Frames are read with OpenCV's VideoCapture (its FFmpeg build reads the usual containers and
 codecs). A frame is sampled every `every` seconds of the video's own clock (frame index / frame
 rate), so the rows' times do not depend on how fast the machine reads. Each sampled frame is a
-photo to labelling.py: its faces are found (MTCNN), cut to the model's crop and scored, one row
+photo: its faces are found (MTCNN, photo_faces.py), cut to the model's crop and scored, one row
 per face with its time. Every CHECKPOINT_FRAMES sampled frames the rows so far and the next
 time to sample are written (atomically) to `<output>.progress/`; a rerun of the same command
 reads them back and seeks on from there. The folder goes once the CSV is written.
@@ -19,51 +19,14 @@ import numpy as np
 
 from facegender.core.common import CLASS_NAMES, DataError, ModelError
 from facegender.core.outputs import write_csv, write_json
-from facegender.data import images as data
 from facegender.drawing import annotate
-from facegender.labelling import photos as labelling
+from facegender.labelling import csv_rows, inputs, photo_faces
 from facegender.labelling import tracks
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
-                    ".flv", ".ts")
 CHECKPOINT_FRAMES = 50  # sampled frames between progress records: what a stop can lose
 SHEET_FRAMES = 24  # frames on a video's --annotate sheet: its tracks' first frames
 TIMELINE_TRACKS = 200  # rows of a video's timeline in --report (the longest tracks)
 THUMBNAIL = 40  # pixels a track's face is shown at on its timeline
-
-
-def is_video(path):
-    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
-
-
-def list_video_files(folder):
-    """Video files under `folder` (recursive, hidden ones skipped), sorted."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in sorted(files)
-                  if not f.startswith(".") and is_video(f)]
-    return found
-
-
-def collect_inputs(paths):
-    """(image files, video files) named by `paths`: a file by its extension (an unknown one is
-    tried as an image), a folder searched recursively for both; each once."""
-    images, videos = [], []
-    for path in paths:
-        if os.path.isdir(path):
-            images += data.list_image_files(path)
-            videos += list_video_files(path)
-        elif os.path.isfile(path):
-            (videos if is_video(path) else images).append(path)
-        else:
-            raise DataError(f"{path}: no such file or folder; pass image or video files or "
-                            "folders")
-    images, videos = list(dict.fromkeys(images)), list(dict.fromkeys(videos))
-    if not images and not videos:
-        raise DataError(f"{', '.join(paths)}: no images found ({', '.join(data.IMAGE_EXTENSIONS)}"
-                        f") and no videos ({', '.join(VIDEO_EXTENSIONS)}); check the path")
-    return images, videos
 
 
 def open_video(path):
@@ -178,7 +141,7 @@ def predict_video(runner, image_size, path, config, threshold, detector, geometr
         if pending:
             scores = inference.score_images(runner, np.stack([c for *_, c in pending]),
                                             config.batch_size)
-            rows.extend((path, f"{t:.3f}", k, *box, *labelling.score_cells(p, threshold, config))
+            rows.extend((path, f"{t:.3f}", k, *box, *csv_rows.score_cells(p, threshold, config))
                         for (t, k, box, _, _, _), p in zip(pending, scores))
             tracking.extend([int(face_shot), *np.round(marks, 2).ravel().tolist()]
                             for (_, _, _, marks, face_shot, _) in pending)
@@ -197,10 +160,10 @@ def predict_video(runner, image_size, path, config, threshold, detector, geometr
         shot = int(tracks.shot_numbers([now], shot, signature)[0])
         signature = now
         photo = Image.fromarray(frame)
-        photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
+        photo.thumbnail((inputs.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
         scale = frame.shape[1] / photo.size[0]
         try:
-            faces = labelling.found_faces(photo, scale, image_size, config.min_face_size,
+            faces = photo_faces.found_faces(photo, scale, image_size, config.min_face_size,
                                           detector, geometry)
         except Exception as err:
             raise ModelError(f"the face detector failed on {path} at {t:.3f} s "
@@ -253,7 +216,7 @@ def track_table(rows, every):
         for k in np.unique(number):
             own = [r for r, n in zip(faces, number) if n == k]
             times = [float(r["time"]) for r in own]
-            label = labelling.label_of(scores["p_male"][k], threshold)
+            label = csv_rows.label_of(scores["p_male"][k], threshold)
             other = scores["disagreeing"][k]
             shown = max(own, key=lambda r: int(r["w"]) * int(r["h"]))
             table.append({
@@ -282,7 +245,7 @@ def write_track_table(output, table):
 
 
 def finish_tracks(config, header, rows, videos, skipped, threshold):
-    """labelling.finish's part for videos: <output>.tracks.csv from the CSV's rows and, with
+    """results.finish's part for videos: <output>.tracks.csv from the CSV's rows and, with
     --annotate, a sheet of each video's frames (annotate_video). Returns the track table."""
     table = track_table([dict(zip(header, map(str, row))) for row in rows], config.every)
     print(f"wrote {os.path.abspath(write_track_table(config.output, table))} "
@@ -321,7 +284,7 @@ def annotate_video(path, rows, table, every, threshold, sheet, frames=SHEET_FRAM
         except (StopIteration, DataError):  # changed since it was read: the CSV stands
             continue
         photo = Image.fromarray(frame)
-        photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
+        photo.thumbnail((inputs.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
         scale = frame.shape[1] / photo.size[0]
         drawn = []
         for r in rows:
@@ -361,7 +324,7 @@ def timelines(rows, every, max_tracks=TIMELINE_TRACKS):
             except (StopIteration, DataError):
                 continue
             photo = Image.fromarray(frame)
-            box = labelling.crop_box([t[c] for c in "xywh"], *photo.size)
+            box = photo_faces.crop_box([t[c] for c in "xywh"], *photo.size)
             t["thumbnail"] = photo.crop(box).resize((THUMBNAIL,) * 2, Image.BILINEAR)
         out.append({"path": path, "duration": duration, "tracks": shown,
                     "left_out": len(own) - len(shown)})
