@@ -9,7 +9,8 @@ from PIL import Image
 
 from facegender.core.common import ModelError
 from facegender.faces import finder as faces
-from facegender.labelling import inputs, photo_faces
+from facegender.labelling import audit, inputs, photo_faces, results
+from facegender.labelling.config import LabelConfig
 from facegender.cli import predict
 from conftest import face_like_image, tree_hashes
 
@@ -79,6 +80,37 @@ def test_predict_folders_and_files_writes_csv_and_skips_unreadable(trained, tmp_
     printed = capsys.readouterr()
     assert "27 images:" in printed.out and "skipped 1 unreadable image(s)" in printed.out
     assert "broken.jpg" in printed.err
+
+
+def test_the_end_of_a_run_returns_what_it_found_and_prints_nothing(tmp_path, capsys):
+    # The library writes the CSV and returns the counts, the skipped files and what it wrote;
+    # only result_text puts them in words (predict.py prints that).
+    a, b, broken = (str(tmp_path / name) for name in ("a.jpg", "b.jpg", "broken.jpg"))
+    out = tmp_path / "pred.csv"
+    config = LabelConfig(paths=[str(tmp_path)], output=str(out))
+    rows = [(a, "0.900000", "male", "0.5"), (b, "0.100000", "female", "0.5")]
+    result = results.write_results(config, [a, b, broken], [], rows, {broken: "not an image"},
+                                   [], 0.5, "given")
+    assert capsys.readouterr() == ("", "")
+    assert result.counts == {"female": 1, "male": 1} and result.faces == 2 and result.rows == 2
+    assert result.unit == "images" and result.skipped == {broken: "not an image"}
+    assert result.csv == str(out) and [r["path"] for r in read_csv(out)] == [a, b]
+    assert results.result_text(result).splitlines() == [
+        "", "2 images: 1 female, 1 male", "skipped 1 unreadable image(s):",
+        f"  {broken}: not an image", f"wrote {out}"]
+
+
+def test_predict_prints_the_texts_of_the_result_it_returns(trained, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    config = predict.parse_args([trained["data"], "--model_path", trained["model"], "--output",
+                                 str(out), "--verbose", "0"])
+    result = predict.run(config)
+    printed = capsys.readouterr().out
+    assert result.faces == sum(result.counts.values()) == len(read_csv(out)) == 24
+    assert result.audit["faces"] == 24 and result.audit["csv"] == str(out)
+    assert results.result_text(result) + "\n" in printed
+    assert audit.audit_text(result.audit) + "\n" in printed
+    assert printed.index(f"wrote {out}\n") < printed.index("== share of women")
 
 
 def test_predict_matches_the_model_and_threshold_overrides(trained, tmp_path):
@@ -308,7 +340,7 @@ def test_rows_per_face_and_boxes_in_original_pixels_with_an_injected_detector(tr
     summary = predict.run(args, detector=detector)
     assert detector.shapes == [((200, inputs.MAX_PHOTO_SIDE), 40)]
     rows = read_csv(tmp_path / "f.csv")
-    assert summary["rows"] == len(rows) == 3
+    assert summary.rows == len(rows) == 3
     assert [(r["face"], r["x"], r["y"], r["w"], r["h"]) for r in rows] == [
         ("0", "0", "300", "120", "120"), ("1", "1400", "20", "200", "200"),
         ("2", "3100", "80", "160", "160")]

@@ -7,6 +7,8 @@ Each photo is decoded upright (inputs.py), its faces found and cut to the model'
 (csv_rows.py); results.py writes the rows at the end.
 """
 
+import logging
+
 import numpy as np
 
 from facegender.core.common import ModelError
@@ -15,6 +17,8 @@ from facegender.labelling.csv_rows import score_cells
 from facegender.labelling.inputs import load_photo
 from facegender.labelling.photo_faces import face_crops, load_face_detector
 from facegender.runtime import inference
+
+log = logging.getLogger(__name__)
 
 CHUNK = 256  # faces cropped and scored at a time, to bound memory on big folders
 
@@ -102,6 +106,6 @@ def predict_faces(runner, image_size, files, config, threshold, detector=None, g
         if len(pending) >= CHUNK:
             flush()
         if config.verbose and n % 100 == 0:
-            print(f"  {n}/{len(files)} photos, {len(rows) + len(pending)} faces")
+            log.info(f"  {n}/{len(files)} photos, {len(rows) + len(pending)} faces")
     flush()
     return rows, reader.skipped, no_face

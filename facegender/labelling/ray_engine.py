@@ -35,6 +35,8 @@ from facegender.labelling import video
 from facegender.core.common import USER_ERRORS, DataError
 from facegender.core.outputs import write_csv, write_json
 
+log = logging.getLogger(__name__)
+
 # The folder that holds the facegender package (the actors import it from there).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Files per shard: what a killed run can lose, and the unit the nodes share out. 256 files take
@@ -218,12 +220,12 @@ def open_manifest(folder, key, n_files, n_shards, shard_files):
             manifest = json.load(f)
         if manifest.get("fingerprint") == key:
             return manifest
-        print(f"note: {folder} holds shards of another run (other images or options); "
-              "starting over")
+        log.info(f"note: {folder} holds shards of another run (other images or options); "
+                 "starting over")
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as err:
-        print(f"note: {path} is unreadable ({err}); starting over")
+        log.info(f"note: {path} is unreadable ({err}); starting over")
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     manifest = {"fingerprint": key, "files": n_files, "shard_files": shard_files,
@@ -269,8 +271,16 @@ def original_error(err):
 # ---------------------------------------------------------------------------
 # The job
 
+@dataclasses.dataclass(frozen=True)
+class Stopped:
+    """A run ended early (run's `stop_after`): `done` of `shards` saved, to be resumed."""
+    done: int
+    shards: int
+
+
 def run(config, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
-    """predict.run's work as a Ray job; returns its summary dict, with rows per node.
+    """predict.run's work as a Ray job: returns its results.LabelResult, with the rows per node
+    and the job's time (nodes_text), or Stopped.
 
     `stop_after` ends the run, as a kill would, once that many shards are saved (for tests).
     """
@@ -299,28 +309,34 @@ def run(config, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     header = csv_rows.csv_header(config)
     todo = [k for k in range(len(shards)) if str(k) not in manifest["done"]]
     what = photos.what_is_predicted(config, files, videos, geometry)
-    print(f"predicting {what} at {size}x{size} with Ray, threshold "
-          f"{threshold:.2f} ({source}); {len(shards)} shards of up to {shard_files} files, "
-          f"{len(shards) - len(todo)} already done in {folder}")
+    log.info(f"predicting {what} at {size}x{size} with Ray, threshold "
+             f"{threshold:.2f} ({source}); {len(shards)} shards of up to {shard_files} files, "
+             f"{len(shards) - len(todo)} already done in {folder}")
     if todo:
         stopped = run_shards(config, shards, todo, threshold, folder, manifest, header,
                              stop_after, num_cpus)
         if stopped:
-            return {"stopped": True, "done": len(manifest["done"]), "shards": len(shards)}
+            return Stopped(len(manifest["done"]), len(shards))
 
     rows, skipped, no_face = read_shards(folder, manifest)
-    summary = results.finish(config, files, videos, rows, skipped, no_face, threshold, source)
+    result = results.write_results(config, files, videos, rows, skipped, no_face, threshold,
+                                   source)
     if videos:  # one row per track beside the CSV, and --annotate's frames
-        video.finish_tracks(config, csv_rows.csv_header(config), rows, videos, skipped, threshold)
+        result = dataclasses.replace(result, tracks=video.finish_tracks(
+            config, csv_rows.csv_header(config), rows, videos, skipped, threshold))
     video.remove_progress(config.output)
     per_node = {}
     for shard in manifest["done"].values():
         per_node[shard["node"]] = per_node.get(shard["node"], 0) + shard["rows"]
-    seconds = time.time() - start
-    print("rows per node: " + ", ".join(f"{node} {n}" for node, n in sorted(per_node.items()))
-          + f"; {seconds:.1f} s, {len(files) / seconds:.1f} files/s")
     shutil.rmtree(folder)  # the CSV is whole: the shards are no longer needed
-    return {**summary, "per_node": per_node, "seconds": seconds}
+    return dataclasses.replace(result, per_node=per_node, seconds=time.time() - start)
+
+
+def nodes_text(result):
+    """The rows each node scored, the job's time and its pace in files (photos) a second."""
+    return ("rows per node: " + ", ".join(f"{node} {n}" for node, n in
+                                          sorted(result.per_node.items()))
+            + f"; {result.seconds:.1f} s, {result.photos / result.seconds:.1f} files/s")
 
 
 def run_shards(config, shards, todo, threshold, folder, manifest, header, stop_after, num_cpus):
@@ -335,7 +351,7 @@ def run_shards(config, shards, todo, threshold, folder, manifest, header, stop_a
                                       output=os.path.abspath(config.output))
         scorer = ray.remote(ShardScorer).options(num_cpus=ACTOR_CPUS, **SPREAD)
         actors = [scorer.remote(options) for _ in range(min(len(nodes), len(todo)))]
-        print(f"on {len(nodes)} Ray node(s), one actor each")
+        log.info(f"on {len(nodes)} Ray node(s), one actor each")
         waiting, running = collections.deque(todo), {}  # running: call -> (actor, shard)
 
         def send(actor):
@@ -374,8 +390,8 @@ def run_shards(config, shards, todo, threshold, folder, manifest, header, stop_a
             saved += 1
             files_done += len(shards[k])
             if config.verbose:
-                print(f"  shard {len(manifest['done'])}/{len(shards)}: {files_done} files in "
-                      f"{time.time() - t0:.1f} s on {result['runner']}", flush=True)
+                log.info(f"  shard {len(manifest['done'])}/{len(shards)}: {files_done} files in "
+                         f"{time.time() - t0:.1f} s on {result['runner']}")
             if stop_after is not None and saved >= stop_after:
                 return True
             send(actor)

@@ -10,8 +10,10 @@ time to sample are written (atomically) to `<output>.progress/`; a rerun of the 
 reads them back and seeks on from there. The folder goes once the CSV is written.
 """
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 
@@ -22,6 +24,8 @@ from facegender.core.outputs import write_csv, write_json
 from facegender.drawing import annotate
 from facegender.labelling import csv_rows, inputs, photo_faces
 from facegender.labelling import tracks
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FRAMES = 50  # sampled frames between progress records: what a stop can lose
 SHEET_FRAMES = 24  # frames on a video's --annotate sheet: its tracks' first frames
@@ -134,7 +138,7 @@ def predict_video(runner, image_size, path, config, threshold, detector, geometr
         return with_tracks(rows, tracking, config.every)
     _, fps, duration = open_video(path)  # an unreadable video stops here, naming itself
     if config.verbose and start:
-        print(f"  {path}: resuming at {clock(start)} ({len(rows)} faces so far)")
+        log.info(f"  {path}: resuming at {clock(start)} ({len(rows)} faces so far)")
     pending, frames = [], 0
 
     def save(next_time, done):
@@ -150,8 +154,8 @@ def predict_video(runner, image_size, path, config, threshold, detector, geometr
                             "finished": done, "rows": rows, "faces": tracking, "shot": shot,
                             "signature": None if signature is None else signature.tolist()})
         if config.verbose:
-            print(f"  {path}: {clock(min(next_time, duration))} of {clock(duration)}, "
-                  f"{len(rows)} faces")
+            log.info(f"  {path}: {clock(min(next_time, duration))} of {clock(duration)}, "
+                     f"{len(rows)} faces")
 
     next_time = start
     for t, frame in sampled_frames(path, config.every, start):
@@ -244,21 +248,36 @@ def write_track_table(output, table):
     return track_table_path(output)
 
 
+@dataclasses.dataclass(frozen=True)
+class Tracks:
+    """What finish_tracks wrote: the track table (track_table's dicts) and its file, and the
+    --annotate sheet of each video that has one; `tracks_text` says it in words."""
+    path: str  # <output>.tracks.csv (absolute path)
+    table: list
+    sheets: dict  # video -> its sheet of frames
+
+
 def finish_tracks(config, header, rows, videos, skipped, threshold):
-    """results.finish's part for videos: <output>.tracks.csv from the CSV's rows and, with
-    --annotate, a sheet of each video's frames (annotate_video). Returns the track table."""
+    """results.write_results' part for videos: <output>.tracks.csv from the CSV's rows and,
+    with --annotate, a sheet of each video's frames (annotate_video). Returns the Tracks."""
     table = track_table([dict(zip(header, map(str, row))) for row in rows], config.every)
-    print(f"wrote {os.path.abspath(write_track_table(config.output, table))} "
-          f"({len(table)} tracks)")
+    path = os.path.abspath(write_track_table(config.output, table))
+    sheets = {}
     if config.annotate:
         readable = [p for p in videos if p not in skipped]
         names = annotate.copy_names(readable, config.annotate)
-        for path in readable:
-            sheet = os.path.splitext(names[path])[0] + ".tracks.jpg"
-            if annotate_video(path, rows_of(header, rows, path), table, config.every,
+        for video in readable:
+            sheet = os.path.splitext(names[video])[0] + ".tracks.jpg"
+            if annotate_video(video, rows_of(header, rows, video), table, config.every,
                               threshold, sheet):
-                print(f"annotated {path}: {sheet}")
-    return table
+                sheets[video] = sheet
+    return Tracks(path, table, sheets)
+
+
+def tracks_text(found):
+    """Tracks in words: the file written and its number of tracks, then each video's sheet."""
+    return "\n".join([f"wrote {found.path} ({len(found.table)} tracks)",
+                      *(f"annotated {video}: {sheet}" for video, sheet in found.sheets.items())])
 
 
 def rows_of(header, rows, path):
