@@ -9,7 +9,8 @@ from PIL import Image
 
 from facegender.core.common import ModelError
 from facegender.faces import finder as faces
-from facegender.labelling import photos as labelling
+from facegender.labelling import audit, inputs, photo_faces, results
+from facegender.labelling.config import LabelConfig
 from facegender.cli import predict
 from conftest import face_like_image, tree_hashes
 
@@ -79,6 +80,37 @@ def test_predict_folders_and_files_writes_csv_and_skips_unreadable(trained, tmp_
     printed = capsys.readouterr()
     assert "27 images:" in printed.out and "skipped 1 unreadable image(s)" in printed.out
     assert "broken.jpg" in printed.err
+
+
+def test_the_end_of_a_run_returns_what_it_found_and_prints_nothing(tmp_path, capsys):
+    # The library writes the CSV and returns the counts, the skipped files and what it wrote;
+    # only result_text puts them in words (predict.py prints that).
+    a, b, broken = (str(tmp_path / name) for name in ("a.jpg", "b.jpg", "broken.jpg"))
+    out = tmp_path / "pred.csv"
+    config = LabelConfig(paths=[str(tmp_path)], output=str(out))
+    rows = [(a, "0.900000", "male", "0.5"), (b, "0.100000", "female", "0.5")]
+    result = results.write_results(config, [a, b, broken], [], rows, {broken: "not an image"},
+                                   [], 0.5, "given")
+    assert capsys.readouterr() == ("", "")
+    assert result.counts == {"female": 1, "male": 1} and result.faces == 2 and result.rows == 2
+    assert result.unit == "images" and result.skipped == {broken: "not an image"}
+    assert result.csv == str(out) and [r["path"] for r in read_csv(out)] == [a, b]
+    assert results.result_text(result).splitlines() == [
+        "", "2 images: 1 female, 1 male", "skipped 1 unreadable image(s):",
+        f"  {broken}: not an image", f"wrote {out}"]
+
+
+def test_predict_prints_the_texts_of_the_result_it_returns(trained, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    config = predict.parse_args([trained["data"], "--model_path", trained["model"], "--output",
+                                 str(out), "--verbose", "0"])
+    result = predict.run(config)
+    printed = capsys.readouterr().out
+    assert result.faces == sum(result.counts.values()) == len(read_csv(out)) == 24
+    assert result.audit["faces"] == 24 and result.audit["csv"] == str(out)
+    assert results.result_text(result) + "\n" in printed
+    assert audit.audit_text(result.audit) + "\n" in printed
+    assert printed.index(f"wrote {out}\n") < printed.index("== share of women")
 
 
 def test_predict_matches_the_model_and_threshold_overrides(trained, tmp_path):
@@ -240,7 +272,7 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_written(trained, tmp_path, c
 
 def test_the_finder_is_built_once_and_a_missing_mtcnn_says_what_to_install(
         trained, tmp_path, monkeypatch, capsys):
-    assert labelling.load_face_detector().mtcnn is labelling.load_face_detector().mtcnn
+    assert photo_faces.load_face_detector().mtcnn is photo_faces.load_face_detector().mtcnn
     monkeypatch.setattr(faces.FaceFinder, "_mtcnn", None)
     monkeypatch.setattr(faces.OpenVINOFaceFinder, "_loaded", {})
     monkeypatch.setitem(sys.modules, "mtcnn", None)  # `import mtcnn` now fails
@@ -299,26 +331,26 @@ def test_rows_per_face_and_boxes_in_original_pixels_with_an_injected_detector(tr
     # A photo larger than MAX_PHOTO_SIDE is detected on a smaller copy; boxes come back in the
     # original's pixels, and so does --min_face_size.
     big = tmp_path / "big.png"
-    Image.new("RGB", (labelling.MAX_PHOTO_SIDE * 2, 400), (90, 90, 90)).save(big)
+    Image.new("RGB", (inputs.MAX_PHOTO_SIDE * 2, 400), (90, 90, 90)).save(big)
     # Listed right to left and one hanging over the edge: rows come left to right.
     detector = FakeDetector([[700, 10, 100, 100], [0, 150, 60, 60], [1550, 40, 80, 80]])
     args = predict.parse_args([str(big), "--model_path", trained["model"], "--detect_faces",
                                "--output", str(tmp_path / "f.csv"), "--verbose", "0",
                                "--min_face_size", "80"])
     summary = predict.run(args, detector=detector)
-    assert detector.shapes == [((200, labelling.MAX_PHOTO_SIDE), 40)]
+    assert detector.shapes == [((200, inputs.MAX_PHOTO_SIDE), 40)]
     rows = read_csv(tmp_path / "f.csv")
-    assert summary["rows"] == len(rows) == 3
+    assert summary.rows == len(rows) == 3
     assert [(r["face"], r["x"], r["y"], r["w"], r["h"]) for r in rows] == [
         ("0", "0", "300", "120", "120"), ("1", "1400", "20", "200", "200"),
         ("2", "3100", "80", "160", "160")]
 
 
 def test_crop_box_is_square_widened_and_inside_the_image():
-    assert labelling.crop_box((40, 40, 20, 20), 100, 100, margin=0.5) == (30, 30, 70, 70)
-    assert labelling.crop_box((0, 0, 20, 10), 100, 100, margin=0.2) == (0, 0, 28, 28)
-    assert labelling.crop_box((90, 40, 10, 10), 100, 100, margin=0.5) == (80, 35, 100, 55)
-    assert labelling.crop_box((0, 0, 100, 100), 120, 60, margin=0.2) == (20, 0, 80, 60)
+    assert photo_faces.crop_box((40, 40, 20, 20), 100, 100, margin=0.5) == (30, 30, 70, 70)
+    assert photo_faces.crop_box((0, 0, 20, 10), 100, 100, margin=0.2) == (0, 0, 28, 28)
+    assert photo_faces.crop_box((90, 40, 10, 10), 100, 100, margin=0.5) == (80, 35, 100, 55)
+    assert photo_faces.crop_box((0, 0, 100, 100), 120, 60, margin=0.2) == (20, 0, 80, 60)
 
 
 def test_faces_are_found_upright_in_an_exif_rotated_photo(tmp_path):
@@ -330,9 +362,9 @@ def test_faces_are_found_upright_in_an_exif_rotated_photo(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
     sideways.save(tmp_path / "rotated.jpg", exif=exif, quality=90)
-    photo, scale = labelling.load_photo(str(tmp_path / "rotated.jpg"))
+    photo, scale = inputs.load_photo(str(tmp_path / "rotated.jpg"))
     assert photo.size == GROUP_SIZE and scale == 1.0
-    found = labelling.detect_faces(photo, 40)
+    found = photo_faces.detect_faces(photo, 40)
     assert len(found) == 2
     for face, (cx, cy) in zip(found, GROUP_FACE_CENTRES):
         x, y, w, h = face.box

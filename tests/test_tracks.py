@@ -240,7 +240,7 @@ def test_track_labels_are_at_least_as_right_as_frame_labels(trained, scene, tmp_
     assert noted and all(f"of {t['faces']} faces called" in t["note"] for t in noted)
 
     # The three counts, overall and for the one video.
-    counts = summary["audit"]["video"]
+    counts = summary.audit["video"]
     for three in (counts["all"], counts["by_video"][0]):
         faces, seconds, appearances = (three[k] for k in ("faces", "screen_seconds", "tracks"))
         assert faces["counts"] == {n: sum(r["label"] == n for r in rows)

@@ -10,7 +10,7 @@ import pytest
 
 from facegender.faces import finder as faces
 from facegender.cli import predict
-from facegender.labelling import video
+from facegender.labelling import inputs, video
 
 FPS, SECONDS, SIZE = 10, 4, (160, 120)
 # Stand-ins for faces: a reddish square (the tiny model's "female" colour, tests/conftest.py)
@@ -97,7 +97,7 @@ def test_a_video_gives_a_row_per_face_with_its_time_and_screen_time(trained, tmp
         assert int(row["face"]) == k
         box = [int(row[c]) for c in "xywh"]
         assert np.allclose(box, stand_in["box"], atol=2)  # MJPG blurs an edge by a pixel
-    screen = summary["audit"]["screen_time"]
+    screen = summary.audit["screen_time"]
     labels = [r["label"] for r in rows]
     assert screen["face_seconds"] == {name: 0.5 * labels.count(name)
                                       for name in ("female", "male")}
@@ -189,7 +189,7 @@ def test_a_truncated_video_beside_whole_ones_is_named_and_skipped_and_the_rest_g
     rows = read_csv(out)
     assert {r["path"] for r in rows} == {whole, later}
     assert len([r for r in rows if r["path"] == later]) == len(expected_times())
-    assert list(summary["skipped"]) == [str(folder / "b_cut.mp4")]
+    assert list(summary.skipped) == [str(folder / "b_cut.mp4")]
     printed = capsys.readouterr()
     assert "skipped 1 unreadable file(s)" in printed.out and "b_cut.mp4" in printed.out
     assert "skipping unreadable video" in printed.err
@@ -204,7 +204,7 @@ def test_videos_among_photos_are_searched_for_faces_without_extra_flags(trained,
     clip = write_video(folder / "clip.avi")
     face_like_image(0, np.random.default_rng(0)).save(folder / "still.jpg")
     Image.new("RGB", (120, 80), (200, 200, 200)).save(folder / "logo.png")  # no face in it
-    assert video.collect_inputs([str(folder)]) == (
+    assert inputs.collect_inputs([str(folder)]) == (
         [str(folder / "logo.png"), str(folder / "still.jpg")], [clip])
     out = tmp_path / "p.csv"
     summary = predict.run(args_for([folder], trained, out), detector=BlobDetector())
@@ -217,6 +217,6 @@ def test_videos_among_photos_are_searched_for_faces_without_extra_flags(trained,
         ("false", "", "120", "80")]
     assert len([r for r in rows if r["path"] == clip]) == len(expected_times())
     # The logo is written and named, and not counted among the faces.
-    assert summary["audit"]["faces"] == len(rows) - 1
-    assert summary["audit"]["without_a_face"]["paths"] == [str(folder / "logo.png")]
+    assert summary.audit["faces"] == len(rows) - 1
+    assert summary.audit["without_a_face"]["paths"] == [str(folder / "logo.png")]
     assert "every photo is searched for faces too" in capsys.readouterr().out

@@ -24,7 +24,7 @@ from facegender.core.common import DataError, MissingDependency
 from facegender.core.outputs import make_writable_dir
 from facegender.drawing.annotate import LOW_CONFIDENCE_BAND
 from facegender.labelling import audit, gallery, video
-from facegender.labelling import photos as labelling
+from facegender.labelling import csv_rows, inputs, photo_faces, photos, results
 from facegender.labelling.config import LabelConfig
 from facegender.runtime.options import defaults_of
 from facegender.model import sidecar
@@ -160,65 +160,86 @@ def predict_videos(runner, size, videos, config, threshold, detector, geometry, 
 
 
 def run(config, detector=None):
-    """Predict for every image and video under `config.paths`; returns a summary dict."""
-    files, videos = video.collect_inputs(config.paths)
+    """Predict for every image and video under `config.paths`, printing what was found and
+    written; returns the results.LabelResult, its audit and report included."""
+    files, videos = inputs.collect_inputs(config.paths)
     config = check_videos(config, files, videos)
     inference.check_backend(config.backend, config.precision)
     threshold, source = sidecar.decision_threshold(config.model_path, config.threshold)
     geometry = sidecar.face_geometry(config.model_path)
-    config = dataclasses.replace(config, searched=labelling.searches_faces(config, geometry))
+    config = dataclasses.replace(config, searched=photos.searches_faces(config, geometry))
     runner, size = inference.load_runner(config.model_path, config.backend, config.precision,
                                          config.cache_dir, threshold, config.tta, not config.unsafe)
     if config.detect_faces:  # a broken detector stops the run here, before any work
-        detector = detector or labelling.load_face_detector(config.cache_dir, config.backend)
+        detector = detector or photo_faces.load_face_detector(config.cache_dir, config.backend)
     # Which error rates correct the count: chosen (and an unusable sample refused) first.
     rates, note = audit.choose_rates(config, threshold, lambda folder: audit.sample_rates(
         folder, runner, size, geometry, threshold, config))
-    what = labelling.what_is_predicted(config, files, videos, geometry)
+    what = photos.what_is_predicted(config, files, videos, geometry)
     print(f"predicting {what} at {size}x{size} on {runner.name}, threshold {threshold:.2f} "
           f"({source}); face crop: {geometry or 'as given'}")
 
     rows, skipped, no_face = [], {}, []
     if files and config.detect_faces:
-        rows, skipped, no_face = labelling.predict_faces(runner, size, files, config, threshold,
-                                                         detector, geometry)
+        rows, skipped, no_face = photos.predict_faces(runner, size, files, config, threshold,
+                                                      detector, geometry)
     elif files:
-        rows, skipped, no_face = labelling.predict_crops(runner, size, files, config, threshold,
-                                                         geometry)
+        rows, skipped, no_face = photos.predict_crops(runner, size, files, config, threshold,
+                                                      geometry)
     if videos:
         rows = [(row[0], "", *row[1:], "") for row in rows]  # a photo: no time, no track
         found, faceless = predict_videos(runner, size, videos, config, threshold, detector,
                                          geometry, skipped)
         rows += found
         no_face += faceless
-    summary = labelling.finish(config, files, videos, rows, skipped, no_face, threshold, source)
+    result = results.write_results(config, files, videos, rows, skipped, no_face, threshold,
+                                   source)
     if videos:  # one row per track beside the CSV, and --annotate's frames
-        video.finish_tracks(config, labelling.csv_header(config), rows, videos, skipped, threshold)
+        result = dataclasses.replace(result, tracks=video.finish_tracks(
+            config, csv_rows.csv_header(config), rows, videos, skipped, threshold))
     video.remove_progress(config.output)
-    summary["audit"] = audit.summarize(config, rates, note, every=config.every if videos else None,
-                                       threshold=threshold)
+    print_result(result)
+    return audit_and_report(config, result, rates, note, threshold, size, geometry, detector)
+
+
+def print_result(result):
+    """What the run found and wrote (the counts, the files without a face or unreadable, the
+    CSV, the annotated copies), then the videos' tracks."""
+    print(results.result_text(result))
+    if result.tracks is not None:
+        print(video.tracks_text(result.tracks))
+
+
+def audit_and_report(config, result, rates, note, threshold, *loaded):
+    """The audit of the CSV written (audit.summarize) and --report's page, each printed as it
+    is written; returns `result` with both. `loaded`: write_report's model and finder."""
+    summary = audit.summarize(config, rates, note, every=config.every if result.videos else None,
+                              threshold=threshold)
+    print(audit.audit_text(summary))
+    result = dataclasses.replace(result, audit=summary)
     if config.report:
-        write_report(config, summary, rates, threshold, size, geometry, detector)
-    return summary
+        result = dataclasses.replace(result, report=write_report(config, summary, rates,
+                                                                 threshold, *loaded))
+        print(f"wrote {result.report}")
+    return result
 
 
 def write_report(config, summary, rates, threshold, size=None, geometry=None, detector=None):
-    """--report: the audit's page, with the faces nearest the threshold (and the sample's
-    mistakes) cut again as they were scored; what is not given is loaded here (Ray's driver)."""
+    """--report: the audit's page (of audit.summarize's `summary`), with the faces nearest the
+    threshold (and the sample's mistakes) cut again as they were scored; what is not given is
+    loaded here (Ray's driver). Returns the page's path."""
     from facegender.drawing import report
     if size is None:
         size = inference.load_runner(config.model_path, config.backend, config.precision,
                                      config.cache_dir, threshold, config.tta, not config.unsafe)[1]
         geometry = sidecar.face_geometry(config.model_path)
-        detector = (labelling.load_face_detector(config.cache_dir, config.backend)
+        detector = (photo_faces.load_face_detector(config.cache_dir, config.backend)
                     if config.detect_faces else None)
     tiles = gallery.faces_to_show(config, rates, threshold, size, geometry, detector)
     strips = (video.timelines(audit.read_rows(config.output), config.every)
-              if "video" in summary["audit"] else None)
-    counted = (audit.denominator_rows(summary["audit"]["video"])
-               if "video" in summary["audit"] else ())
-    page = report.audit_page(summary["audit"], tiles, strips, counted)
-    print(f"wrote {report.write(config.report, page)}")
+              if "video" in summary else None)
+    counted = audit.denominator_rows(summary["video"]) if "video" in summary else ()
+    return report.write(config.report, report.audit_page(summary, tiles, strips, counted))
 
 
 def run_on_ray(config):
@@ -231,19 +252,18 @@ def run_on_ray(config):
         raise MissingDependency(f"--engine ray needs Ray ({err}); pip install ray"
                                 ) from None
     os.environ["FACEGENDER_CACHE"] = config.cache_dir
-    files, videos = video.collect_inputs(config.paths)
+    files, videos = inputs.collect_inputs(config.paths)
     config = check_videos(config, files, videos)
     threshold, _ = sidecar.decision_threshold(config.model_path, config.threshold)
     rates, note = audit.choose_rates(config, threshold, lambda folder: sample_on_driver(
         folder, config, threshold))
-    summary = ray_engine.run(config)
-    if summary.get("stopped"):
-        return summary
-    summary["audit"] = audit.summarize(config, rates, note, every=config.every if videos else None,
-                                       threshold=threshold)
-    if config.report:  # the gallery's few faces are cut again here, on the driver
-        write_report(config, summary, rates, threshold)
-    return summary
+    result = ray_engine.run(config)
+    if isinstance(result, ray_engine.Stopped):
+        return result
+    print_result(result)
+    print(ray_engine.nodes_text(result))
+    # --report: the gallery's few faces are cut again here, on the driver
+    return audit_and_report(config, result, rates, note, threshold)
 
 
 def sample_on_driver(folder, config, threshold):

@@ -4,12 +4,13 @@ errors (quantify.py), overall, per sub-folder of the input and, for videos, in s
 predict.py calls `choose_rates` before the work (which error rates correct the count: those
 of `--audit_sample DIR`, a labelled sample of the user's own collection scored first, else the
 counts in the model's sidecar) and `summarize` after it, on the CSV it wrote, so that every
-engine gets the same summary. The summary is printed and written beside the CSV as
-`<output>.summary.json`.
+engine gets the same summary. The summary is written beside the CSV as
+`<output>.summary.json` and returned; `audit_text` puts it in words, which predict.py prints.
 """
 
 import csv
 import dataclasses
+import logging
 import math
 import os
 
@@ -19,6 +20,8 @@ from facegender.evaluation import quantify
 from facegender.core.common import CLASS_NAMES, DataError
 from facegender.core.outputs import write_json
 from facegender.drawing.report import seconds
+
+log = logging.getLogger(__name__)
 
 # Faces in the same stretch of a video are mostly the same people in the same shot: the
 # bootstrap resamples stretches this long, not single frames, so that a long shot of one
@@ -70,7 +73,7 @@ def sample_rates(folder, runner, image_size, geometry, threshold, config):
     from facegender.runtime import inference
     paths, labels = data.list_labeled_images(folder, required=())
     if config.verbose:  # so the progress below is not taken for the collection's
-        print(f"scoring the audit sample: {len(paths)} labelled images in {folder}")
+        log.info(f"scoring the audit sample: {len(paths)} labelled images in {folder}")
     found = data.main_faces(paths, geometry, config.cache_dir, config.verbose, config.backend)
     reader = data.ImageReader(image_size, geometry, found)
     scores, _ = inference.score_paths(runner, paths, image_size, config.batch_size,
@@ -221,7 +224,8 @@ def summarize(config, rates, note, every=None, threshold=None):
     (a `time` column), face-seconds by label (each face found in a frame sampled every
     `every` seconds stands for that many seconds), and its context (context, at `threshold`).
     Rows of images without a face found are counted beside the faces, not among them.
-    Printed, written to summary_path (strict JSON: null where there is no number), returned.
+    Written to summary_path (strict JSON: null where there is no number) and returned;
+    audit_text puts it in words.
     """
     rows, faceless = counted_rows(read_rows(config.output))
     summary = {"csv": os.path.abspath(config.output), "unit": "faces",
@@ -255,8 +259,6 @@ def summarize(config, rates, note, every=None, threshold=None):
     if video_rows and every and "track" in video_rows[0]:
         summary["video"] = video_denominators(video_rows, rates, every)
     write_json(summary_path(config.output), summary, strict=True)
-    print_summary(summary)
-    print(f"wrote {summary_path(os.path.abspath(config.output))}")
     return summary
 
 
@@ -308,36 +310,44 @@ def _cells(s):
     return raw, corrected
 
 
-def print_summary(summary):
+def audit_text(summary):
+    """The audit's summary (summarize's dict) in words: the share of women among the faces,
+    raw and corrected with its interval, which rates correct it, the table by folder, the screen
+    time and the videos' three counts; then the summary file written. Starts with an empty
+    line, to stand apart from what is above it."""
     if summary["faces"]:
-        print(f"\n== share of women among the {summary['faces']} faces")
+        lines = [f"\n== share of women among the {summary['faces']} faces"]
     else:
-        print("\n== no faces found: there is no share of women to give")
+        lines = ["\n== no faces found: there is no share of women to give"]
     faceless = summary.get("without_a_face", {}).get("images")
     if faceless:
-        print(f"{faceless} image(s) without a face found: scored whole, not counted")
-    print(summary["note"])
+        lines.append(f"{faceless} image(s) without a face found: scored whole, not counted")
+    lines.append(summary["note"])
     raw, corrected = _cells(summary)
-    print(f"  called female (the raw count, biased wherever the two recalls differ): {raw}")
+    lines.append(f"  called female (the raw count, biased wherever the two recalls differ): "
+                 f"{raw}")
     if summary["rates"]:
-        print(f"  corrected share of women, {summary['confidence']:.0%} interval: {corrected}")
+        lines.append(f"  corrected share of women, {summary['confidence']:.0%} interval: "
+                     f"{corrected}")
     if "by_folder" in summary:
         width = max(12, *(len(g["group"]) for g in summary["by_folder"]))
-        print(f"\n{'folder':<{width}} {'faces':>6} {'female':>6} {'raw share [95%]':>22} "
-              f"{'corrected [95%]':>22}")
+        lines.append(f"\n{'folder':<{width}} {'faces':>6} {'female':>6} "
+                     f"{'raw share [95%]':>22} {'corrected [95%]':>22}")
         for g in summary["by_folder"]:
             raw, corrected = _cells(g)
-            print(f"{g['group']:<{width}} {g['faces']:>6} {g['counts']['female']:>6} "
-                  f"{raw:>22} {corrected:>22}")
+            lines.append(f"{g['group']:<{width}} {g['faces']:>6} {g['counts']['female']:>6} "
+                         f"{raw:>22} {corrected:>22}")
     if "screen_time" in summary:
         st = summary["screen_time"]
         raw, corrected = _cells(st)
         on_screen = ", ".join(f"{seconds(v)} {k}" for k, v in st["face_seconds"].items())
-        print(f"\nscreen time in the videos (each face found in a sampled frame stands for "
-              f"{seconds(st['seconds_per_face'])}): {on_screen}; share female {raw}"
-              + (f", corrected {corrected}" if "interval" in st else ""))
+        lines.append(f"\nscreen time in the videos (each face found in a sampled frame stands "
+                     f"for {seconds(st['seconds_per_face'])}): {on_screen}; share female {raw}"
+                     + (f", corrected {corrected}" if "interval" in st else ""))
     if "video" in summary:
-        print_video_denominators(summary["video"])
+        lines.append(video_denominators_text(summary["video"]))
+    lines.append(f"wrote {summary_path(summary['csv'])}")
+    return "\n".join(lines)
 
 
 DENOMINATORS = (("faces", "face detections"), ("screen_seconds", "screen-seconds"),
@@ -357,11 +367,12 @@ def denominator_rows(video):
     return table
 
 
-def print_video_denominators(video):
-    print(f"\nvideos, counted three ways: {video['assumption']}")
+def video_denominators_text(video):
+    """The videos' three counts (denominator_rows) as a table under its assumption."""
     rows = denominator_rows(video)
     width = max(12, *(len(r[0]) for r in rows))
-    print(f"{'video':<{width}} {'counted':<16} {'female':>7} {'male':>7} "
-          f"{'raw share [95%]':>22} {'corrected [95%]':>22}")
-    for r in rows:
-        print(f"{r[0]:<{width}} {r[1]:<16} {r[2]:>7} {r[3]:>7} {r[4]:>22} {r[5]:>22}")
+    return "\n".join([f"\nvideos, counted three ways: {video['assumption']}",
+                      f"{'video':<{width}} {'counted':<16} {'female':>7} {'male':>7} "
+                      f"{'raw share [95%]':>22} {'corrected [95%]':>22}",
+                      *(f"{r[0]:<{width}} {r[1]:<16} {r[2]:>7} {r[3]:>7} {r[4]:>22} {r[5]:>22}"
+                        for r in rows)])

@@ -60,7 +60,7 @@ def file_key(path):
 
 def face_as_scored(row, config, image_size, geometry, detector, reader):
     """The model's input for one CSV row, cut again; None when it cannot be (changed since)."""
-    from facegender.labelling import photos as labelling
+    from facegender.labelling import inputs, photo_faces
     if "face" not in row:
         image, ok = reader(row["path"])
         return image if ok else None
@@ -70,12 +70,12 @@ def face_as_scored(row, config, image_size, geometry, detector, reader):
             from PIL import Image
             _, frame = next(video.sampled_frames(row["path"], config.every, float(row["time"])))
             photo = Image.fromarray(frame)
-            photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
+            photo.thumbnail((inputs.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
             scale = frame.shape[1] / photo.size[0]
         else:
-            photo, scale = labelling.load_photo(row["path"])
-        crops = labelling.face_crops(photo, scale, image_size, config.min_face_size, detector,
-                                     geometry)
+            photo, scale = inputs.load_photo(row["path"])
+        crops = photo_faces.face_crops(photo, scale, image_size, config.min_face_size,
+                                       detector, geometry)
         return crops[int(row["face"])][1]
     except (StopIteration, IndexError, OSError, ValueError, DataError):
         return None

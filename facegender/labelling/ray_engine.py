@@ -1,7 +1,7 @@
 """predict.py --engine ray: the same predictions as a Ray job, on this machine or a cluster.
 
 The file list is cut into shards of SHARD_FILES files, in listing order. A pool of Ray actors,
-one per node, each holding the model once, runs labelling.py's code (what predict.py runs) on
+one per node, each holding the model once, runs photos.py's code (what predict.py runs) on
 one shard at a time (decode, detect faces, crop, score, threshold) and hands back its rows.
 Ray Core's actors and `ray.wait` are all it takes: each shard is one call, so Ray Data's
 blocks, its streaming executor and its import (pyarrow, pandas: a second or two per process)
@@ -28,12 +28,14 @@ import time
 import dataclasses
 
 from facegender.runtime import inference
-from facegender.labelling import photos as labelling
+from facegender.labelling import csv_rows, inputs, photo_faces, photos, results
 from facegender.labelling.config import JOIN_TIMEOUT
 from facegender.model import sidecar
 from facegender.labelling import video
 from facegender.core.common import USER_ERRORS, DataError
 from facegender.core.outputs import write_csv, write_json
+
+log = logging.getLogger(__name__)
 
 # The folder that holds the facegender package (the actors import it from there).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,7 +57,7 @@ IN_FLIGHT = 2
 # The actor: one model per worker process
 
 class ShardScorer:
-    """Loads the model once, then gives labelling.py's rows for one shard of files per call.
+    """Loads the model once, then gives photos.py's rows for one shard of files per call.
 
     The driver converted the model before the actors start, so each reads the conversion from
     the cache, as predict.py does, and imports no TensorFlow (seconds and most of a gigabyte
@@ -69,15 +71,15 @@ class ShardScorer:
             config.model_path, config.backend, config.precision, config.cache_dir, config.threshold,
             config.tta, not config.unsafe)
         self.geometry = sidecar.face_geometry(config.model_path)
-        self.detector = (labelling.load_face_detector(config.cache_dir, config.backend)
+        self.detector = (photo_faces.load_face_detector(config.cache_dir, config.backend)
                          if config.detect_faces else None)
         context = ray.get_runtime_context()
         self.node = f"{context.get_node_id()[:8]} ({ray.util.get_node_ip_address()})"
 
     def score(self, paths):
-        """labelling.py's rows for one shard (a list of files, or one video), with what it
+        """photos.py's rows for one shard (a list of files, or one video), with what it
         skipped, the files with no face, this actor's node and its runner's name."""
-        if video.is_video(paths[0]):  # a video is a shard of its own
+        if inputs.is_video(paths[0]):  # a video is a shard of its own
             try:
                 rows = video.predict_video(self.runner, self.size, paths[0], self.config,
                                            self.config.threshold, self.detector, self.geometry)
@@ -88,11 +90,11 @@ class ShardScorer:
             return {"rows": rows, "skipped": {}, "no_face": [] if rows else paths,
                     "node": self.node, "runner": self.runner.name}
         if self.config.detect_faces:
-            rows, skipped, no_face = labelling.predict_faces(
+            rows, skipped, no_face = photos.predict_faces(
                 self.runner, self.size, paths, self.config, self.config.threshold, self.detector,
                 self.geometry)
         else:
-            rows, skipped, no_face = labelling.predict_crops(
+            rows, skipped, no_face = photos.predict_crops(
                 self.runner, self.size, paths, self.config, self.config.threshold, self.geometry)
         if self.config.videos:
             rows = [(row[0], "", *row[1:], "") for row in rows]  # a photo: no time, no track
@@ -218,12 +220,12 @@ def open_manifest(folder, key, n_files, n_shards, shard_files):
             manifest = json.load(f)
         if manifest.get("fingerprint") == key:
             return manifest
-        print(f"note: {folder} holds shards of another run (other images or options); "
-              "starting over")
+        log.info(f"note: {folder} holds shards of another run (other images or options); "
+                 "starting over")
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as err:
-        print(f"note: {path} is unreadable ({err}); starting over")
+        log.info(f"note: {path} is unreadable ({err}); starting over")
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     manifest = {"fingerprint": key, "files": n_files, "shard_files": shard_files,
@@ -269,25 +271,33 @@ def original_error(err):
 # ---------------------------------------------------------------------------
 # The job
 
+@dataclasses.dataclass(frozen=True)
+class Stopped:
+    """A run ended early (run's `stop_after`): `done` of `shards` saved, to be resumed."""
+    done: int
+    shards: int
+
+
 def run(config, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
-    """predict.run's work as a Ray job; returns its summary dict, with rows per node.
+    """predict.run's work as a Ray job: returns its results.LabelResult, with the rows per node
+    and the job's time (nodes_text), or Stopped.
 
     `stop_after` ends the run, as a kill would, once that many shards are saved (for tests).
     """
     start = time.time()
     if config.ray_address:
         check_reachable(config.ray_address)  # before minutes of work, not after
-    files, videos = video.collect_inputs(config.paths)
+    files, videos = inputs.collect_inputs(config.paths)
     threshold, source = sidecar.decision_threshold(config.model_path, config.threshold)
     geometry = sidecar.face_geometry(config.model_path)
-    config = dataclasses.replace(config, searched=labelling.searches_faces(config, geometry))
+    config = dataclasses.replace(config, searched=photos.searches_faces(config, geometry))
     # Loaded here once: a bad model stops the run before Ray starts, and the model is
     # converted into the cache, where the actors on this node find it.
     size = inference.prepare_model(config.model_path, config.backend, config.precision,
                                    config.cache_dir, not config.unsafe)
     if config.detect_faces:  # a broken detector stops the run here, before any work; on
         # OpenVINO its networks are converted into the cache, where the actors find them.
-        labelling.load_face_detector(config.cache_dir, config.backend)
+        photo_faces.load_face_detector(config.cache_dir, config.backend)
 
     # A video is one shard (one task): a killed run continues it from its progress record
     # (video.py), beside the output, where the actors of this machine write it.
@@ -296,31 +306,37 @@ def run(config, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
     folder = shard_folder(config.output)
     manifest = open_manifest(folder, fingerprint(files + videos, config, threshold, shard_files),
                              len(files) + len(videos), len(shards), shard_files)
-    header = labelling.csv_header(config)
+    header = csv_rows.csv_header(config)
     todo = [k for k in range(len(shards)) if str(k) not in manifest["done"]]
-    what = labelling.what_is_predicted(config, files, videos, geometry)
-    print(f"predicting {what} at {size}x{size} with Ray, threshold "
-          f"{threshold:.2f} ({source}); {len(shards)} shards of up to {shard_files} files, "
-          f"{len(shards) - len(todo)} already done in {folder}")
+    what = photos.what_is_predicted(config, files, videos, geometry)
+    log.info(f"predicting {what} at {size}x{size} with Ray, threshold "
+             f"{threshold:.2f} ({source}); {len(shards)} shards of up to {shard_files} files, "
+             f"{len(shards) - len(todo)} already done in {folder}")
     if todo:
         stopped = run_shards(config, shards, todo, threshold, folder, manifest, header,
                              stop_after, num_cpus)
         if stopped:
-            return {"stopped": True, "done": len(manifest["done"]), "shards": len(shards)}
+            return Stopped(len(manifest["done"]), len(shards))
 
     rows, skipped, no_face = read_shards(folder, manifest)
-    summary = labelling.finish(config, files, videos, rows, skipped, no_face, threshold, source)
+    result = results.write_results(config, files, videos, rows, skipped, no_face, threshold,
+                                   source)
     if videos:  # one row per track beside the CSV, and --annotate's frames
-        video.finish_tracks(config, labelling.csv_header(config), rows, videos, skipped, threshold)
+        result = dataclasses.replace(result, tracks=video.finish_tracks(
+            config, csv_rows.csv_header(config), rows, videos, skipped, threshold))
     video.remove_progress(config.output)
     per_node = {}
     for shard in manifest["done"].values():
         per_node[shard["node"]] = per_node.get(shard["node"], 0) + shard["rows"]
-    seconds = time.time() - start
-    print("rows per node: " + ", ".join(f"{node} {n}" for node, n in sorted(per_node.items()))
-          + f"; {seconds:.1f} s, {len(files) / seconds:.1f} files/s")
     shutil.rmtree(folder)  # the CSV is whole: the shards are no longer needed
-    return {**summary, "per_node": per_node, "seconds": seconds}
+    return dataclasses.replace(result, per_node=per_node, seconds=time.time() - start)
+
+
+def nodes_text(result):
+    """The rows each node scored, the job's time and its pace in files (photos) a second."""
+    return ("rows per node: " + ", ".join(f"{node} {n}" for node, n in
+                                          sorted(result.per_node.items()))
+            + f"; {result.seconds:.1f} s, {result.photos / result.seconds:.1f} files/s")
 
 
 def run_shards(config, shards, todo, threshold, folder, manifest, header, stop_after, num_cpus):
@@ -335,7 +351,7 @@ def run_shards(config, shards, todo, threshold, folder, manifest, header, stop_a
                                       output=os.path.abspath(config.output))
         scorer = ray.remote(ShardScorer).options(num_cpus=ACTOR_CPUS, **SPREAD)
         actors = [scorer.remote(options) for _ in range(min(len(nodes), len(todo)))]
-        print(f"on {len(nodes)} Ray node(s), one actor each")
+        log.info(f"on {len(nodes)} Ray node(s), one actor each")
         waiting, running = collections.deque(todo), {}  # running: call -> (actor, shard)
 
         def send(actor):
@@ -374,8 +390,8 @@ def run_shards(config, shards, todo, threshold, folder, manifest, header, stop_a
             saved += 1
             files_done += len(shards[k])
             if config.verbose:
-                print(f"  shard {len(manifest['done'])}/{len(shards)}: {files_done} files in "
-                      f"{time.time() - t0:.1f} s on {result['runner']}", flush=True)
+                log.info(f"  shard {len(manifest['done'])}/{len(shards)}: {files_done} files in "
+                         f"{time.time() - t0:.1f} s on {result['runner']}")
             if stop_after is not None and saved >= stop_after:
                 return True
             send(actor)

@@ -4,14 +4,16 @@ keep a progress record so that a stopped run continues where it was.
 Frames are read with OpenCV's VideoCapture (its FFmpeg build reads the usual containers and
 codecs). A frame is sampled every `every` seconds of the video's own clock (frame index / frame
 rate), so the rows' times do not depend on how fast the machine reads. Each sampled frame is a
-photo to labelling.py: its faces are found (MTCNN), cut to the model's crop and scored, one row
+photo: its faces are found (MTCNN, photo_faces.py), cut to the model's crop and scored, one row
 per face with its time. Every CHECKPOINT_FRAMES sampled frames the rows so far and the next
 time to sample are written (atomically) to `<output>.progress/`; a rerun of the same command
 reads them back and seeks on from there. The folder goes once the CSV is written.
 """
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 
@@ -19,51 +21,16 @@ import numpy as np
 
 from facegender.core.common import CLASS_NAMES, DataError, ModelError
 from facegender.core.outputs import write_csv, write_json
-from facegender.data import images as data
 from facegender.drawing import annotate
-from facegender.labelling import photos as labelling
+from facegender.labelling import csv_rows, inputs, photo_faces
 from facegender.labelling import tracks
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
-                    ".flv", ".ts")
+log = logging.getLogger(__name__)
+
 CHECKPOINT_FRAMES = 50  # sampled frames between progress records: what a stop can lose
 SHEET_FRAMES = 24  # frames on a video's --annotate sheet: its tracks' first frames
 TIMELINE_TRACKS = 200  # rows of a video's timeline in --report (the longest tracks)
 THUMBNAIL = 40  # pixels a track's face is shown at on its timeline
-
-
-def is_video(path):
-    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
-
-
-def list_video_files(folder):
-    """Video files under `folder` (recursive, hidden ones skipped), sorted."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in sorted(files)
-                  if not f.startswith(".") and is_video(f)]
-    return found
-
-
-def collect_inputs(paths):
-    """(image files, video files) named by `paths`: a file by its extension (an unknown one is
-    tried as an image), a folder searched recursively for both; each once."""
-    images, videos = [], []
-    for path in paths:
-        if os.path.isdir(path):
-            images += data.list_image_files(path)
-            videos += list_video_files(path)
-        elif os.path.isfile(path):
-            (videos if is_video(path) else images).append(path)
-        else:
-            raise DataError(f"{path}: no such file or folder; pass image or video files or "
-                            "folders")
-    images, videos = list(dict.fromkeys(images)), list(dict.fromkeys(videos))
-    if not images and not videos:
-        raise DataError(f"{', '.join(paths)}: no images found ({', '.join(data.IMAGE_EXTENSIONS)}"
-                        f") and no videos ({', '.join(VIDEO_EXTENSIONS)}); check the path")
-    return images, videos
 
 
 def open_video(path):
@@ -171,14 +138,14 @@ def predict_video(runner, image_size, path, config, threshold, detector, geometr
         return with_tracks(rows, tracking, config.every)
     _, fps, duration = open_video(path)  # an unreadable video stops here, naming itself
     if config.verbose and start:
-        print(f"  {path}: resuming at {clock(start)} ({len(rows)} faces so far)")
+        log.info(f"  {path}: resuming at {clock(start)} ({len(rows)} faces so far)")
     pending, frames = [], 0
 
     def save(next_time, done):
         if pending:
             scores = inference.score_images(runner, np.stack([c for *_, c in pending]),
                                             config.batch_size)
-            rows.extend((path, f"{t:.3f}", k, *box, *labelling.score_cells(p, threshold, config))
+            rows.extend((path, f"{t:.3f}", k, *box, *csv_rows.score_cells(p, threshold, config))
                         for (t, k, box, _, _, _), p in zip(pending, scores))
             tracking.extend([int(face_shot), *np.round(marks, 2).ravel().tolist()]
                             for (_, _, _, marks, face_shot, _) in pending)
@@ -187,8 +154,8 @@ def predict_video(runner, image_size, path, config, threshold, detector, geometr
                             "finished": done, "rows": rows, "faces": tracking, "shot": shot,
                             "signature": None if signature is None else signature.tolist()})
         if config.verbose:
-            print(f"  {path}: {clock(min(next_time, duration))} of {clock(duration)}, "
-                  f"{len(rows)} faces")
+            log.info(f"  {path}: {clock(min(next_time, duration))} of {clock(duration)}, "
+                     f"{len(rows)} faces")
 
     next_time = start
     for t, frame in sampled_frames(path, config.every, start):
@@ -197,10 +164,10 @@ def predict_video(runner, image_size, path, config, threshold, detector, geometr
         shot = int(tracks.shot_numbers([now], shot, signature)[0])
         signature = now
         photo = Image.fromarray(frame)
-        photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
+        photo.thumbnail((inputs.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
         scale = frame.shape[1] / photo.size[0]
         try:
-            faces = labelling.found_faces(photo, scale, image_size, config.min_face_size,
+            faces = photo_faces.found_faces(photo, scale, image_size, config.min_face_size,
                                           detector, geometry)
         except Exception as err:
             raise ModelError(f"the face detector failed on {path} at {t:.3f} s "
@@ -253,7 +220,7 @@ def track_table(rows, every):
         for k in np.unique(number):
             own = [r for r, n in zip(faces, number) if n == k]
             times = [float(r["time"]) for r in own]
-            label = labelling.label_of(scores["p_male"][k], threshold)
+            label = csv_rows.label_of(scores["p_male"][k], threshold)
             other = scores["disagreeing"][k]
             shown = max(own, key=lambda r: int(r["w"]) * int(r["h"]))
             table.append({
@@ -281,21 +248,36 @@ def write_track_table(output, table):
     return track_table_path(output)
 
 
+@dataclasses.dataclass(frozen=True)
+class Tracks:
+    """What finish_tracks wrote: the track table (track_table's dicts) and its file, and the
+    --annotate sheet of each video that has one; `tracks_text` says it in words."""
+    path: str  # <output>.tracks.csv (absolute path)
+    table: list
+    sheets: dict  # video -> its sheet of frames
+
+
 def finish_tracks(config, header, rows, videos, skipped, threshold):
-    """labelling.finish's part for videos: <output>.tracks.csv from the CSV's rows and, with
-    --annotate, a sheet of each video's frames (annotate_video). Returns the track table."""
+    """results.write_results' part for videos: <output>.tracks.csv from the CSV's rows and,
+    with --annotate, a sheet of each video's frames (annotate_video). Returns the Tracks."""
     table = track_table([dict(zip(header, map(str, row))) for row in rows], config.every)
-    print(f"wrote {os.path.abspath(write_track_table(config.output, table))} "
-          f"({len(table)} tracks)")
+    path = os.path.abspath(write_track_table(config.output, table))
+    sheets = {}
     if config.annotate:
         readable = [p for p in videos if p not in skipped]
         names = annotate.copy_names(readable, config.annotate)
-        for path in readable:
-            sheet = os.path.splitext(names[path])[0] + ".tracks.jpg"
-            if annotate_video(path, rows_of(header, rows, path), table, config.every,
+        for video in readable:
+            sheet = os.path.splitext(names[video])[0] + ".tracks.jpg"
+            if annotate_video(video, rows_of(header, rows, video), table, config.every,
                               threshold, sheet):
-                print(f"annotated {path}: {sheet}")
-    return table
+                sheets[video] = sheet
+    return Tracks(path, table, sheets)
+
+
+def tracks_text(found):
+    """Tracks in words: the file written and its number of tracks, then each video's sheet."""
+    return "\n".join([f"wrote {found.path} ({len(found.table)} tracks)",
+                      *(f"annotated {video}: {sheet}" for video, sheet in found.sheets.items())])
 
 
 def rows_of(header, rows, path):
@@ -321,7 +303,7 @@ def annotate_video(path, rows, table, every, threshold, sheet, frames=SHEET_FRAM
         except (StopIteration, DataError):  # changed since it was read: the CSV stands
             continue
         photo = Image.fromarray(frame)
-        photo.thumbnail((labelling.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
+        photo.thumbnail((inputs.MAX_PHOTO_SIDE,) * 2, Image.BILINEAR)
         scale = frame.shape[1] / photo.size[0]
         drawn = []
         for r in rows:
@@ -361,7 +343,7 @@ def timelines(rows, every, max_tracks=TIMELINE_TRACKS):
             except (StopIteration, DataError):
                 continue
             photo = Image.fromarray(frame)
-            box = labelling.crop_box([t[c] for c in "xywh"], *photo.size)
+            box = photo_faces.crop_box([t[c] for c in "xywh"], *photo.size)
             t["thumbnail"] = photo.crop(box).resize((THUMBNAIL,) * 2, Image.BILINEAR)
         out.append({"path": path, "duration": duration, "tracks": shown,
                     "left_out": len(own) - len(shown)})
