@@ -1,5 +1,8 @@
+import dataclasses
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,6 +21,17 @@ from facegender.model.losses import BinaryFocalLoss
 from facegender.core.common import ModelError
 from facegender.model.network import build_backbone
 from facegender.model.sidecar import load_sidecar
+from facegender.training.result import TrainingResult, training_report
+
+
+@pytest.fixture
+def messages(caplog, monkeypatch):
+    """The package's log records at INFO and up, also where a script run earlier in this
+    process showed them on the terminal (core.messages then stops them at the package's
+    logger, before pytest's handler on the root)."""
+    monkeypatch.setattr(logging.getLogger("facegender"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="facegender")
+    return caplog
 
 
 def test_training_writes_every_output(trained):
@@ -42,6 +56,65 @@ def test_training_writes_every_output(trained):
     assert history["val_macro_f1"] == [pytest.approx(sidecar["validation"]["macro_f1"])]
     # No temporary files are left behind by the atomic saves.
     assert not [n for n in os.listdir(out) if n.startswith(".partial-")]
+
+
+def test_train_returns_its_report_and_the_script_prints_it(trained, tmp_path, capsys):
+    # The fixture's finished one-epoch run, resumed with nothing left to train: it only tunes
+    # the threshold and saves. First as a program that imports the package calls it, then as
+    # the script.
+    from facegender.training import run
+    out = tmp_path / "again"
+    shutil.copytree(trained["dir"], out)
+    model_path = str(out / "model_balanced.h5")
+    argv = TINY_TRAINING + ["--data_path", trained["data"], "--weights", trained["weights"],
+                            "--trainable_layers", "0", "--epochs", "1", "--resume",
+                            "--output", model_path, "--overwrite"]
+    capsys.readouterr()
+    result = run.train(train_model.parse_args(argv))
+    printed = capsys.readouterr().out
+    assert isinstance(result, TrainingResult)
+    with open(out / "model_balanced.json") as f:
+        sidecar = json.load(f)
+    assert result.written == (model_path, str(out / "model_balanced.json"),
+                              str(out / "training_curves.png"), result.architecture)
+    assert all(os.path.getsize(path) > 0 for path in result.written)
+    assert result.tuned_for == "macro_f1" and result.threshold == sidecar["threshold"]
+    assert result.validation["macro_f1"] == sidecar["validation"]["macro_f1"]
+    assert ({name: list(counts) for name, counts in result.validation["per_class_accuracy"].items()}
+            == sidecar["validation"]["per_class_accuracy"])
+    assert ([row["macro_f1"] for row in result.validation_sources]
+            == [row["macro_f1"] for row in sidecar["validation_sources"]])
+    assert result.unreadable_images == () and result.face_geometry is None
+    # The library printed none of it: the report is the caller's to print.
+    assert "validation at threshold" not in printed and "wrote " not in printed
+    assert train_model.main(argv) == 0
+    assert "\n" + training_report(result) + "\n" in capsys.readouterr().out
+
+
+def test_training_report_names_every_source_and_what_was_skipped():
+    from facegender.faces.finder import parse_geometry
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.8, 0.9, 0.1, 0.7, 0.6, 0.9])
+    result = TrainingResult(
+        threshold=0.65, tuned_for="worst_recall",
+        validation=metrics.evaluation_report(y, scores, 0.65),
+        validation_sources=tuple(metrics.group_table(["a"] * 4 + ["b"] * 4, y, scores, 0.65)),
+        model="m.h5", sidecar="m.json", curves="training_curves.png",
+        architecture="model_architecture.txt", unreadable_images=("x.jpg", "y.jpg"),
+        face_geometry=parse_geometry("aligned"), images_without_a_face=3)
+    lines = training_report(result).splitlines()
+    assert lines[0] == "validation at threshold 0.65 (tuned for the worst (source, class) recall):"
+    assert "  female accuracy: 3/4" in lines and "    male accuracy: 3/4" in lines
+    assert "  a: macro-F1 1.0000" in lines and "  b: macro-F1 0.5000" in lines
+    assert "wrote m.h5, m.json, training_curves.png, model_architecture.txt" in lines
+    assert "skipped 2 unreadable image(s); listed in the sidecar" in lines
+    assert lines[-1] == "faces cut to aligned 1; no face found in 3 image(s), used as given"
+    # One validation source, nothing skipped, images as given: none of those lines.
+    plain = dataclasses.replace(result, validation_sources=result.validation_sources[:1],
+                                unreadable_images=(), face_geometry=None)
+    text = training_report(plain)
+    assert "macro-F1 1.0000" not in text and "skipped" not in text and "faces cut" not in text
+    assert text.endswith("wrote m.h5, m.json, training_curves.png, model_architecture.txt")
 
 
 def test_logged_validation_scores_are_what_keras_evaluate_gives(trained):
@@ -334,7 +407,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(image_folder, backbone_wei
     assert model.output_shape == (None, 1)
 
 
-def test_validation_metrics_log_the_worst_source_and_print_its_name(capsys):
+def test_validation_metrics_log_the_worst_source_and_name_it(messages):
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, activation="sigmoid")])
     model.compile(loss=keras.losses.BinaryCrossentropy())
     y = np.array([0, 0, 1, 1, 0, 0, 1, 1])
@@ -350,12 +423,13 @@ def test_validation_metrics_log_the_worst_source_and_print_its_name(capsys):
     recall_at, worst_recall = metrics.best_threshold(y, scores, groups=sources,
                                                      criterion="worst_recall")
     assert logs["val_worst_recall"] == worst_recall == 0.5  # b's two women: 0.1 and 0.7
-    out = capsys.readouterr().out
-    assert (f"epoch 1: worst validation source b, macro-F1 {worst:.4f} at threshold "
-            f"{threshold:.2f}") in out
+    said = [(r.name, r.levelno, r.getMessage()) for r in messages.records]
+    assert ("facegender.training.callbacks", logging.INFO,
+            f"epoch 1: worst validation source b, macro-F1 {worst:.4f} at threshold "
+            f"{threshold:.2f}") in said
     # Every (source, class) here holds two images, fewer than a recall needs to count, so no
     # worst cell is named.
-    assert "worst validation recall" not in out
+    assert not [m for m in messages.messages if "worst validation recall" in m]
 
 
 @pytest.mark.parametrize("flags", [["--dropout", "1.5"], ["--lr_factor", "1.0"],

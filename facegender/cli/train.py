@@ -7,8 +7,9 @@ Writes the model (HDF5), its JSON sidecar with the tuned decision threshold, tra
 and the model architecture. Every default below is the reference recipe; each is a flag.
 
 This module is the command line only: it parses the flags into a `TrainConfig`, checks them
-before any image is read, and hands the config to facegender.training.run (which imports
-TensorFlow, so --help answers without it).
+before any image is read, hands the config to facegender.training.run (which imports
+TensorFlow, so --help answers without it) and prints the result it returns
+(facegender.training.result).
 """
 
 import argparse
@@ -22,6 +23,7 @@ from facegender.core.outputs import make_writable_dir
 from facegender.model.sidecar import sidecar_path
 from facegender.runtime.options import defaults_of
 from facegender.training.config import MODEL_EXTENSIONS, MONITOR_MODES, RECIPES, TrainConfig
+from facegender.training.result import training_report
 
 DEFAULTS = defaults_of(TrainConfig)  # each flag's default, stated once: in TrainConfig
 
@@ -235,12 +237,20 @@ def check_outside_data(p, config, places):
                         "elsewhere, or pass --allow_output_in_data")
 
 
+def train_and_report(config):
+    """Train (imported only now: it needs TensorFlow), then print the validation report and
+    the files written (training.result)."""
+    from facegender.training import run
+    result = run.train(config)
+    print()  # set apart from Keras' progress lines
+    print(training_report(result))
+
+
 def main(argv=None):
-    """`python train_model.py`: parse, then train (imported only now: it needs TensorFlow)."""
+    """`python train_model.py`: parse, then train and report."""
     config = parse_args(argv)
     quiet.hide_tensorflow_start_up()  # TensorFlow's start-up lines stay off the terminal
-    from facegender.training import run
-    return options.exit_code(run.train, config)
+    return options.exit_code(train_and_report, config)
 
 
 if __name__ == "__main__":

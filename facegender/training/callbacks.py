@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import glob
 import json
+import logging
 import os
 import time
 
@@ -24,6 +25,8 @@ from facegender.core.common import ModelError, UsageError
 from facegender.core.outputs import atomic_path, write_json
 from facegender.evaluation import metrics
 from facegender.training.config import MONITOR_MODES
+
+log = logging.getLogger(__name__)
 
 
 def threshold_criterion(monitor):
@@ -180,7 +183,7 @@ class ValidationMetrics(keras.callbacks.Callback):
     def __init__(self, scores, names=None):
         super().__init__()
         self.scores = scores  # model -> (labels, P(male), source) of the validation images
-        self.names = names  # a name per source: with several, the worst one is printed
+        self.names = names  # a name per source: with several, the worst one is logged
 
     def on_epoch_end(self, epoch, logs=None):
         y, scores, sources = self.scores(self.model)
@@ -193,18 +196,18 @@ class ValidationMetrics(keras.callbacks.Callback):
         recall_at, logs["val_worst_recall"] = metrics.best_threshold(
             y, scores, groups=sources, criterion="worst_recall")
         if self.names and len(self.names) > 1:
-            # The logs hold numbers only, so which source held the score down is printed.
+            # Keras' logs hold numbers only, so which source held the score down is a message.
             rows = metrics.group_table([self.names[s] for s in sources], y, scores, threshold)
             worst = min(rows, key=lambda r: r["macro_f1"])
-            print(f"epoch {epoch + 1}: worst validation source {worst['group']}, macro-F1 "
-                  f"{worst['macro_f1']:.4f} at threshold {threshold:.2f}", flush=True)
+            log.info(f"epoch {epoch + 1}: worst validation source {worst['group']}, macro-F1 "
+                     f"{worst['macro_f1']:.4f} at threshold {threshold:.2f}")
             rows = metrics.group_table([self.names[s] for s in sources], y, scores, recall_at)
             cells = [(c / n, f"{r['group']} {name}") for r in rows for name in ("female", "male")
                      for c, n in [r[name]] if n >= metrics.MIN_RECALL_CELL]
             if cells:
                 recall, cell = min(cells)
-                print(f"epoch {epoch + 1}: worst validation recall {cell}, {recall:.4f} at "
-                      f"threshold {recall_at:.2f}", flush=True)
+                log.info(f"epoch {epoch + 1}: worst validation recall {cell}, {recall:.4f} at "
+                         f"threshold {recall_at:.2f}")
 
 
 class HistoryRecorder(keras.callbacks.Callback):

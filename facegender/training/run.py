@@ -2,12 +2,15 @@
 data plan, the model built or resumed, the cached-feature stages, the end-to-end fine-tune, the
 tuned threshold, the sidecar, the curves and the validation report.
 
-The command line (train_model.py, facegender.cli.train) builds the config and calls `train`.
+The command line (train_model.py, facegender.cli.train) builds the config, calls `train` and
+prints the `TrainingResult` it returns (result.training_report). What the run is doing on the
+way (the data plan, resuming, the stages) goes to this module's logger (core.messages).
 """
 
 import dataclasses
 import functools
 import glob
+import logging
 import os
 import time
 
@@ -30,6 +33,9 @@ from facegender.training.callbacks import (CheckpointFolder, EpochCheckpoint, Tr
                                            ValidationMetrics, check_resume, load_checkpoint,
                                            resume_flags, threshold_criterion)
 from facegender.training.config import MONITOR_MODES
+from facegender.training.result import TrainingResult
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------
@@ -96,15 +102,15 @@ def distribution_strategy(name):
 
 def train(config):
     """Data, model (built, or resumed from a checkpoint), the cached-feature stages, the
-    end-to-end fine-tune, the threshold, the saved model."""
+    end-to-end fine-tune, the threshold, the saved model; returns the `TrainingResult`."""
     checkpoint_dir = config.checkpoint_folder()
     # Held until the run ends: a second run on the same checkpoints is refused meanwhile.
     holder = CheckpointFolder(checkpoint_dir)
     try:
         leftovers = holder.removed + remove_partial_outputs(config)
         if leftovers:
-            print(f"removed {len(leftovers)} file(s) left by an interrupted save: "
-                  + ", ".join(map(os.path.basename, leftovers)))
+            log.info(f"removed {len(leftovers)} file(s) left by an interrupted save: "
+                     + ", ".join(map(os.path.basename, leftovers)))
         return run_training(config, checkpoint_dir)
     finally:
         holder.release()
@@ -130,8 +136,8 @@ def run_training(config, checkpoint_dir):
                                reader=reader)
     checkpoint = fine_tune(model, state, split.train, reader, batch_size, scores,
                            split.val_names, checkpoint_dir, config)
-    finish(model, checkpoint, scores(model, verbose=config.verbose), split, reader, config, start)
-    return found
+    return finish(model, checkpoint, scores(model, verbose=config.verbose), split, reader, config,
+                  start)
 
 
 def remove_partial_outputs(config):
@@ -147,23 +153,24 @@ def remove_partial_outputs(config):
 
 
 def describe(split, config, replicas, batch_size):
+    """Log the data plan: the replicas, the images of each class, the draw and the sources."""
     if replicas > 1:
-        print(f"{config.strategy} strategy: {replicas} replicas, global batch {batch_size}")
+        log.info(f"{config.strategy} strategy: {replicas} replicas, global batch {batch_size}")
     counts = np.bincount(split.train.labels, minlength=2)
     val_labels = split.val.labels
-    print(f"training images: {counts[0]} female, {counts[1]} male; validation: "
-          f"{np.sum(val_labels == 0)} female, {np.sum(val_labels == 1)} male ({split.how})")
+    log.info(f"training images: {counts[0]} female, {counts[1]} male; validation: "
+             f"{np.sum(val_labels == 0)} female, {np.sum(val_labels == 1)} male ({split.how})")
     if config.balance_by and any(split.train.strata):
         groups, shares = splits.draw_groups(config, split.train)
         names = data.source_names(config.data_path)
-        print(f"drawn by {' '.join(config.balance_by)}: " + ", ".join(
+        log.info(f"drawn by {' '.join(config.balance_by)}: " + ", ".join(
             f"{splits.group_name(names, key)} {np.sum(groups == g)} images ({shares[g]:.1%})"
             for g, key in enumerate(splits.strata_groups(split.train)[1])))
-    print(f"validation groups: {', '.join(split.val_names)}")
+    log.info(f"validation groups: {', '.join(split.val_names)}")
     if len(config.data_path) > 1:
         sizes = np.bincount(split.train.sources, minlength=len(config.data_path))
         shares = splits.source_weights(config, split.train.sources)
-        print("training sources: " + ", ".join(
+        log.info("training sources: " + ", ".join(
             f"{path} {n} images" + ("" if shares is None else
                                     f" (drawn {shares[k] / sum(shares):.0%})")
             for k, (path, n) in enumerate(zip(config.data_path, sizes))))
@@ -175,14 +182,14 @@ def build_or_resume(config, split, checkpoint_dir, found):
     cached-feature stages the flags ask for, on the images cut by `found` faces."""
     model, state = load_checkpoint(checkpoint_dir) if config.resume else (None, None)
     if config.resume and model is None:
-        print(f"no checkpoint in {checkpoint_dir}; starting from scratch")
+        log.info(f"no checkpoint in {checkpoint_dir}; starting from scratch")
     if model is not None:
         check_resume(state, config, model_lib.input_size(model), checkpoint_dir)
         state.flags = state.flags or resume_flags(config)
-        print(f"resuming from {checkpoint_dir} after epoch {state.epochs_done}")
+        log.info(f"resuming from {checkpoint_dir} after epoch {state.epochs_done}")
         if state.monitor != config.monitor:
-            print(f"note: the kept best epoch was picked by {state.monitor}; from now on "
-                  f"--monitor {config.monitor} picks it")
+            log.info(f"note: the kept best epoch was picked by {state.monitor}; from now on "
+                 f"--monitor {config.monitor} picks it")
             # Counters and a baseline kept for another score would compare unlike numbers.
             state.counters, state.baseline = {}, None
         state.monitor = config.monitor
@@ -196,7 +203,7 @@ def build_or_resume(config, split, checkpoint_dir, found):
     state = TrainingState(monitor=config.monitor, flags=resume_flags(config))
     reader = data.ImageReader(config.image_size, config.geometry, found)
     if config.init_model:
-        print(f"starting from the weights of {config.init_model}; no head warm-up")
+        log.info(f"starting from the weights of {config.init_model}; no head warm-up")
     elif config.warmup_epochs > 0:
         stages.warm_up_head(model, split.train, split.val, config, reader)
     if config.feature_epochs > 0:
@@ -245,8 +252,9 @@ def fine_tune(model, state, train_set, reader, batch_size, scores, val_names, ch
 
 
 def finish(model, checkpoint, validation, split, reader, config, start):
-    """Tune the decision threshold on the validation images, save the model with its sidecar,
-    draw the curves and print the validation report."""
+    """Tune the decision threshold on the validation images, save the model with its sidecar
+    and draw the curves; returns the `TrainingResult`: the validation report at that threshold
+    and the files written."""
     y_val, scores, val_sources = validation
     # One threshold for every validation source: the one whose worst source does best, by
     # the score that picked the epoch.
@@ -299,23 +307,12 @@ def finish(model, checkpoint, validation, split, reader, config, start):
     }
     model_lib.save_model(model, config.output, sidecar)
     out_dir = os.path.dirname(os.path.abspath(config.output))
-    plots.save(plots.training_curves_figure(history), os.path.join(out_dir, "training_curves.png"))
-    architecture = save_architecture(model, out_dir)
-
-    tuned_for = ("the worst (source, class) recall" if criterion == "worst_recall"
-                 else "macro-F1")
-    print(f"\nvalidation at threshold {threshold:.2f} (tuned for {tuned_for}):")
-    print(report["report_text"])
-    for name, (ok, n) in report["per_class_accuracy"].items():
-        print(f"  {name:>6} accuracy: {ok}/{n}")
-    if len(split.val_names) > 1:
-        for row in sidecar["validation_sources"]:
-            print(f"  {row['group']}: macro-F1 {row['macro_f1']:.4f}")
-    print(f"wrote {config.output}, {sidecar_path(config.output)}, "
-          f"{os.path.join(out_dir, 'training_curves.png')}, {architecture}")
-    if reader.skipped:
-        print(f"skipped {len(reader.skipped)} unreadable image(s); listed in the sidecar")
-    if config.geometry is not None:
-        print(f"faces cut to {config.geometry}; no face found in "
-              f"{sidecar['images_without_a_face']} image(s), used as given")
-
+    curves = os.path.join(out_dir, "training_curves.png")
+    plots.save(plots.training_curves_figure(history), curves)
+    return TrainingResult(
+        threshold=float(threshold), tuned_for=criterion, validation=report,
+        validation_sources=tuple(sidecar["validation_sources"]), model=config.output,
+        sidecar=sidecar_path(config.output), curves=curves,
+        architecture=save_architecture(model, out_dir),
+        unreadable_images=tuple(sidecar["unreadable_images"]), face_geometry=config.geometry,
+        images_without_a_face=sidecar["images_without_a_face"])

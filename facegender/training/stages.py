@@ -13,6 +13,7 @@ from them one at a time.
 """
 
 import functools
+import logging
 import os
 
 import numpy as np
@@ -27,6 +28,7 @@ from facegender.training.config import MONITOR_MODES
 from facegender.model.losses import BinaryFocalLoss
 from facegender.core.outputs import atomic_path
 
+log = logging.getLogger(__name__)
 
 class CachedBatches(keras.utils.PyDataset):
     """Batches of (features, label, sample weight) gathered from cached arrays, shuffled anew
@@ -100,7 +102,7 @@ def cached_validation(extract, val, config):
 def warm_up_head(model, train, val, config, reader=None):
     """Train the head of `model` alone on cached pooled features, mirrored views included;
     `reader` decodes the images (data.ImageReader: cut to the run's face geometry)."""
-    print("head warm-up: backbone features (cached in " + config.cache_dir + ")")
+    log.info("head warm-up: backbone features (cached in " + config.cache_dir + ")")
     extract = functools.partial(features.pooled_features, model, cache_dir=config.cache_dir,
                                 batch_size=config.batch_size, verbose=config.verbose, reader=reader)
     plain, mirrored, ok = extract(train.paths)
@@ -121,7 +123,7 @@ def fine_tune_top_blocks(model, train, val, config, checkpoint_dir, reader=None)
     starts from them.
     """
     layer = model_lib.FEATURE_MAP_LAYER
-    print(f"top-block fine-tune: feature maps at {layer} (cached in {config.cache_dir})")
+    log.info(f"top-block fine-tune: feature maps at {layer} (cached in {config.cache_dir})")
     extract = functools.partial(features.feature_maps, model, layer, cache_dir=config.cache_dir,
                                 batch_size=config.batch_size, verbose=config.verbose, reader=reader)
     plain, mirrored, ok = extract(train.paths)
@@ -138,6 +140,6 @@ def fine_tune_top_blocks(model, train, val, config, checkpoint_dir, reader=None)
         model.optimizer.build(model.trainable_variables)
     with atomic_path(os.path.join(checkpoint_dir, "best.weights.h5")) as tmp:
         model.save_weights(tmp)
-    print(f"top-block fine-tune: kept epoch {keep_best.best_epoch + 1}, validation "
-          f"{config.monitor} {keep_best.best:.4f}")
+    log.info(f"top-block fine-tune: kept epoch {keep_best.best_epoch + 1}, validation "
+             f"{config.monitor} {keep_best.best:.4f}")
     return float(keep_best.best), recorder.history
