@@ -55,14 +55,20 @@ def test_evaluation_reads_the_good_files_and_lists_the_bad_ones(messy, trained, 
     assert "bomb.png" in printed.out and "decompression" in printed.out.lower()
 
 
-def test_training_skips_the_bad_files_and_lists_them(messy, backbone_weights, tmp_path):
+def test_training_skips_the_bad_files_and_lists_them(messy, backbone_weights, tmp_path, capsys):
     root, expected = messy
     model_path = tmp_path / "m.h5"
+    # With a head warm-up: a stage before fine-tuning that reads the images too.
     assert train_model.main(TINY_TRAINING + ["--data_path", root, "--weights", backbone_weights,
                                              "--epochs", "1", "--trainable_layers", "0",
+                                             "--warmup_epochs", "1",
                                              "--output", str(model_path)]) == 0
     sidecar = json.load(open(tmp_path / "m.json"))
     assert sorted(sidecar["unreadable_images"]) == sorted(expected["unreadable"])
+    # Each is warned about once, whatever the number of stages that read the images.
+    warnings = capsys.readouterr().err
+    assert all(warnings.count(f"skipping unreadable image {path} ") == 1
+               for path in expected["unreadable"]), warnings
 
 
 def test_a_folder_with_only_unreadable_images_is_exit_2(trained, tmp_path, capsys):

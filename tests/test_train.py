@@ -25,11 +25,9 @@ from facegender.training.result import TrainingResult, training_report
 
 
 @pytest.fixture
-def messages(caplog, monkeypatch):
-    """The package's log records at INFO and up, also where a script run earlier in this
-    process showed them on the terminal (core.messages then stops them at the package's
-    logger, before pytest's handler on the root)."""
-    monkeypatch.setattr(logging.getLogger("facegender"), "propagate", True)
+def messages(caplog):
+    """The package's log records at INFO and up (conftest gives each test the package's
+    logger as an importing program finds it: passing its records up to pytest's handler)."""
     caplog.set_level(logging.INFO, logger="facegender")
     return caplog
 

@@ -129,9 +129,11 @@ def run_training(config, checkpoint_dir):
     # Faces are found once, before any training: every stage then reads cached landmarks.
     found = data.main_faces(split.train.paths + split.val.paths, config.geometry,
                             config.cache_dir, config.verbose)
+    # One reader for every stage, so an unreadable image is warned about (and listed) once.
+    # The model's input size is the run's: a resumed checkpoint of another size is refused.
+    reader = data.ImageReader(config.image_size, config.geometry, found)
     with strategy.scope():
-        model, state = build_or_resume(config, split, checkpoint_dir, found)
-    reader = data.ImageReader(model_lib.input_size(model), config.geometry, found)
+        model, state = build_or_resume(config, split, checkpoint_dir, reader)
     scores = functools.partial(validation_scores, val=split.val, batch_size=batch_size,
                                reader=reader)
     checkpoint = fine_tune(model, state, split.train, reader, batch_size, scores,
@@ -176,10 +178,10 @@ def describe(split, config, replicas, batch_size):
             for k, (path, n) in enumerate(zip(config.data_path, sizes))))
 
 
-def build_or_resume(config, split, checkpoint_dir, found):
+def build_or_resume(config, split, checkpoint_dir, reader):
     """The model to fine-tune end to end, and the `TrainingState` of the run so far: resumed
     from `checkpoint_dir`, or built (from --init_model or --weights) and taken through the
-    cached-feature stages the flags ask for, on the images cut by `found` faces."""
+    cached-feature stages the flags ask for, on the images `reader` decodes."""
     model, state = load_checkpoint(checkpoint_dir) if config.resume else (None, None)
     if config.resume and model is None:
         log.info(f"no checkpoint in {checkpoint_dir}; starting from scratch")
@@ -201,7 +203,6 @@ def build_or_resume(config, split, checkpoint_dir, found):
                   loss=BinaryFocalLoss(config.focal_alpha, config.focal_gamma),
                   metrics=["accuracy"], jit_compile=config.xla)
     state = TrainingState(monitor=config.monitor, flags=resume_flags(config))
-    reader = data.ImageReader(config.image_size, config.geometry, found)
     if config.init_model:
         log.info(f"starting from the weights of {config.init_model}; no head warm-up")
     elif config.warmup_epochs > 0:
