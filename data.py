@@ -1,7 +1,9 @@
 """Reading face images and feeding them to training, where the project's first layout had it:
 a facade over the package's real code (the package never imports this file).
 
-- listing and decoding: `facegender.data.images` (no TensorFlow);
+- listing the class folders: `facegender.data.listing`; decoding the files:
+  `facegender.data.decoding` (neither imports TensorFlow); how often each image is drawn:
+  `facegender.data.splits`;
 - the training pipeline and its augmentation: `facegender.data.pipeline` and
   `facegender.data.augment` (TensorFlow; imported only when one of their names is used, so
   `import data` stays light).
@@ -9,9 +11,10 @@ a facade over the package's real code (the package never imports this file).
 
 import importlib
 
-from facegender.data.images import (IMAGE_EXTENSIONS, ImageReader, find_class_dirs,
-                                    find_sources, list_image_files, list_labeled_images,
-                                    load_image, main_faces, oversample_indices)
+from facegender.data.decoding import ImageReader, load_image, main_faces
+from facegender.data.listing import (IMAGE_EXTENSIONS, find_class_dirs, find_sources,
+                                     list_image_files, list_labeled_images)
+from facegender.data.splits import oversample_indices
 
 # The TensorFlow names, loaded on first use (PEP 562).
 _LAZY = {"make_train_dataset": "facegender.data.pipeline",

@@ -18,7 +18,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from facegender.data import images as data  # noqa: E402
+from facegender.data import listing  # noqa: E402
 from facegender.core.common import CLASS_NAMES  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model_path", default=os.path.join(ROOT, "model_balanced.h5"))
     args = p.parse_args(argv)
-    paths, labels = data.list_labeled_images(args.data_path)
+    paths, labels = listing.list_labeled_images(args.data_path)
     labels = np.asarray(labels)
     chosen = np.random.default_rng(args.seed).choice(len(paths), args.sample, replace=False)
     print(f"{args.data_path}: {len(paths)} faces, true share of women "

@@ -49,7 +49,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras  # noqa: E402
 
-from facegender.data import images as data  # noqa: E402
+from facegender.data import decoding, listing  # noqa: E402
 from facegender.faces import finder as faces  # noqa: E402
 from facegender.runtime import conversion, inference  # noqa: E402
 from facegender.model import network as model_lib  # noqa: E402
@@ -89,25 +89,25 @@ def bench_align(model, model_path, folder, batch_size, limit, threshold):
     cached, and found afresh (a new, empty landmark cache each round) by the face finder on
     OpenVINO (what find_faces uses) and on TensorFlow (the reference, --backend keras)."""
     size = model_lib.input_size(model)
-    paths = data.list_labeled_images(folder)[0][:limit]
+    paths = listing.list_labeled_images(folder)[0][:limit]
     runner = inference.make_runner(model, "auto", "f32", model_path, threshold=threshold)
     geometry = faces.Geometry("aligned", 1.0)
     finders = {"MTCNN on OpenVINO": faces.OpenVINOFaceFinder(),
                "MTCNN on TensorFlow": faces.FaceFinder()}
     warm = tempfile.mkdtemp(prefix="bench-landmarks-")
-    found = dict(zip(paths, faces.find_faces(paths, warm, data.open_rgb, 0,
+    found = dict(zip(paths, faces.find_faces(paths, warm, decoding.open_rgb, 0,
                                              finders["MTCNN on OpenVINO"])))
 
     def found_afresh(finder):
         with tempfile.TemporaryDirectory(prefix="bench-landmarks-") as cold:
-            return dict(zip(paths, faces.find_faces(paths, cold, data.open_rgb, 0, finder)))
+            return dict(zip(paths, faces.find_faces(paths, cold, decoding.open_rgb, 0, finder)))
 
     def as_given():
         inference.score_paths(runner, paths, size, batch_size, verbose=0)
 
     def aligned(cut):
         inference.score_paths(runner, paths, size, batch_size, verbose=0,
-                              reader=data.ImageReader(size, geometry, cut))
+                              reader=decoding.ImageReader(size, geometry, cut))
 
     as_given()  # warm up: file cache, conversion, first-call setup
     aligned(found)
@@ -116,7 +116,7 @@ def bench_align(model, model_path, folder, batch_size, limit, threshold):
           "crops as given (best of 3 rounds, in turns)")
     rounds = {"as given, end to end": as_given,
               "aligned, landmarks cached, end to end":
-                  lambda: aligned(data.main_faces(paths, geometry, warm, verbose=0))}
+                  lambda: aligned(decoding.main_faces(paths, geometry, warm, verbose=0))}
     for name, finder in finders.items():
         rounds[f"aligned, landmarks found (first run), end to end; {name}"] = (
             lambda finder=finder: aligned(found_afresh(finder)))
@@ -185,8 +185,8 @@ def bench_scripts(model, model_path, folder, batch_size, limit):
     import openvino as ov
 
     size = model_lib.input_size(model)
-    paths = data.list_labeled_images(folder)[0]
-    images = np.stack([data.load_image(p, size) for p in paths[:limit]]).astype(np.float32)
+    paths = listing.list_labeled_images(folder)[0]
+    images = np.stack([decoding.load_image(p, size) for p in paths[:limit]]).astype(np.float32)
     model.predict(images[:batch_size], verbose=0)
     keras_rate = limit / min(timed(lambda: model.predict(images, batch_size=batch_size,
                                                          verbose=0)) for _ in range(3))
@@ -286,12 +286,12 @@ def bench_user(model_path, folder, limit):
     """Issue 37's target (b): predict.py on `limit` face crops it has never seen (an empty
     landmark cache; the model's conversion cached, as after any first run) against the
     plain stack a user would write (PLAIN_STACK), both whole processes, best of two."""
-    paths = data.list_labeled_images(folder)[0]
+    paths = listing.list_labeled_images(folder)[0]
     paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))[:limit]]
     with tempfile.TemporaryDirectory(prefix="bench-user-") as tmp:
         cache = os.path.join(tmp, "cache")
-        listing = os.path.join(tmp, "photos.txt")
-        with open(listing, "w") as f:
+        photo_list = os.path.join(tmp, "photos.txt")
+        with open(photo_list, "w") as f:
             f.write("\n".join(paths))
         photos = os.path.join(tmp, "photos")  # links: predict.py takes folders and files
         os.makedirs(photos)
@@ -308,7 +308,7 @@ def bench_user(model_path, folder, limit):
         times = {"ours": [], "plain": []}
         for _ in range(2):
             times["ours"].append(ours()[0])
-            plain = run_script(["-c", PLAIN_STACK, model_path, listing])
+            plain = run_script(["-c", PLAIN_STACK, model_path, photo_list])
             assert plain[2].strip() == str(len(paths)), plain[2]
             times["plain"].append(plain[0])
     best = {name: min(t) for name, t in times.items()}
@@ -347,8 +347,8 @@ def openvino_runners(model, model_path, threshold):
 def bench_eval(model, model_path, folder, batch_size, limit, threshold):
     """Images/s of the test_script path on each backend against Keras alone on tensors."""
     size = model_lib.input_size(model)
-    paths = data.list_labeled_images(folder)[0][:limit]
-    images = np.stack([data.load_image(p, size) for p in paths]).astype(np.float32)
+    paths = listing.list_labeled_images(folder)[0][:limit]
+    images = np.stack([decoding.load_image(p, size) for p in paths]).astype(np.float32)
     model.predict(images[:batch_size], verbose=0)  # trace once, outside the timing
     runners = {"keras": inference.make_runner(model, "keras"),
                **openvino_runners(model, model_path, threshold)}
@@ -357,7 +357,7 @@ def bench_eval(model, model_path, folder, batch_size, limit, threshold):
             inference.make_runner(model, "openvino", "f32", model_path, request_batch=None))
 
     def end_to_end(runner):
-        found = data.list_labeled_images(folder)[0][:limit]
+        found = listing.list_labeled_images(folder)[0][:limit]
         inference.score_paths(runner, found, size, batch_size, verbose=0)
 
     def in_memory(runner):
@@ -375,7 +375,7 @@ def bench_eval(model, model_path, folder, batch_size, limit, threshold):
         contenders[f"{name}, end to end (list, decode, score)"] = (
             lambda r=runner: end_to_end(r))
     contenders["decode and resize alone (the input pipeline's ceiling)"] = lambda: [
-        None for _ in inference.decoded_batches(paths, data.ImageReader(size), batch_size)]
+        None for _ in inference.decoded_batches(paths, decoding.ImageReader(size), batch_size)]
     seconds = timed_rounds(contenders, rounds=5)
     alone = len(paths) / seconds["keras predict, tensors in memory"]
     results = {}
@@ -397,8 +397,9 @@ def legacy_generator(train_dir, size, batch_size):
 
 
 def bench_pipeline(train_dir, size, batch_size, steps):
-    paths, labels = data.list_labeled_images(train_dir)
-    ours = pipeline.make_train_dataset(paths, labels, data.ImageReader(size), batch_size, 1.0, True)
+    paths, labels = listing.list_labeled_images(train_dir)
+    ours = pipeline.make_train_dataset(paths, labels, decoding.ImageReader(size), batch_size, 1.0,
+                                       True)
     legacy = legacy_generator(train_dir, size, batch_size)
 
     def drain_ours():
@@ -519,7 +520,7 @@ def bench_export(model_path, model, agreement_sets, calibration_dir, threshold):
     """
     from facegender.model import export
     size = model_lib.input_size(model)
-    sets = {name: np.stack([data.load_image(p, size) for p in paths]).astype(np.float32)
+    sets = {name: np.stack([decoding.load_image(p, size) for p in paths]).astype(np.float32)
             for name, paths in agreement_sets.items()}
     images = next(iter(sets.values()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -562,7 +563,7 @@ def bench_features(model, data_path, batch_size, limit):
     from the cache (any later run)."""
     from facegender.training import features
     folders = [os.path.join(data_path, part) for part in ("train", "dev")]
-    path_lists = [data.list_labeled_images(folder)[0][:limit] for folder in folders]
+    path_lists = [listing.list_labeled_images(folder)[0][:limit] for folder in folders]
     layer = model_lib.FEATURE_MAP_LAYER
     passes = ["keras"] + (["openvino", "openvino cached"] if conversion.openvino_available()
                           else [])
@@ -634,7 +635,7 @@ def main(argv=None):
     model = model_lib.load_model(args.model_path)
     threshold = float(sidecar.load_sidecar(args.model_path).get("threshold", 0.5))
     dev = os.path.join(args.data_path, "dev")
-    dev_paths = data.list_labeled_images(dev)[0]
+    dev_paths = listing.list_labeled_images(dev)[0]
     print(f"machine: {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
           f"Keras {keras.__version__}; model {args.model_path}")
     if "eval" in args.sections:
@@ -647,7 +648,7 @@ def main(argv=None):
         for folder in args.more_dev:
             if os.path.isdir(folder):
                 agreement_sets[os.path.basename(os.path.dirname(os.path.normpath(folder)))
-                               + " dev"] = data.list_labeled_images(folder)[0]
+                               + " dev"] = listing.list_labeled_images(folder)[0]
         bench_export(args.model_path, model, agreement_sets,
                      os.path.join(args.data_path, "train"), threshold)
     if "features" in args.sections:

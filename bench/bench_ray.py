@@ -40,8 +40,8 @@ def timed(command, env=None):
 
 
 def image_files(folder):
-    from facegender.data import images as data
-    return data.list_image_files(folder)
+    from facegender.data import listing
+    return listing.list_image_files(folder)
 
 
 def free_port():

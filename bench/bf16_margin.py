@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from facegender.data import images as data  # noqa: E402
+from facegender.data import decoding, listing  # noqa: E402
 from facegender.runtime import inference  # noqa: E402
 from facegender.model import network as model_lib  # noqa: E402
 from facegender.model import sidecar  # noqa: E402
@@ -58,11 +58,11 @@ def main(argv=None):
         if folder == "all":
             move, near, flip = (np.concatenate(x) for x in (moves, nears, flips))
         else:
-            paths = data.list_labeled_images(folder)[0]
+            paths = listing.list_labeled_images(folder)[0]
             paths = [paths[i] for i in
                      np.random.default_rng(0).permutation(len(paths))[:args.limit]]
             # The faces the model is fed in use: its sidecar's geometry (or as given).
-            reader = data.ImageReader(size, geometry, data.main_faces(paths, geometry,
+            reader = decoding.ImageReader(size, geometry, decoding.main_faces(paths, geometry,
                                                                       args.cache_dir, 0))
             scores = {name: inference.score_paths(runner, paths, size, args.batch_size, 0,
                                                   reader=reader)[0]

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from facegender.data import images as data  # noqa: E402
+from facegender.data import decoding, listing  # noqa: E402
 from facegender.faces import finder as faces  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def sample(folders, limit, seed=0):
     rng = np.random.default_rng(seed)
     drawn = {}
     for folder in folders:
-        found = data.list_labeled_images(folder)[0]
+        found = listing.list_labeled_images(folder)[0]
         drawn[folder] = [found[i] for i in sorted(rng.permutation(len(found))[:limit])]
     return drawn
 
@@ -93,7 +93,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     drawn = sample(args.folders, args.limit)
-    images = [data.open_rgb(path, faces.CROP_DETECT_SIDE * 2)[0]
+    images = [decoding.open_rgb(path, faces.CROP_DETECT_SIDE * 2)[0]
               for paths in drawn.values() for path in paths]
     tf_finder, ov_finder = faces.FaceFinder(), faces.OpenVINOFaceFinder(args.cache_dir)
     reference, other = main_faces(tf_finder, images), main_faces(ov_finder, images)

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from facegender.data import attributes  # noqa: E402
-from facegender.data import images as data  # noqa: E402
+from facegender.data import decoding, listing  # noqa: E402
 from facegender.faces import finder as faces  # noqa: E402
 from facegender.training import features  # noqa: E402
 from facegender.evaluation import metrics  # noqa: E402
@@ -35,7 +35,7 @@ DEGRADATIONS = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "su
 def sample(folder, limit, rng, by_age):
     """(paths, labels, group names) of up to `limit` images of `folder` per class (per class
     and age band with `by_age`)."""
-    paths, labels = data.list_labeled_images(folder)
+    paths, labels = listing.list_labeled_images(folder)
     bands = [""] * len(paths)
     if by_age:
         table, _ = attributes.read_attributes(folder)
@@ -102,9 +102,9 @@ def main():
 
     for text in args.geometries:
         geometry = faces.parse_geometry(text)
-        found = data.main_faces(tr_paths + dv_paths, geometry, args.cache_dir, 0)
-        reader = data.ImageReader(size, geometry, found)
-        no_face = data.faceless(tr_paths + dv_paths, found)
+        found = decoding.main_faces(tr_paths + dv_paths, geometry, args.cache_dir, 0)
+        reader = decoding.ImageReader(size, geometry, found)
+        no_face = decoding.faceless(tr_paths + dv_paths, found)
         x, mirrored, ok = features.pooled_features(model, tr_paths + dv_paths, args.cache_dir,
                                                    verbose=0, reader=reader)
         x, mirrored = np.asarray(x), np.asarray(mirrored)

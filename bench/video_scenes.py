@@ -19,10 +19,10 @@ FPS = 25
 def pick_people(folders, n, seed):
     """[(path, label)] of `n` images drawn at random (seeded) from the pooled labelled folders
     (each holding female/ and male/)."""
-    from facegender.data import images as data
+    from facegender.data import listing
     pool = []
     for folder in folders:
-        paths, labels = data.list_labeled_images(folder, required=())
+        paths, labels = listing.list_labeled_images(folder, required=())
         pool += list(zip(paths, labels))
     chosen = np.random.default_rng(seed).choice(len(pool), n, replace=len(pool) < n)
     return [pool[i] for i in chosen]

@@ -17,12 +17,12 @@ from PIL import ImageOps  # noqa: E402
 import keras  # noqa: E402
 
 from facegender.data import augment  # noqa: E402
-from facegender.data import images as data  # noqa: E402
+from facegender.data import decoding  # noqa: E402
 from facegender.drawing import plots  # noqa: E402
 
 
 def draw(image_path, out_path, size=224, seed=0):
-    photo, _ = data.open_rgb(image_path, size)
+    photo, _ = decoding.open_rgb(image_path, size)
     # A centred square a little above the middle, where a portrait's face is, not a squeeze.
     image = np.asarray(ImageOps.fit(photo, (size, size), centering=(0.5, 0.35)), np.float32)
     batch = np.repeat(image[None], len(augment.KINDS) + 1, axis=0)

@@ -130,14 +130,16 @@ def own_working_folder(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def package_messages_as_a_library_user_hears_them():
-    """Each test starts with the package's logger as a program that imports it finds it (its
-    INFO lines unheard): a script run in-process by an earlier test shows them from then on
+    """Each test starts with the package's logger as a program that imports it finds it (no
+    handler of its own, records passed up to pytest's): a script run in-process earlier (by a
+    test, or by a session fixture such as `trained`) shows its messages from then on
     (core.messages.show_messages), which would otherwise print into this test's capture."""
     import logging
     logger = logging.getLogger("facegender")
-    saved = logger.handlers[:], logger.level, logger.propagate
+    logger.handlers.clear()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
     yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -168,14 +170,14 @@ def backbone_weights(tmp_path_factory, image_folder):
     makes the features depend on the image, as pretrained ones do.
     """
     import keras
-    from facegender.data import images as data
+    from facegender.data import decoding, listing
     from facegender.model.network import build_backbone
 
     def make(folder):
         keras.utils.set_random_seed(0)
         backbone = build_backbone(IMAGE_SIZE, "none")
-        paths, _ = data.list_labeled_images(image_folder)
-        images = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
+        paths, _ = listing.list_labeled_images(image_folder)
+        images = np.stack([decoding.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
         norms = [layer for layer in backbone.layers
                  if isinstance(layer, keras.layers.BatchNormalization)]
         for layer in norms:

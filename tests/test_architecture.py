@@ -145,10 +145,12 @@ def test_configs_hold_the_defaults_and_check_their_own_ranges():
 def test_the_facades_reach_the_package():
     import data
     import losses
-    from facegender.data import images, pipeline
+    from facegender.data import decoding, listing, pipeline, splits
     from facegender.model import losses as real_losses
     assert all(hasattr(data, name) for name in data.__all__)
-    assert data.load_image is images.load_image
+    assert data.load_image is decoding.load_image
+    assert data.list_labeled_images is listing.list_labeled_images
+    assert data.oversample_indices is splits.oversample_indices
     assert data.make_train_dataset is pipeline.make_train_dataset
     assert losses.BinaryFocalLoss is real_losses.BinaryFocalLoss
 

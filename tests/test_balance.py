@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from facegender.data import images as data
+from facegender.data import decoding
 from facegender.data import pipeline
 from facegender.data import splits
 from facegender.cli import train as train_model
@@ -44,7 +44,7 @@ def test_each_class_and_age_band_is_drawn_at_the_asked_rate(tmp_path):
     assert sorted(set(train.strata)) == ["20s", "60+", "unknown"]
     assert np.allclose(shares, 1 / 3)
 
-    ds = pipeline.make_train_dataset(train.paths, train.labels, data.ImageReader(8), batch_size=100,
+    ds = pipeline.make_train_dataset(train.paths, train.labels, decoding.ImageReader(8), batch_size=100,
                                  augment=False, seed=3, sources=groups, source_weights=shares)
     n_draws = 3000
     pixels, labels = [], []

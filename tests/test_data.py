@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegender.data import images as data
+from facegender.data import decoding, listing, splits
 from facegender.core.common import DataError
 from facegender.data import pipeline
 from conftest import make_image_folder
@@ -12,17 +12,17 @@ from conftest import make_image_folder
 
 def test_class_folders_match_any_letter_case(tmp_path):
     make_image_folder(str(tmp_path), per_class=2, names=("FEMALE", "Male"))
-    dirs = data.find_class_dirs(str(tmp_path))
+    dirs = listing.find_class_dirs(str(tmp_path))
     assert os.path.basename(dirs["female"]) == "FEMALE"
     assert os.path.basename(dirs["male"]) == "Male"
-    paths, labels = data.list_labeled_images(str(tmp_path))
+    paths, labels = listing.list_labeled_images(str(tmp_path))
     assert list(labels) == [0, 0, 1, 1]
 
 
 def test_missing_class_folder_is_named(tmp_path):
     make_image_folder(str(tmp_path), per_class=2, names=("female", "other"))
     with pytest.raises(DataError, match=r"male: class folder missing"):
-        data.find_class_dirs(str(tmp_path))
+        listing.find_class_dirs(str(tmp_path))
 
 
 def test_empty_class_folder_is_named(tmp_path):
@@ -30,15 +30,15 @@ def test_empty_class_folder_is_named(tmp_path):
     for name in os.listdir(tmp_path / "male"):
         os.remove(tmp_path / "male" / name)
     with pytest.raises(DataError, match=r"male: class folder holds no images"):
-        data.list_labeled_images(str(tmp_path))
+        listing.list_labeled_images(str(tmp_path))
 
 
 def test_missing_and_file_data_paths_are_errors(tmp_path):
     with pytest.raises(DataError, match="no such folder"):
-        data.find_class_dirs(str(tmp_path / "nope"))
+        listing.find_class_dirs(str(tmp_path / "nope"))
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(DataError, match="is a file"):
-        data.find_class_dirs(str(tmp_path / "file.txt"))
+        listing.find_class_dirs(str(tmp_path / "file.txt"))
 
 
 def test_image_listing_by_extension_recursive_skipping_hidden(tmp_path):
@@ -51,7 +51,7 @@ def test_image_listing_by_extension_recursive_skipping_hidden(tmp_path):
             name.rsplit(".", 1)[1].lower(), name.rsplit(".", 1)[1].upper()))
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "Thumbs.db").write_bytes(b"\0")
-    found = [os.path.relpath(p, tmp_path) for p in data.list_image_files(str(tmp_path))]
+    found = [os.path.relpath(p, tmp_path) for p in listing.list_image_files(str(tmp_path))]
     assert sorted(found) == sorted(["a.JPG", "b.jpeg", "c.Png", "d.bmp", "e.gif", "f.webp",
                                     os.path.join("sub", "g.jpg"),
                                     os.path.join("sub", "deeper", "h.PNG")])
@@ -62,14 +62,14 @@ def test_load_image_gives_rgb_at_the_requested_size(tmp_path, mode):
     img = Image.new("RGB", (40, 30), (200, 100, 50)).convert(mode)
     path = tmp_path / ("x.png" if mode != "CMYK" else "x.jpg")
     img.save(path)
-    arr = data.load_image(str(path), 24)
+    arr = decoding.load_image(str(path), 24)
     assert arr.shape == (24, 24, 3) and arr.dtype == np.uint8
     assert arr.max() > 0
 
 
 def test_load_image_scales_16_bit_greyscale_instead_of_clipping(tmp_path):
     Image.fromarray(np.full((30, 40), 40000, np.uint16)).save(tmp_path / "deep.png")
-    arr = data.load_image(str(tmp_path / "deep.png"), 24)
+    arr = decoding.load_image(str(tmp_path / "deep.png"), 24)
     assert arr.shape == (24, 24, 3)
     assert abs(int(arr.mean()) - 40000 // 256) <= 1
 
@@ -77,7 +77,7 @@ def test_load_image_scales_16_bit_greyscale_instead_of_clipping(tmp_path):
 def test_load_image_takes_the_first_frame_of_an_animation(tmp_path):
     frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 0, 255)]]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    arr = data.load_image(str(tmp_path / "anim.gif"), 16)
+    arr = decoding.load_image(str(tmp_path / "anim.gif"), 16)
     assert arr[..., 0].mean() > 200 and arr[..., 2].mean() < 50
 
 
@@ -87,7 +87,7 @@ def test_load_image_applies_exif_orientation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
     img.save(tmp_path / "rot.jpg", exif=exif)
-    arr = data.load_image(str(tmp_path / "rot.jpg"), 20).mean(axis=2)
+    arr = decoding.load_image(str(tmp_path / "rot.jpg"), 20).mean(axis=2)
     # Upright, the white half is on top.
     assert arr[:8].mean() > 200 and arr[-8:].mean() < 60
 
@@ -97,7 +97,7 @@ def test_reader_reports_an_undecodable_file_by_name_and_keeps_going(tmp_path):
     Image.new("RGB", (10, 10), (10, 200, 10)).save(good)
     bad = tmp_path / "bad.jpg"
     bad.write_text("this is not a jpeg")
-    reader = data.ImageReader(16)
+    reader = decoding.ImageReader(16)
     image, ok = reader(str(good))
     assert image.shape == (16, 16, 3) and ok
     image, ok = reader(str(bad))
@@ -114,7 +114,7 @@ def test_training_reads_a_file_whose_name_is_not_utf8(tmp_path):
     # Latin-1 bytes in a name: a lone surrogate once decoded, which TensorFlow cannot hold.
     odd = os.path.join(tmp_path, os.fsdecode(b"caf\xe9.png"))
     Image.new("RGB", (10, 10), (200, 10, 10)).save(odd)
-    reader = data.ImageReader(8)
+    reader = decoding.ImageReader(8)
     ds = pipeline.make_train_dataset([odd], [0], reader, batch_size=1, oversample=0,
                                      augment=False, shuffle=False)
     images, _, weights = next(iter(ds))
@@ -125,7 +125,7 @@ def test_training_reads_a_file_whose_name_is_not_utf8(tmp_path):
 @pytest.mark.parametrize("ratio,expected_minority", [(1.0, 30), (0.5, 15), (0.0, 7), (0.1, 7)])
 def test_oversampling_ratios(ratio, expected_minority):
     labels = np.array([0] * 7 + [1] * 30)
-    index = data.oversample_indices(labels, ratio, seed=3)
+    index = splits.oversample_indices(labels, ratio, seed=3)
     counts = np.bincount(labels[index])
     assert counts[1] == 30 and counts[0] == expected_minority
     # Every original image stays, and copies are spread evenly (counts differ by at most one).
@@ -135,15 +135,15 @@ def test_oversampling_ratios(ratio, expected_minority):
 
 def test_oversampling_works_when_the_minority_is_male():
     labels = np.array([0] * 9 + [1] * 4)
-    counts = np.bincount(labels[data.oversample_indices(labels, 1.0)])
+    counts = np.bincount(labels[splits.oversample_indices(labels, 1.0)])
     assert list(counts) == [9, 9]
 
 
 def test_train_dataset_balances_weights_and_augments(tmp_path):
     make_image_folder(str(tmp_path), per_class=6)
-    paths, labels = data.list_labeled_images(str(tmp_path))
+    paths, labels = listing.list_labeled_images(str(tmp_path))
     paths, labels = paths[:8], labels[:8]  # 6 female, 2 male
-    reader = data.ImageReader(32)
+    reader = decoding.ImageReader(32)
     ds = pipeline.make_train_dataset(paths, labels, reader, batch_size=4, oversample=1.0,
                                  augment=True, class_weights={0: 1.0, 1: 0.9})
     seen = [(y, w) for _, ys, ws in ds for y, w in zip(ys.numpy(), ws.numpy())]
@@ -166,7 +166,7 @@ def test_source_weights_set_the_share_of_each_source(tmp_path):
             paths.append(path)
             labels.append(int(i < males))
             sources.append(source)
-    ds = pipeline.make_train_dataset(paths, np.array(labels), data.ImageReader(8), batch_size=50,
+    ds = pipeline.make_train_dataset(paths, np.array(labels), decoding.ImageReader(8), batch_size=50,
                                  augment=False, sources=np.array(sources),
                                  source_weights=[1, 1], seed=0)
     images, y, _ = (np.concatenate(parts) for parts in zip(*[
@@ -179,9 +179,9 @@ def test_source_weights_set_the_share_of_each_source(tmp_path):
 def test_train_dataset_with_source_weights_repeats_and_decodes(tmp_path):
     make_image_folder(str(tmp_path / "a"), per_class=4, seed=1)
     make_image_folder(str(tmp_path / "b"), per_class=4, seed=2)
-    pa, ya = data.list_labeled_images(str(tmp_path / "a"))
-    pb, yb = data.list_labeled_images(str(tmp_path / "b"))
-    reader = data.ImageReader(32)
+    pa, ya = listing.list_labeled_images(str(tmp_path / "a"))
+    pb, yb = listing.list_labeled_images(str(tmp_path / "b"))
+    reader = decoding.ImageReader(32)
     ds = pipeline.make_train_dataset(pa + pb, np.concatenate([ya, yb]), reader, batch_size=4,
                                  sources=np.array([0] * 8 + [1] * 8), source_weights=[3, 1],
                                  degrade=0.5, seed=0)
@@ -197,9 +197,9 @@ def test_find_sources_takes_folders_and_folders_of_sources(tmp_path):
     make_image_folder(str(tmp_path / "many" / "x" / "train"), per_class=1)
     make_image_folder(str(tmp_path / "many" / "y"), per_class=1)
     os.makedirs(tmp_path / "many" / "empty")
-    found = data.find_sources([str(tmp_path / "one"), str(tmp_path / "many")])
+    found = listing.find_sources([str(tmp_path / "one"), str(tmp_path / "many")])
     assert [folder for _, folder in found] == [
         str(tmp_path / "one"), str(tmp_path / "many" / "x" / "dev"), str(tmp_path / "many" / "y")]
     assert len({name for name, _ in found}) == 3
     with pytest.raises(DataError, match="neither female/ nor male/"):
-        data.find_sources([str(tmp_path / "many" / "empty")])
+        listing.find_sources([str(tmp_path / "many" / "empty")])

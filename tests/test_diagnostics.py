@@ -90,11 +90,11 @@ def test_contact_sheet_size_follows_its_layout(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_and_images(trained):
-    from facegender.data import images as data
+    from facegender.data import decoding, listing
     from facegender.model import network as model_lib
     model = model_lib.load_model(trained["model"])
-    paths, labels = data.list_labeled_images(trained["data"])
-    images = np.stack([data.load_image(p, model_lib.input_size(model)) for p in paths])
+    paths, labels = listing.list_labeled_images(trained["data"])
+    images = np.stack([decoding.load_image(p, model_lib.input_size(model)) for p in paths])
     return model, paths, labels, images
 
 

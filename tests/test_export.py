@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from facegender.data import images as data
+from facegender.data import decoding, listing
 from facegender.cli import export as export_cli
 from facegender.model import export
 from conftest import tree_hashes
@@ -22,8 +22,8 @@ def test_float16_export_loads_and_agrees_with_the_keras_model(trained, tmp_path,
     stem = os.path.splitext(os.path.basename(trained["model"]))[0]
     written = {"float16": str(tmp_path / f"{stem}_float16.tflite")}
     assert printed.startswith(f"wrote {written['float16']} (") and printed.count("\n") == 1
-    paths, _ = data.list_labeled_images(trained["data"])
-    images = np.stack([data.load_image(p, 64) for p in paths]).astype("float32")
+    paths, _ = listing.list_labeled_images(trained["data"])
+    images = np.stack([decoding.load_image(p, 64) for p in paths]).astype("float32")
     keras_model = keras.models.load_model(trained["model"], compile=False)
     expected = keras_model.predict(images, verbose=0)[:, 0]
     assert np.ptp(expected) > 1e-3  # the comparison below is not vacuous
@@ -65,8 +65,8 @@ def test_int8_export_agrees_with_a_model_it_can_represent(image_folder, tmp_path
     assert os.path.getsize(int8) < os.path.getsize(written["float16"])
     sidecar = json.load(open(os.path.splitext(int8)[0] + ".json"))
     assert sidecar["threshold"] == 0.42 and sidecar["format"] == "tflite int8"
-    paths, _ = data.list_labeled_images(image_folder)
-    images = np.stack([data.load_image(p, 64) for p in paths]).astype("float32")
+    paths, _ = listing.list_labeled_images(image_folder)
+    images = np.stack([decoding.load_image(p, 64) for p in paths]).astype("float32")
     expected = model.predict(images, verbose=0)[:, 0]
     got = export.TFLiteModel(int8).predict(images)
     assert np.ptp(expected) > 0.1  # the comparison is not vacuous

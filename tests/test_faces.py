@@ -1,5 +1,5 @@
 """The face finder, the canonical crop, the landmark cache, and models fed the faces they were
-trained on (faces.py, data.ImageReader, test_script.py and predict.py through the sidecar)."""
+trained on (faces.py, decoding.ImageReader, test_script.py and predict.py through the sidecar)."""
 
 import csv
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from facegender.data import images as data
+from facegender.data import decoding, listing
 from facegender.core.common import UsageError
 from facegender.faces import finder as faces
 from facegender.cli import predict
@@ -114,19 +114,19 @@ def test_landmarks_are_cached_by_content_reused_and_found_again_when_a_file_chan
     view_points = tilted_landmarks((80, 80), 1.0, 0)
     finder = FakeFinder(view_points)
     cache = str(tmp_path / "cache")
-    first = faces.find_faces(paths, cache, data.open_rgb, 0, finder)
+    first = faces.find_faces(paths, cache, decoding.open_rgb, 0, finder)
     assert finder.shown == 3
     # Landmarks come back in the image's own pixels (the finder saw it at 160 px, twice as big).
     assert np.allclose(first[0].landmarks, view_points / 2, atol=0.01)  # kept to 0.01 px
-    again = faces.find_faces(paths, cache, data.open_rgb, 0, finder)
+    again = faces.find_faces(paths, cache, decoding.open_rgb, 0, finder)
     assert finder.shown == 3 and np.allclose(again[2].landmarks, first[2].landmarks)
     # Same content under another name: the cache has it.
     shutil.copy(paths[0], tmp_path / "copy.png")
-    faces.find_faces([str(tmp_path / "copy.png")], cache, data.open_rgb, 0, finder)
+    faces.find_faces([str(tmp_path / "copy.png")], cache, decoding.open_rgb, 0, finder)
     assert finder.shown == 3
     # A changed file is a new key: found again, the others not.
     Image.new("RGB", (80, 80), (250, 0, 0)).save(paths[1])
-    faces.find_faces(paths, cache, data.open_rgb, 0, finder)
+    faces.find_faces(paths, cache, decoding.open_rgb, 0, finder)
     assert finder.shown == 4
 
 
@@ -140,9 +140,9 @@ def test_faces_are_found_on_the_backend_asked_for(tmp_path, monkeypatch):
     monkeypatch.setattr(faces, "face_finder", finder_on)
     paths = small_images(tmp_path / "img", 2)
     geometry = faces.parse_geometry("aligned:1.0")
-    found = data.main_faces(paths, geometry, str(tmp_path / "cache"), 0, backend="keras")
+    found = decoding.main_faces(paths, geometry, str(tmp_path / "cache"), 0, backend="keras")
     assert asked == ["keras"] and all(found[p] is not None for p in paths)
-    data.main_faces(paths, geometry, str(tmp_path / "cache"), 0, backend="keras")
+    decoding.main_faces(paths, geometry, str(tmp_path / "cache"), 0, backend="keras")
     assert asked == ["keras"]  # cached: no finder made at all
 
 
@@ -150,7 +150,7 @@ def test_a_damaged_cache_line_is_detected_and_its_file_found_again(tmp_path):
     paths = small_images(tmp_path / "img", 2)
     finder = FakeFinder(tilted_landmarks((80, 80), 1.0, 0))
     cache = str(tmp_path / "cache")
-    faces.find_faces(paths, cache, data.open_rgb, 0, finder)
+    faces.find_faces(paths, cache, decoding.open_rgb, 0, finder)
     store = faces.LandmarkCache(cache).path
     lines = open(store).read().splitlines()
     entry = json.loads(lines[0])
@@ -158,7 +158,7 @@ def test_a_damaged_cache_line_is_detected_and_its_file_found_again(tmp_path):
     with open(store, "w") as f:
         f.write(json.dumps(entry) + "\n" + lines[1][:20])  # and a torn last line
     assert faces.LandmarkCache(cache).damaged == 2
-    faces.find_faces(paths, cache, data.open_rgb, 0, finder)
+    faces.find_faces(paths, cache, decoding.open_rgb, 0, finder)
     assert finder.shown == 4
     # The damaged lines were dropped when first read: the next run finds nothing wrong.
     assert faces.LandmarkCache(cache).damaged == 0
@@ -167,13 +167,13 @@ def test_a_damaged_cache_line_is_detected_and_its_file_found_again(tmp_path):
 def test_an_image_without_a_face_is_used_as_given_and_counted(tmp_path):
     paths = small_images(tmp_path / "img")
     finder = FakeFinder(tilted_landmarks((80, 80), 1.0, 0), empty=[50])  # the second image
-    found = dict(zip(paths, faces.find_faces(paths, str(tmp_path / "c"), data.open_rgb, 0,
+    found = dict(zip(paths, faces.find_faces(paths, str(tmp_path / "c"), decoding.open_rgb, 0,
                                              finder)))
     geometry = faces.Geometry("aligned", 1.0)
-    reader = data.ImageReader(32, geometry, found)
-    assert data.faceless(paths, found) == [paths[1]]
+    reader = decoding.ImageReader(32, geometry, found)
+    assert decoding.faceless(paths, found) == [paths[1]]
     image, ok = reader(paths[1])
-    assert ok and np.array_equal(image, data.load_image(paths[1], 32))
+    assert ok and np.array_equal(image, decoding.load_image(paths[1], 32))
     cut, ok = reader(paths[0])
     assert ok and np.array_equal(cut, faces.canonical_crop(Image.open(paths[0]).convert("RGB"),
                                                           found[paths[0]], geometry, 32))
@@ -186,10 +186,10 @@ def test_a_training_reader_uses_its_share_of_faces_as_given_and_shares_what_it_s
     # Not one colour: the crop and the whole image must differ.
     Image.fromarray(np.stack([xx * 3, yy * 3, xx + yy], -1).astype(np.uint8)).save(paths[0])
     finder = FakeFinder(tilted_landmarks((80, 80), 1.0, 0))
-    found = dict(zip(paths, faces.find_faces(paths, str(tmp_path / "c"), data.open_rgb, 0,
+    found = dict(zip(paths, faces.find_faces(paths, str(tmp_path / "c"), decoding.open_rgb, 0,
                                              finder)))
-    reader = data.ImageReader(32, faces.Geometry("aligned", 1.0), found)
-    whole, cut = data.load_image(paths[0], 32), reader(paths[0])[0]
+    reader = decoding.ImageReader(32, faces.Geometry("aligned", 1.0), found)
+    whole, cut = decoding.load_image(paths[0], 32), reader(paths[0])[0]
     assert not np.array_equal(whole, cut)
     training = reader.sometimes_as_given(0.3, seed=1)
     reads = [training(paths[0])[0] for _ in range(400)]
@@ -221,7 +221,7 @@ def expected_scores(model_path, paths, found, geometry):
     from facegender.model import network as model_lib
     model = model_lib.load_model(model_path)
     size = model_lib.input_size(model)
-    images = np.stack([data.load_image(p, size, found.get(p), geometry) for p in paths])
+    images = np.stack([decoding.load_image(p, size, found.get(p), geometry) for p in paths])
     return model.predict(images.astype("float32"), verbose=0)[:, 0]
 
 
@@ -231,14 +231,14 @@ def test_test_script_and_predict_feed_the_sidecars_geometry(trained, tmp_path, m
     cache = str(tmp_path / "cache")
     monkeypatch.setenv("FACEGENDER_CACHE", cache)
     model_path = model_with_geometry(trained, tmp_path / "model", geometry)
-    paths, _ = data.list_labeled_images(trained["data"])
+    paths, _ = listing.list_labeled_images(trained["data"])
     paths = paths[:4] + paths[-4:]
     folder = tmp_path / "faces"
     for p in paths:
         dest = folder / os.path.basename(os.path.dirname(p)) / os.path.basename(p)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(p, dest)
-    paths, _ = data.list_labeled_images(str(folder))
+    paths, _ = listing.list_labeled_images(str(folder))
     # Landmarks put in the cache beforehand (a tilted face in each image), so no finder runs.
     points = tilted_landmarks((48, 48), 0.5, 15)
     store = faces.LandmarkCache(cache)
@@ -274,7 +274,7 @@ def portrait():
 
 
 def test_mtcnn_finds_grace_hoppers_face_with_its_landmarks_in_place(portrait):
-    photo = data.open_rgb(portrait, 2000)[0]
+    photo = decoding.open_rgb(portrait, 2000)[0]
     found = faces.FaceFinder().find([np.asarray(photo)], min_face_size=40)[0]
     assert len(found) == 1 and found[0].confidence > 0.95
     x, y, w, h = found[0].box
@@ -299,6 +299,6 @@ def test_training_writes_its_geometry_and_counts_the_images_without_a_face(train
         "--output", str(out)]) == 0
     sidecar = json.load(open(tmp_path / "aligned.json"))
     assert sidecar["face_geometry"] == {"finder": "mtcnn", "kind": "aligned", "scale": 1.1}
-    n_images = len(data.list_labeled_images(trained["data"])[0])
+    n_images = len(listing.list_labeled_images(trained["data"])[0])
     assert sidecar["images_without_a_face"] == n_images
     assert sidecar["config"]["face_geometry"] == "aligned:1.1" and "geometry" not in sidecar["config"]

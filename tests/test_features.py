@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegender.data import images as data
+from facegender.data import decoding, listing
 from facegender.training import features
 from facegender.model import network as model_lib
 from facegender.cli import train as train_model
@@ -19,12 +19,12 @@ def entries(folder):
 
 def test_pooled_features_match_the_backbone_and_come_back_from_the_cache(trained, tmp_path):
     model = keras.models.load_model(trained["model"], compile=False)
-    paths, _ = data.list_labeled_images(trained["data"])
+    paths, _ = listing.list_labeled_images(trained["data"])
     paths = paths[:5] + paths[-5:]  # 10 images: batches of 4, 4 and 2
     plain, mirrored, readable = features.pooled_features(model, paths, str(tmp_path), 4, 0)
     assert plain.shape == (10, 1280) and mirrored.shape == (10, 1280) and readable.all()
 
-    images = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
+    images = np.stack([decoding.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
     pooled = keras.Sequential([model_lib.scaling_of(model),
                                model_lib.backbone_of(model),
                                keras.layers.GlobalAveragePooling2D()])
@@ -78,13 +78,13 @@ def test_recipe_presets_set_defaults_and_flags_override_them():
 def test_feature_maps_match_the_lower_blocks_and_come_back_from_the_cache(trained, tmp_path):
     from facegender.model import network as model_lib
     model = keras.models.load_model(trained["model"], compile=False)
-    paths, _ = data.list_labeled_images(trained["data"])
+    paths, _ = listing.list_labeled_images(trained["data"])
     paths = paths[:3] + paths[-3:]
     layer = model_lib.FEATURE_MAP_LAYER
     plain, mirrored, readable = features.feature_maps(model, layer, paths, str(tmp_path), 4, 0)
     backbone = model_lib.backbone_of(model)
     bottom = keras.Model(backbone.input, backbone.get_layer(layer).output)
-    images = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
+    images = np.stack([decoding.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
     expected = np.asarray(bottom(images / 127.5 - 1.0))
     assert plain.dtype == np.float16 and plain.shape == expected.shape and readable.all()
     # float16 keeps about three significant digits.
@@ -108,7 +108,7 @@ def test_the_extractor_is_converted_once_for_both_caches_and_both_passes(
     # The cache root given is the only one used: $FACEGENDER_CACHE is not read.
     monkeypatch.setenv("FACEGENDER_CACHE", str(tmp_path / "elsewhere"))
     model = keras.models.load_model(trained["model"], compile=False)
-    paths, _ = data.list_labeled_images(trained["data"])
+    paths, _ = listing.list_labeled_images(trained["data"])
     layer = model_lib.FEATURE_MAP_LAYER
     conversions = []
     convert_model = ov.convert_model
@@ -164,7 +164,7 @@ def tiny_images(folder, count, size=16):
 def expected_maps(model, paths, size=16):
     from facegender.model import network as model_lib
     backbone = model.get_layer(model_lib.BACKBONE_NAME)
-    images = np.stack([data.load_image(p, size) for p in paths]).astype("float32")
+    images = np.stack([decoding.load_image(p, size) for p in paths]).astype("float32")
     return (np.asarray(backbone(images / 127.5 - 1.0)),
             np.asarray(backbone(images[:, :, ::-1] / 127.5 - 1.0)))
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from facegender.data import images as data
+from facegender.data import decoding, listing
 from facegender.runtime import conversion, inference
 from facegender.model import network as model_lib
 from facegender.cli import predict
@@ -29,7 +29,7 @@ def small_model(size=32):
 
 def test_openvino_and_keras_give_the_same_scores(trained, tmp_path):
     model = model_lib.load_model(trained["model"])
-    paths, _ = data.list_labeled_images(trained["data"])
+    paths, _ = listing.list_labeled_images(trained["data"])
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     paths = paths[:7] + [str(broken)] + paths[7:]  # batches of 5: the broken file mid-batch
@@ -48,7 +48,7 @@ def test_openvino_and_keras_give_the_same_scores(trained, tmp_path):
     # 1e-5 at most here (1.9e-5 seen under load); a bf16 run moves them by 1e-3 to 1e-1.
     np.testing.assert_allclose(ov_scores[good], keras_scores[good], rtol=0, atol=5e-5)
     # And the scores are the model's own on the decoded images.
-    images = np.stack([data.load_image(p, IMAGE_SIZE) for p in np.asarray(paths)[good]])
+    images = np.stack([decoding.load_image(p, IMAGE_SIZE) for p in np.asarray(paths)[good]])
     np.testing.assert_allclose(keras_scores[good], model.predict(
         images.astype("float32"), verbose=0)[:, 0], rtol=0, atol=1e-5)
 
@@ -260,7 +260,7 @@ def test_decoded_batches_keep_the_file_order_and_report_unreadable_files(tmp_pat
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     paths.insert(12, str(broken))
-    reader = data.ImageReader(16)
+    reader = decoding.ImageReader(16)
     batches = list(inference.decoded_batches(paths, reader, 5))
     assert [start for start, _, _ in batches] == [0, 5, 10, 15, 20]
     images = np.concatenate([b for _, b, _ in batches])
@@ -268,7 +268,7 @@ def test_decoded_batches_keep_the_file_order_and_report_unreadable_files(tmp_pat
     assert list(np.flatnonzero(~readable)) == [12] and list(reader.skipped) == [str(broken)]
     assert not images[12].any()  # a black image holds its place
     good = [p for p in paths if p != str(broken)]
-    np.testing.assert_array_equal(images[readable], np.stack([data.load_image(p, 16)
+    np.testing.assert_array_equal(images[readable], np.stack([decoding.load_image(p, 16)
                                                               for p in good]))
 
 
@@ -308,7 +308,7 @@ def test_flip_averaging_is_symmetric_and_the_mean_of_both_scores(tmp_path, backe
         for a, b in zip(images, mirrors):
             assert got[a] == pytest.approx(got[b], abs=1e-6)
             assert got[a] == pytest.approx((plain[a] + plain[b]) / 2, abs=1e-6)
-    crops = np.stack([data.load_image(p, 32) for p in images])
+    crops = np.stack([decoding.load_image(p, 32) for p in images])
     np.testing.assert_allclose(inference.score_images(runner, crops, 2, tta=True),
                                [(plain[a] + plain[b]) / 2 for a, b in zip(images, mirrors)],
                                atol=1e-6)

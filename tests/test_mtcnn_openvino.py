@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from facegender.core import conversions
-from facegender.data import images as data
+from facegender.data import decoding
 from facegender.faces import finder as faces
 from facegender.runtime import conversion
 from facegender.faces import mtcnn_openvino
@@ -73,7 +73,7 @@ def test_each_step_does_what_mtcnns_own_function_does():
 
 @pytest.mark.parametrize("as_crop", [False, True])
 def test_it_finds_grace_hoppers_face_where_mtcnn_on_tensorflow_does(portrait, finders, as_crop):
-    photo = data.open_rgb(portrait, 2000)[0]
+    photo = decoding.open_rgb(portrait, 2000)[0]
     image = faces.detection_view(photo)[0] if as_crop else np.asarray(photo)
     reference, found = (finder.find([image], min_face_size=40)[0] for finder in finders)
     assert len(found) == len(reference) == 1 and found[0].confidence > 0.95
@@ -89,7 +89,7 @@ def test_it_finds_grace_hoppers_face_where_mtcnn_on_tensorflow_does(portrait, fi
 
 def test_threads_finding_at_once_find_what_one_finds(portrait, finders):
     import concurrent.futures
-    view = faces.detection_view(data.open_rgb(portrait, 2000)[0])[0]
+    view = faces.detection_view(decoding.open_rgb(portrait, 2000)[0])[0]
     batch = [view, np.full_like(view, 128), view[:, ::-1].copy()] * 4
 
     def found(_):
@@ -104,16 +104,16 @@ def test_threads_finding_at_once_find_what_one_finds(portrait, finders):
 NO_TENSORFLOW = """
 import json, sys
 import numpy as np
-from facegender.data import images as data
+from facegender.data import decoding
 from facegender.faces import finder as faces
-photo = data.open_rgb(sys.argv[1], 2000)[0]
+photo = decoding.open_rgb(sys.argv[1], 2000)[0]
 found = faces.face_finder().find([np.asarray(photo)], min_face_size=40)[0]
 print(json.dumps([face.to_list() for face in found]))
 """
 
 
 def test_a_new_process_reads_the_cached_networks_without_tensorflow(portrait, finders):
-    photo = data.open_rgb(portrait, 2000)[0]
+    photo = decoding.open_rgb(portrait, 2000)[0]
     want = [face.to_list() for face in finders[1].find([np.asarray(photo)], 40)[0]]
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", NO_TENSORFLOW, portrait],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)

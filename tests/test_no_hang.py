@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from facegender.core import common
-from facegender.data import images as data
+from facegender.data import decoding
 from facegender.faces import finder as faces
 from facegender.runtime import conversion
 from facegender.core import workers
@@ -80,7 +80,7 @@ def test_a_stuck_face_finder_is_an_error_naming_it_not_a_hang(tmp_path):
 
     def find():
         try:
-            faces.find_faces(paths, str(tmp_path / "cache"), data.open_rgb, verbose=0,
+            faces.find_faces(paths, str(tmp_path / "cache"), decoding.open_rgb, verbose=0,
                              finder=finder, timeout=1)
         except common.StuckWorker as err:
             raised.append(err)

@@ -114,7 +114,7 @@ def test_predict_prints_the_texts_of_the_result_it_returns(trained, tmp_path, ca
 
 
 def test_predict_matches_the_model_and_threshold_overrides(trained, tmp_path):
-    from facegender.data import images as data
+    from facegender.data import decoding
     from facegender.model import network as model_lib
     out = tmp_path / "pred.csv"
     assert run([trained["data"], "--model_path", trained["model"], "--output", str(out),
@@ -122,7 +122,7 @@ def test_predict_matches_the_model_and_threshold_overrides(trained, tmp_path):
     rows = read_csv(out)
     assert {r["label"] for r in rows} == {"male"} and {r["threshold"] for r in rows} == {"0"}
     model = model_lib.load_model(trained["model"])
-    image = data.load_image(rows[0]["path"], model_lib.input_size(model))
+    image = decoding.load_image(rows[0]["path"], model_lib.input_size(model))
     expected = model.predict(image[None].astype("float32"), verbose=0)[0, 0]
     assert float(rows[0]["p_male"]) == pytest.approx(float(expected), abs=1e-5)
     scores = {float(r["p_male"]) for r in rows}

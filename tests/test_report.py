@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import numpy as np
 from PIL import Image
 
-from facegender.data import images as data
+from facegender.data import decoding
 from facegender.cli import predict
 from facegender.drawing import report
 from facegender.cli import evaluate as test_script
@@ -77,7 +77,7 @@ def test_evaluation_report_is_one_file_and_its_gallery_shows_the_model_s_input(t
     worst = max(wrong, key=lambda r: abs(float(r["p_male"]) - threshold))
     assert os.path.basename(worst["path"]) in tiles[0][1]
     size = 64  # the tiny model's input
-    seen = np.asarray(Image.fromarray(data.load_image(worst["path"], size)).resize(
+    seen = np.asarray(Image.fromarray(decoding.load_image(worst["path"], size)).resize(
         (report.TILE, report.TILE), Image.BILINEAR)).astype(int)
     assert np.abs(decode(tiles[0][0]).astype(int) - seen).mean() < 6  # JPEG's loss only
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegender.data import images as data
+from facegender.data import listing
 from facegender.cli import evaluate as test_script
 from facegender.evaluation.evaluate import copy_misclassified
 from facegender.cli import train as train_model
@@ -33,7 +33,7 @@ def evaluate(args, capsys=None):
 
 def test_listing_takes_every_image_once_and_nothing_else(messy):
     root, expected = messy
-    paths, labels = data.list_labeled_images(root)
+    paths, labels = listing.list_labeled_images(root)
     assert sorted(paths) == sorted(expected["readable"] + expected["unreadable"])
     assert not set(paths) & set(expected["ignored"])
     assert np.bincount(labels).tolist() == [21, 21]

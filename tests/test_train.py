@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from facegender.data import images as data
+from facegender.data import decoding, listing
 from facegender.evaluation import metrics
 from facegender.data import pipeline
 from facegender.data import splits
@@ -120,7 +120,7 @@ def test_logged_validation_scores_are_what_keras_evaluate_gives(trained):
     # would: Keras' evaluate of the saved (only) epoch's model on the same batches agrees.
     args = train_model.parse_args(TINY_TRAINING + ["--data_path", trained["data"]])
     val_paths, val_labels, _, _ = splits.split_data(args).val
-    val_ds = pipeline.make_train_dataset(val_paths, val_labels, data.ImageReader(IMAGE_SIZE), 8,
+    val_ds = pipeline.make_train_dataset(val_paths, val_labels, decoding.ImageReader(IMAGE_SIZE), 8,
                                      oversample=0, augment=False, shuffle=False)
     # The saved file is inference-only: compile it as training did.
     model = keras.models.load_model(trained["model"], compile=False)
@@ -135,9 +135,9 @@ def test_logged_validation_scores_are_what_keras_evaluate_gives(trained):
 RELOAD = """
 import sys, numpy as np
 import keras
-from facegender.data import images as data
+from facegender.data import decoding
 from facegender.model import losses
-x = np.stack([data.load_image(p, {size}) for p in {paths!r}]).astype("float32")
+x = np.stack([decoding.load_image(p, {size}) for p in {paths!r}]).astype("float32")
 for name, load in {loads!r}.items():
     exec(load)  # sets `model`
     np.savez({out!r} + name + ".npz", *model.get_weights())
@@ -164,7 +164,7 @@ def test_training_from_scratch_with_weights_none_writes_a_loadable_model(image_f
 def test_saved_model_reloads_in_a_fresh_process_and_predicts_the_same(trained, tmp_path):
     # In a new Python process, in graph mode as the tools run. Each load's weights are compared,
     # and the last one predicts: one predict function to trace instead of three.
-    paths, _ = data.list_labeled_images(trained["data"])
+    paths, _ = listing.list_labeled_images(trained["data"])
     paths = paths[:4] + paths[-4:]
     h5 = trained["model"]
     ckpt = os.path.join(trained["dir"], "model_balanced_checkpoints", "last.keras")
@@ -187,7 +187,7 @@ def test_saved_model_reloads_in_a_fresh_process_and_predicts_the_same(trained, t
         for got, expected in zip(weights, model.get_weights()):
             np.testing.assert_array_equal(got, expected)
     scores = np.load(out + "scores.npy")
-    x = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
+    x = np.stack([decoding.load_image(p, IMAGE_SIZE) for p in paths]).astype("float32")
     expected = model.predict(x, verbose=0)[:, 0]
     # The predictions differ between images, so comparing them is not vacuous.
     assert np.ptp(expected) > 1e-4
@@ -308,8 +308,8 @@ def test_init_model_fine_tunes_a_saved_model_at_a_larger_size(trained, tmp_path,
     import keras
     from facegender.model.network import build_model
     saved = keras.models.load_model(trained["model"], compile=False)
-    paths, _ = data.list_labeled_images(trained["data"])
-    x = np.stack([data.load_image(p, IMAGE_SIZE) for p in paths[:6]]).astype("float32")
+    paths, _ = listing.list_labeled_images(trained["data"])
+    x = np.stack([decoding.load_image(p, IMAGE_SIZE) for p in paths[:6]]).astype("float32")
     # At the size it was trained at, the copy is the saved model, head included.
     copy = build_model(IMAGE_SIZE, init_model=trained["model"])
     np.testing.assert_allclose(copy.predict(x, verbose=0), saved.predict(x, verbose=0), atol=1e-6)

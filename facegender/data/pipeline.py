@@ -1,5 +1,5 @@
 """The `tf.data` pipeline that feeds training: shuffled, oversampled, source-weighted batches
-of decoded images (data.ImageReader, run inside the pipeline) with augmentation (augment.py).
+of decoded images (decoding.ImageReader, run inside the pipeline) with augmentation (augment.py).
 
 Only training imports it: scoring decodes in inference.py's threads, without TensorFlow.
 """
@@ -10,12 +10,12 @@ import numpy as np
 import tensorflow as tf
 
 from facegender.data import augment as augment_lib  # `augment` is make_train_dataset's switch
-from facegender.data import images as data
+from facegender.data import decoding, splits
 
 
 def tf_decode(reader, path):
     """(image, readable flag) tensors of one file path tensor, decoded by `reader` (a
-    data.ImageReader) inside the pipeline."""
+    decoding.ImageReader) inside the pipeline."""
     image, ok = tf.numpy_function(reader, [path], [tf.uint8, tf.bool])
     image.set_shape((reader.image_size, reader.image_size, 3))
     ok.set_shape(())
@@ -24,7 +24,7 @@ def tf_decode(reader, path):
 
 def weighted_examples(paths, labels, oversample, seed, shuffle, class_weights):
     """A dataset of (path, label, class weight) over the oversampled images, shuffled."""
-    index = data.oversample_indices(labels, oversample, seed)
+    index = splits.oversample_indices(labels, oversample, seed)
     labels = np.asarray(labels)[index]
     weights = np.ones(len(labels), np.float32)
     if class_weights is not None:

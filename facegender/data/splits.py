@@ -3,7 +3,8 @@
 Reads the --data_path / --val_path folders (and their attributes.csv), holds out a validation
 split where there is no validation folder, groups the images by source and by --balance_by
 value (age band), and gives each group its share of the draws and each validation group its
-name, so that the worst group picks the epoch and the threshold. train_model.py asks it once
+name, so that the worst group picks the epoch and the threshold; within a group, the minority
+class is repeated up to the majority's count (oversample_indices). train_model.py asks it once
 and wires the answer into the pipeline (pipeline.make_train_dataset) and the callbacks.
 """
 
@@ -12,8 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from facegender.data import attributes
-from facegender.data import images as data
+from facegender.data import attributes, decoding, listing
 from facegender.core.common import CLASS_NAMES, DataError
 
 
@@ -52,7 +52,7 @@ def collect(folders, limit=None, seed=0, balance_by=()):
 
     paths, labels, sources, strata = [], [], [], []
     for k, folder in enumerate(folders):
-        p, y = data.list_labeled_images(folder)
+        p, y = listing.list_labeled_images(folder)
         s = image_strata(folder, p, balance_by)
         if limit and len(p) > limit:
             keys = [f"{label} {value}" for label, value in zip(y, s)]
@@ -101,12 +101,12 @@ def split_data(config):
         if not os.path.isdir(root):
             raise DataError(f"{root}: no such folder; pass --data_path a folder holding "
                             "female/ and male/ (or train/ and val/)")
-        train_roots.append(data.find_subdir(root, data.TRAIN_DIR_NAMES) or root)
-        val_roots.append(data.find_subdir(root, data.VAL_DIR_NAMES))
+        train_roots.append(listing.find_subdir(root, listing.TRAIN_DIR_NAMES) or root)
+        val_roots.append(listing.find_subdir(root, listing.VAL_DIR_NAMES))
     train = collect(train_roots, balance_by=config.balance_by)
     for k, name in enumerate(CLASS_NAMES):
         # Minutes into a run is too late to find that a class has no usable image.
-        if data.first_readable(np.asarray(train.paths)[train.labels == k]) is None:
+        if decoding.first_readable(np.asarray(train.paths)[train.labels == k]) is None:
             raise DataError(f"{' '.join(config.data_path)}: no readable {name} training image; "
                             "every file failed to decode")
     # Folder names, not paths: they go into the sidecar, which ships to other machines.
@@ -114,9 +114,9 @@ def split_data(config):
         folders = config.val_path or val_roots
         val, names = split_by_strata(
             collect(folders, config.val_limit, config.seed, config.balance_by),
-            data.source_names(folders))
+            listing.source_names(folders))
         how = "--val_path" if config.val_path else "validation folder(s)"
-        return Split(train, val, f"{how} {', '.join(data.source_names(folders))}", names)
+        return Split(train, val, f"{how} {', '.join(listing.source_names(folders))}", names)
     paths, labels, sources, strata = train
     if min(np.bincount(labels, minlength=2)) < 2:
         raise DataError(f"{train_roots[0]}: too few images to hold some out for validation; "
@@ -178,5 +178,28 @@ def epoch_steps(config, labels, shares, batch_size):
     """Batches per epoch when the training set repeats (None: one pass over it)."""
     if shares is None:
         return None
-    images = config.epoch_images or len(data.oversample_indices(labels, config.oversample))
+    images = config.epoch_images or len(oversample_indices(labels, config.oversample))
     return max(1, -(-images // batch_size))
+
+
+def oversample_indices(labels, ratio=1.0, seed=0):
+    """Indices into `labels` with the minority class repeated up to `ratio` x the majority count.
+
+    `ratio=1.0` balances the classes; `ratio=0` (or anything that would shrink the minority)
+    returns every index once. Whole copies come first and the remainder is drawn without
+    replacement, so every minority image appears a near-equal number of times.
+    """
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=2)
+    minority = int(np.argmin(counts))
+    target = int(round(ratio * counts.max()))
+    indices = np.arange(len(labels))
+    extra = target - counts[minority]
+    if ratio <= 0 or extra <= 0 or counts[minority] == 0:
+        return indices
+    rng = np.random.default_rng(seed)
+    minority_idx = indices[labels == minority]
+    copies, rest = divmod(extra, len(minority_idx))
+    added = np.concatenate([np.tile(minority_idx, copies),
+                            rng.choice(minority_idx, size=rest, replace=False)])
+    return np.concatenate([indices, added])

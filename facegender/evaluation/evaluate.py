@@ -20,7 +20,7 @@ import numpy as np
 
 from facegender.core.common import CLASS_NAMES, DataError
 from facegender.core.outputs import atomic_path, make_writable_dir, write_csv, write_json
-from facegender.data import images as data
+from facegender.data import decoding, listing
 from facegender.drawing import plots
 from facegender.evaluation import curves, factors, gradcam, metrics
 from facegender.model import sidecar
@@ -113,7 +113,7 @@ class Scored:
     no_face: list  # images in which no face was found, scored as given
     backend: str
     geometry: object  # the sidecar's faces.Geometry, or None: images as given
-    reader: data.ImageReader
+    reader: decoding.ImageReader
     threshold: float  # the model's
     threshold_source: str
 
@@ -149,7 +149,7 @@ def evaluate(config):
     """Evaluate the model of an EvalConfig on its data folders: write every output into
     config.output_dir and return an `Evaluation`; print nothing (summary.summary is its text).
     What it is doing is logged (INFO), as are the notes and warnings."""
-    sources = data.find_sources(config.data_path)
+    sources = listing.find_sources(config.data_path)
     source_attributes = factors.read_source_attributes(sources)
     # Fail on an unwritable output folder now, not after minutes of predicting.
     make_writable_dir(config.output_dir)
@@ -183,8 +183,8 @@ def list_sources(config, sources):
     so a second run never reads the first run's misclassified copies back as data."""
     paths, labels, source_of, class_roots, listed = [], [], [], [], {}
     for name, folder in sources:
-        class_dirs = data.find_class_dirs(folder, required=())
-        p, y = data.list_labeled_images(folder, required=(), exclude=[config.output_dir])
+        class_dirs = listing.find_class_dirs(folder, required=())
+        p, y = listing.list_labeled_images(folder, required=(), exclude=[config.output_dir])
         listed[name] = p
         paths += p
         labels.append(y)
@@ -204,8 +204,8 @@ def score_sources(config, sources):
                                                model_threshold, config.tta, not config.unsafe)
     # The model is fed the faces it was trained on: its sidecar's geometry, or as given.
     geometry = sidecar.face_geometry(config.model_path)
-    found = data.main_faces(paths, geometry, config.cache_dir, config.verbose, config.backend)
-    reader = data.ImageReader(image_size, geometry, found)
+    found = decoding.main_faces(paths, geometry, config.cache_dir, config.verbose, config.backend)
+    reader = decoding.ImageReader(image_size, geometry, found)
     log.info(f"evaluating {len(paths)} images ({np.sum(labels == 0)} female, "
              f"{np.sum(labels == 1)} male) at {image_size}x{image_size} on {runner.name}"
              + (f", from {len(sources)} sources" if len(sources) > 1 else "")
@@ -216,7 +216,7 @@ def score_sources(config, sources):
     # Its compiled models are done with: let them go before the Grad-CAM model is compiled,
     # so the mistakes' sheet costs what it shows, not a second copy of the network.
     del runner
-    no_face = data.faceless(paths, found, unreadable)
+    no_face = decoding.faceless(paths, found, unreadable)
     keep = ~np.isnan(scores)  # an unreadable file has no score
     if not np.any(keep):
         raise DataError(f"{' '.join(config.data_path)}: none of the images could be read")

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from facegender.core.common import CLASS_NAMES, ModelError
-from facegender.data import images as data
+from facegender.data import decoding
 from facegender.drawing import plots
 
 SHEET_MAX_IMAGES = 48  # mistakes shown on the contact sheet, 6 rows of plots.SHEET_COLUMNS
@@ -195,7 +195,7 @@ def misclassified_sheet(explain, paths, y_true, scores, threshold, path,
                         limit=SHEET_MAX_IMAGES, batch_size=8, reader=None):
     """Draw the most confident mistakes among `paths`, at most `limit`, with Grad-CAM heat maps
     (`explain`: a KerasGradCam or OpenVINOGradCam, see grad_cam_for), into `path`, as the model
-    saw them (`reader`: the data.ImageReader they were scored with).
+    saw them (`reader`: the decoding.ImageReader they were scored with).
 
     Only the shown mistakes are decoded and explained, so its memory does not grow with the
     number of mistakes; they go through the explaining model `batch_size` at a time, few,
@@ -209,7 +209,7 @@ def misclassified_sheet(explain, paths, y_true, scores, threshold, path,
               "note": ""}
     if len(chosen) == 0:
         return result
-    reader = reader or data.ImageReader(explain.image_size)
+    reader = reader or decoding.ImageReader(explain.image_size)
     images = np.stack([reader(paths[i])[0] for i in chosen])
     try:
         predicted = (np.asarray(scores)[chosen] >= threshold).astype(int)

@@ -69,13 +69,13 @@ def sidecar_rates(model_path, threshold, tta):
 def sample_rates(folder, runner, image_size, geometry, threshold, config):
     """Rates measured on `folder` (female/ and male/ images, one face each, a random sample of
     the collection labelled by a person): scored as predict.py scores face images."""
-    from facegender.data import images as data
+    from facegender.data import decoding, listing
     from facegender.runtime import inference
-    paths, labels = data.list_labeled_images(folder, required=())
+    paths, labels = listing.list_labeled_images(folder, required=())
     if config.verbose:  # so the progress below is not taken for the collection's
         log.info(f"scoring the audit sample: {len(paths)} labelled images in {folder}")
-    found = data.main_faces(paths, geometry, config.cache_dir, config.verbose, config.backend)
-    reader = data.ImageReader(image_size, geometry, found)
+    found = decoding.main_faces(paths, geometry, config.cache_dir, config.verbose, config.backend)
+    reader = decoding.ImageReader(image_size, geometry, found)
     scores, _ = inference.score_paths(runner, paths, image_size, config.batch_size,
                                       config.verbose, reader=reader)
     keep = ~np.isnan(scores)

@@ -12,14 +12,14 @@ def faces_to_show(config, rates, threshold, image_size, geometry, detector):
     the mistakes on --audit_sample, most confident first, then the collection's faces nearest
     the threshold. Each face is cut again as it was for scoring (the photo decoded, its faces
     found again, face k taken; a video's frame read again at its time)."""
-    from facegender.data import images as data
+    from facegender.data import decoding
     from facegender.drawing import report
     tiles, shown = [], set()
     if rates is not None and rates.sample:
         paths, true, scores = zip(*rates.sample)
         y = [CLASS_NAMES.index(t) for t in true]
         wrong, _ = report.gallery_indices(y, scores, threshold, unsure=0)
-        reader = data.ImageReader(image_size, geometry, data.main_faces(
+        reader = decoding.ImageReader(image_size, geometry, decoding.main_faces(
             [paths[i] for i in wrong], geometry, config.cache_dir, 0, config.backend))
         tiles += [(report.tile_image(reader(paths[i])[0]),
                    report.caption(paths[i], scores[i], threshold, true[i]), "wrong")
@@ -35,8 +35,8 @@ def faces_to_show(config, rates, threshold, image_size, geometry, detector):
             shown.add(key)
             chosen.append(r)
     loose = [r["path"] for r in chosen if "face" not in r]
-    reader = data.ImageReader(image_size, geometry,
-                              data.main_faces(loose, geometry, config.cache_dir, 0, config.backend))
+    reader = decoding.ImageReader(image_size, geometry,
+                              decoding.main_faces(loose, geometry, config.cache_dir, 0, config.backend))
     for r in chosen:
         image = face_as_scored(r, config, image_size, geometry, detector, reader)
         if image is not None:

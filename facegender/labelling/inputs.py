@@ -6,7 +6,7 @@ import os
 from PIL import Image
 
 from facegender.core.common import DataError
-from facegender.data import images as data
+from facegender.data import decoding, listing
 from facegender.faces import finder as faces_lib
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
@@ -36,7 +36,7 @@ def collect_inputs(paths):
     images, videos = [], []
     for path in paths:
         if os.path.isdir(path):
-            images += data.list_image_files(path)
+            images += listing.list_image_files(path)
             videos += list_video_files(path)
         elif os.path.isfile(path):
             (videos if is_video(path) else images).append(path)
@@ -45,7 +45,7 @@ def collect_inputs(paths):
                             "folders")
     images, videos = list(dict.fromkeys(images)), list(dict.fromkeys(videos))
     if not images and not videos:
-        raise DataError(f"{', '.join(paths)}: no images found ({', '.join(data.IMAGE_EXTENSIONS)}"
+        raise DataError(f"{', '.join(paths)}: no images found ({', '.join(listing.IMAGE_EXTENSIONS)}"
                         f") and no videos ({', '.join(VIDEO_EXTENSIONS)}); check the path")
     return images, videos
 
@@ -57,6 +57,6 @@ def load_photo(path, max_side=MAX_PHOTO_SIDE):
     Returns (PIL image, scale): multiply a box in the returned image by scale to get it in
     pixels of the original (upright) photo.
     """
-    img, original = data.open_rgb(path, max_side)
+    img, original = decoding.open_rgb(path, max_side)
     img.thumbnail((max_side, max_side), Image.BILINEAR)
     return img, original / max(img.size)

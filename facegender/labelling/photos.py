@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from facegender.core.common import ModelError
-from facegender.data import images as data
+from facegender.data import decoding
 from facegender.labelling.csv_rows import score_cells
 from facegender.labelling.inputs import load_photo
 from facegender.labelling.photo_faces import face_crops, load_face_detector
@@ -49,13 +49,13 @@ def predict_crops(runner, image_size, files, config, threshold, geometry=None):
     """Rows for images of one face each, cut to the model's `geometry` (None: as given): one
     per readable file; the skipped files; the ones in which no face was found (scored whole,
     their rows' face_found false)."""
-    found = data.main_faces(files, geometry, config.cache_dir, config.verbose, config.backend)
-    reader = data.ImageReader(image_size, geometry, found)
+    found = decoding.main_faces(files, geometry, config.cache_dir, config.verbose, config.backend)
+    reader = decoding.ImageReader(image_size, geometry, found)
     scores, unreadable = inference.score_paths(runner, files, image_size, config.batch_size,
                                                config.verbose, reader=reader)
     rows = [(path, *score_cells(p, threshold, config, not found or found.get(path) is not None))
             for path, p in zip(files, scores) if not np.isnan(p)]
-    return rows, unreadable, data.faceless(files, found, unreadable)
+    return rows, unreadable, decoding.faceless(files, found, unreadable)
 
 
 def predict_faces(runner, image_size, files, config, threshold, detector=None, geometry=None):
@@ -67,7 +67,7 @@ def predict_faces(runner, image_size, files, config, threshold, detector=None, g
     the first photo, and an error inside it stops the run with its cause.
     """
     detector = detector or load_face_detector(config.cache_dir, config.backend)
-    reader = data.ImageReader(image_size)  # records and reports the photos that do not decode
+    reader = decoding.ImageReader(image_size)  # records and reports the photos that do not decode
     rows, no_face, pending = [], [], []
 
     def flush():
@@ -95,7 +95,7 @@ def predict_faces(runner, image_size, files, config, threshold, detector=None, g
             # Scored whole, as an image given as one face is, and kept as a row that is not
             # counted: a user sees what it was called, and that it was left out.
             try:
-                whole = data.load_image(path, image_size)
+                whole = decoding.load_image(path, image_size)
             except Exception as err:  # it decoded a moment ago: changed since
                 reader.skip(path, err)
                 continue

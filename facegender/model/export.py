@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from facegender.core.common import DataError, UsageError, default_cache_dir
 from facegender.core.outputs import atomic_path, make_writable_dir, write_json
-from facegender.data import images as data
+from facegender.data import decoding, listing
 from facegender.model import network as model_lib
 from facegender.model.sidecar import face_geometry, load_sidecar
 
@@ -31,7 +31,7 @@ def calibration_sample(paths, count=200, seed=0):
 
 
 def calibration_images_of(paths, reader, count=200):
-    """The first `count` of `paths` that `reader` (a data.ImageReader: the model's input, its
+    """The first `count` of `paths` that `reader` (a decoding.ImageReader: the model's input, its
     face crop where it has one) decodes, as uint8 arrays: decoded once, before conversion, so
     that an int8 model is never written without them."""
     images = []
@@ -120,15 +120,15 @@ def export(model_path, output_dir=None, kinds=("float16", "int8"), calibration_p
         if calibration_path is None:
             raise UsageError("int8 needs images to measure activation ranges on; pass "
                              "--calibration_path DIR (a folder of face images)")
-        data.check_folder(calibration_path)
-        calibration = calibration_sample(data.list_image_files(calibration_path),
+        listing.check_folder(calibration_path)
+        calibration = calibration_sample(listing.list_image_files(calibration_path),
                                          calibration_images)
         if not calibration:
             raise DataError(f"{calibration_path}: holds no images to calibrate int8 on")
         geometry = face_geometry(model_path)
         # Calibrate on the crops the model is fed, not the images as given.
-        reader = data.ImageReader(model_lib.input_size(model), geometry, None if geometry is None
-                                  else data.main_faces(calibration, geometry,
+        reader = decoding.ImageReader(model_lib.input_size(model), geometry, None if geometry is None
+                                  else decoding.main_faces(calibration, geometry,
                                                        default_cache_dir(), verbose=0))
         calibration = calibration_images_of(calibration, reader, calibration_images)
         if not calibration:

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from facegender.data import images as data
+from facegender.data import decoding
 from facegender.core.common import MissingDependency, ModelError, UsageError
 from facegender.core import workers
 from facegender.runtime import conversion
@@ -359,7 +359,7 @@ def prepare_model(model_path, backend="auto", precision="auto", cache_dir=None, 
 def decoded_batches(paths, reader, batch_size, threads=None):
     """Yield (start, uint8 images, readable flags) for consecutive batches of `paths`.
 
-    `reader` is a data.ImageReader, the one decoder of files into the model's input; a pool of
+    `reader` is a decoding.ImageReader, the one decoder of files into the model's input; a pool of
     threads runs it (Pillow releases the GIL while it decodes and resizes) at most
     PREFETCH_BATCHES batches ahead, so memory stays bounded on any number of files. An
     unreadable file gives a black image, flagged unreadable, and its reason in `reader.skipped`.
@@ -388,12 +388,12 @@ def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None,
     """Yield (start, output, readable flags) for consecutive batches of `paths`, in order.
 
     `prepare` maps a float32 batch to what the model is given (e.g. the batch and its mirror).
-    `reader` decodes the files (a data.ImageReader of `image_size`, cutting faces to the
+    `reader` decodes the files (a decoding.ImageReader of `image_size`, cutting faces to the
     model's geometry; default: the images as given).
     Readable flags come with each batch; when the generator is exhausted, its return value
     (StopIteration.value) is the {path: reason} of every unreadable file.
     """
-    reader = reader or data.ImageReader(image_size)
+    reader = reader or decoding.ImageReader(image_size)
     flags = {}
 
     def feed():

@@ -20,8 +20,7 @@ import tensorflow as tf
 
 from facegender.core.common import CLASS_NAMES
 from facegender.core.outputs import atomic_path, write_text
-from facegender.data import images as data
-from facegender.data import pipeline, splits
+from facegender.data import decoding, listing, pipeline, splits
 from facegender.drawing import plots
 from facegender.evaluation import metrics
 from facegender.model import network as model_lib
@@ -61,7 +60,7 @@ def portable_config(config):
     flags = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
     for flag in ("data_path", "val_path"):
         if flags[flag]:
-            flags[flag] = data.source_names(flags[flag])
+            flags[flag] = listing.source_names(flags[flag])
     for flag in ("output", "init_model", "weights", "checkpoint_dir"):
         if flags[flag] and flags[flag] not in ("imagenet", "none"):
             flags[flag] = os.path.basename(os.path.normpath(flags[flag]))
@@ -127,11 +126,11 @@ def run_training(config, checkpoint_dir):
     split = splits.split_data(config)
     describe(split, config, replicas, batch_size)
     # Faces are found once, before any training: every stage then reads cached landmarks.
-    found = data.main_faces(split.train.paths + split.val.paths, config.geometry,
+    found = decoding.main_faces(split.train.paths + split.val.paths, config.geometry,
                             config.cache_dir, config.verbose)
     # One reader for every stage, so an unreadable image is warned about (and listed) once.
     # The model's input size is the run's: a resumed checkpoint of another size is refused.
-    reader = data.ImageReader(config.image_size, config.geometry, found)
+    reader = decoding.ImageReader(config.image_size, config.geometry, found)
     with strategy.scope():
         model, state = build_or_resume(config, split, checkpoint_dir, reader)
     scores = functools.partial(validation_scores, val=split.val, batch_size=batch_size,
@@ -164,7 +163,7 @@ def describe(split, config, replicas, batch_size):
              f"{np.sum(val_labels == 0)} female, {np.sum(val_labels == 1)} male ({split.how})")
     if config.balance_by and any(split.train.strata):
         groups, shares = splits.draw_groups(config, split.train)
-        names = data.source_names(config.data_path)
+        names = listing.source_names(config.data_path)
         log.info(f"drawn by {' '.join(config.balance_by)}: " + ", ".join(
             f"{splits.group_name(names, key)} {np.sum(groups == g)} images ({shares[g]:.1%})"
             for g, key in enumerate(splits.strata_groups(split.train)[1])))
@@ -301,7 +300,7 @@ def finish(model, checkpoint, validation, split, reader, config, start):
         "epoch_seconds_all_runs": round(sum(history.get("epoch_seconds", [])), 1),
         "unreadable_images": sorted(reader.skipped),
         # Training and validation images in which no face was found: used as given.
-        "images_without_a_face": len(data.faceless(split.train.paths + split.val.paths,
+        "images_without_a_face": len(decoding.faceless(split.train.paths + split.val.paths,
                                                    reader.faces, reader.skipped)),
         "config": portable_config(config),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},

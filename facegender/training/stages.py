@@ -20,7 +20,7 @@ import numpy as np
 
 import keras
 
-from facegender.data import images as data
+from facegender.data import decoding, splits
 from facegender.training import features
 from facegender.model import network as model_lib
 from facegender.training.callbacks import HistoryRecorder, ValidationMetrics
@@ -66,7 +66,7 @@ class CachedBatches(keras.utils.PyDataset):
 def training_batches(plain, mirrored, readable, labels, config):
     """`CachedBatches` over the oversampled training images, weighted by the class weights."""
     labels = np.asarray(labels)
-    index = data.oversample_indices(labels, config.oversample, config.seed)
+    index = splits.oversample_indices(labels, config.oversample, config.seed)
     weights = np.asarray(config.class_weights)[labels] * np.asarray(readable)
     return CachedBatches(plain, mirrored, index, labels, weights, config.batch_size, config.seed)
 
@@ -101,7 +101,7 @@ def cached_validation(extract, val, config):
 
 def warm_up_head(model, train, val, config, reader=None):
     """Train the head of `model` alone on cached pooled features, mirrored views included;
-    `reader` decodes the images (data.ImageReader: cut to the run's face geometry)."""
+    `reader` decodes the images (decoding.ImageReader: cut to the run's face geometry)."""
     log.info("head warm-up: backbone features (cached in " + config.cache_dir + ")")
     extract = functools.partial(features.pooled_features, model, cache_dir=config.cache_dir,
                                 batch_size=config.batch_size, verbose=config.verbose, reader=reader)
