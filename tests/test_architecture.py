@@ -61,6 +61,21 @@ def test_no_function_of_the_package_takes_args_or_runs_over_80_lines():
     assert too_long == [] and takes_args == []
 
 
+def test_only_the_front_doors_print():
+    # Library code returns its results and logs what it is doing (core.messages); the command
+    # lines in cli/ print. The progress bar writes to the terminal by design (--verbose).
+    printing = []
+    for path in PACKAGE_FILES:
+        where = os.path.relpath(path, ROOT)
+        if where.startswith(os.path.join("facegender", "cli", "")) or where == os.path.join(
+                "facegender", "core", "progress.py"):
+            continue
+        printing += [f"{where}:{node.lineno}" for node in ast.walk(parsed(path))
+                     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                     and node.func.id == "print"]
+    assert printing == []
+
+
 def test_the_package_imports_no_root_module_and_nothing_edits_sys_path():
     flat = []
     for path in PACKAGE_FILES:
