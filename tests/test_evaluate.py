@@ -13,7 +13,6 @@ from facegender.cli import evaluate as test_script
 from facegender.core import messages
 from facegender.evaluation import evaluate, metrics, summary
 from facegender.evaluation.config import EvalConfig
-from facegender.model.sidecar import sidecar_path
 from conftest import make_image_folder, tree_hashes
 
 

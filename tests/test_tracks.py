@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from facegender.cli import predict
+from facegender.labelling import label
 from facegender.labelling import tracks, video
 from test_video import BlobDetector
 
@@ -209,7 +210,7 @@ def test_every_appearance_is_one_track(trained, scene, tmp_path):
     """No track split inside a shot (C through a missed detection, A and B moving), none
     merged across the cut (B on both sides of it at one place) or a gap (A where B was)."""
     out = tmp_path / "pred.csv"
-    predict.run(args_for([scene], trained, out), detector=BlobDetector())
+    label.label(args_for([scene], trained, out), detector=BlobDetector())
     rows = read_csv(out)
     assert list(rows[0])[-1] == "track"
     track_of = {}
@@ -225,7 +226,7 @@ def test_every_appearance_is_one_track(trained, scene, tmp_path):
 
 def test_track_labels_are_at_least_as_right_as_frame_labels(trained, scene, tmp_path):
     out = tmp_path / "pred.csv"
-    summary = predict.run(args_for([scene], trained, out), detector=BlobDetector())
+    summary = label.label(args_for([scene], trained, out), detector=BlobDetector())
     rows = read_csv(out)
     truth = {a[0]: a[2] for a in APPEARANCES}
     frame_right = np.mean([r["label"] == truth[appearance_of(r)] for r in rows])
@@ -260,13 +261,13 @@ def test_a_resumed_video_has_the_same_tracks_across_a_cut(trained, scene, tmp_pa
     """Stopped with the cut (6.0 s, the 13th sampled frame) the first frame after the stop:
     the record keeps the last frame's picture, so the cut is still found."""
     whole = tmp_path / "whole.csv"
-    predict.run(args_for([scene], trained, whole), detector=BlobDetector())
+    label.label(args_for([scene], trained, whole), detector=BlobDetector())
     monkeypatch.setattr(video, "CHECKPOINT_FRAMES", 3)
     out = tmp_path / "pred.csv"
     with pytest.raises(KeyboardInterrupt):
-        predict.run(args_for([scene], trained, out), detector=BlobDetector(fail_after=12))
+        label.label(args_for([scene], trained, out), detector=BlobDetector(fail_after=12))
     again = BlobDetector()
-    predict.run(args_for([scene], trained, out), detector=again)
+    label.label(args_for([scene], trained, out), detector=again)
     assert again.calls == 24 - 12
     assert [(r["time"], r["face"], r["track"]) for r in read_csv(out)] == [
         (r["time"], r["face"], r["track"]) for r in read_csv(whole)]
@@ -274,7 +275,7 @@ def test_a_resumed_video_has_the_same_tracks_across_a_cut(trained, scene, tmp_pa
 
 def test_the_report_has_a_timeline_and_annotate_a_sheet_of_tracks(trained, scene, tmp_path):
     out, page, drawn = tmp_path / "pred.csv", tmp_path / "audit.html", tmp_path / "drawn"
-    predict.run(args_for([scene], trained, out, "--report", str(page), "--annotate",
+    label.label(args_for([scene], trained, out, "--report", str(page), "--annotate",
                          str(drawn)), detector=BlobDetector())
     html = page.read_text()
     assert "scene.avi: 5 tracks" in html

@@ -8,15 +8,25 @@ import os
 import numpy as np
 import pytest
 
+from facegender.core.messages import show_messages
 from facegender.faces import finder as faces
 from facegender.cli import predict
-from facegender.labelling import inputs, video
+from facegender.labelling import inputs, label, video
 
 FPS, SECONDS, SIZE = 10, 4, (160, 120)
 # Stand-ins for faces: a reddish square (the tiny model's "female" colour, tests/conftest.py)
 # on the left for the first 2 s, a bluish one on the right from 1 s to the end.
 RED = dict(rgb=(200, 90, 60), box=(10, 30, 40, 40), frames=range(0, 20))
 BLUE = dict(rgb=(60, 90, 200), box=(100, 40, 44, 44), frames=range(10, 40))
+
+
+def label_as_the_script(config, detector):
+    """label.label with a stand-in face finder, its messages and results on the terminal as
+    predict.py shows them (conftest puts the package's logger back after the test)."""
+    show_messages()
+    result = label.label(config, detector=detector)
+    predict.print_result(result)
+    return result
 
 
 def write_video(path, fps=FPS, frames=FPS * SECONDS, stand_ins=(RED, BLUE), codec="MJPG"):
@@ -80,7 +90,7 @@ def args_for(paths, trained, output, *extra):
 def test_a_video_gives_a_row_per_face_with_its_time_and_screen_time(trained, tmp_path, capsys):
     clip = write_video(tmp_path / "clip.avi")
     out = tmp_path / "pred.csv"
-    summary = predict.run(args_for([clip], trained, out), detector=BlobDetector())
+    summary = label_as_the_script(args_for([clip], trained, out), BlobDetector())
     # A video is spoken of as a video, in seconds and minutes, never as photos.
     printed = capsys.readouterr().out
     assert "photo" not in printed.lower()
@@ -109,14 +119,14 @@ def test_a_video_gives_a_row_per_face_with_its_time_and_screen_time(trained, tmp
 
 def test_a_stopped_video_continues_where_it_was(trained, tmp_path, monkeypatch):
     clip = write_video(tmp_path / "clip.avi")
-    predict.run(args_for([clip], trained, tmp_path / "whole.csv"), detector=BlobDetector())
+    label.label(args_for([clip], trained, tmp_path / "whole.csv"), detector=BlobDetector())
     monkeypatch.setattr(video, "CHECKPOINT_FRAMES", 2)
     out = tmp_path / "pred.csv"
     with pytest.raises(KeyboardInterrupt):  # stopped while searching the 6th sampled frame
-        predict.run(args_for([clip], trained, out), detector=BlobDetector(fail_after=5))
+        label.label(args_for([clip], trained, out), detector=BlobDetector(fail_after=5))
     assert not out.exists() and os.listdir(video.progress_folder(str(out)))
     again = BlobDetector()
-    predict.run(args_for([clip], trained, out), detector=again)
+    label.label(args_for([clip], trained, out), detector=again)
     assert again.calls == 8 - 4  # frames 0-3 were recorded at the second checkpoint
     resumed, whole = read_csv(out), read_csv(tmp_path / "whole.csv")
     # The same rows; a score may move in its last digit with the batch it was scored in.
@@ -185,7 +195,7 @@ def test_a_truncated_video_beside_whole_ones_is_named_and_skipped_and_the_rest_g
     (folder / "b_cut.mp4").write_bytes(blob[:len(blob) // 2])  # a copy stopped half-way
     later = write_video(folder / "c_later.avi")
     out = tmp_path / "pred.csv"
-    summary = predict.run(args_for([folder], trained, out), detector=BlobDetector())
+    summary = label_as_the_script(args_for([folder], trained, out), BlobDetector())
     rows = read_csv(out)
     assert {r["path"] for r in rows} == {whole, later}
     assert len([r for r in rows if r["path"] == later]) == len(expected_times())
@@ -207,7 +217,7 @@ def test_videos_among_photos_are_searched_for_faces_without_extra_flags(trained,
     assert inputs.collect_inputs([str(folder)]) == (
         [str(folder / "logo.png"), str(folder / "still.jpg")], [clip])
     out = tmp_path / "p.csv"
-    summary = predict.run(args_for([folder], trained, out), detector=BlobDetector())
+    summary = label_as_the_script(args_for([folder], trained, out), BlobDetector())
     rows = read_csv(out)
     assert "face_found" in rows[0] and "time" in rows[0]
     still = [r for r in rows if r["path"] == str(folder / "still.jpg")]

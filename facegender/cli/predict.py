@@ -20,15 +20,11 @@ import sys
 
 from facegender.cli import options as cli
 from facegender.core import quiet
-from facegender.core.common import DataError, MissingDependency
 from facegender.core.outputs import make_writable_dir
 from facegender.drawing.annotate import LOW_CONFIDENCE_BAND
-from facegender.labelling import audit, gallery, video
-from facegender.labelling import csv_rows, inputs, photo_faces, photos, results
+from facegender.labelling import audit, label, results, video
 from facegender.labelling.config import LabelConfig
 from facegender.runtime.options import defaults_of
-from facegender.model import sidecar
-from facegender.runtime import inference
 
 GROUPS = ("inputs and outputs", "faces and video", "audit", "model", "engine")
 DEFAULTS = defaults_of(LabelConfig)  # each flag's default, stated once: in LabelConfig
@@ -128,150 +124,27 @@ def check_annotate_folder(p, config):
         p.error(f"--annotate {config.annotate}: cannot be written ({err.strerror})")
 
 
-def check_videos(config, files, videos):
-    """Videos are searched for faces frame by frame, one row per face: they imply
-    --detect_faces, and photos beside them are cut into every face found too, for one CSV's
-    columns (said in a note). Returns the config to run with (`videos` and `detect_faces` set
-    when there are videos)."""
-    if not videos:
-        return config
-    if files and not config.detect_faces:
-        print(f"note: {len(videos)} video(s) among the photos: every photo is searched for "
-              "faces too, one row per face (as --detect_faces)")
-    return dataclasses.replace(config, detect_faces=True, videos=True)
-
-
-def predict_videos(runner, size, videos, config, threshold, detector, geometry, skipped):
-    """Rows of every face in `videos` and the videos in which none was found. A video that
-    cannot be read (damaged, truncated, not a video) is named, added to `skipped` and passed
-    over, as an unreadable photo is, and the others go on."""
-    rows, no_face = [], []
-    for path in videos:
-        try:
-            found = video.predict_video(runner, size, path, config, threshold, detector, geometry)
-        except DataError as err:
-            why = str(err).removeprefix(f"{path}: ")  # named once, where it is listed
-            skipped[path] = why
-            print(f"warning: skipping unreadable video {path} ({why})", file=sys.stderr)
-            continue
-        rows += found
-        no_face += [] if found else [path]
-    return rows, no_face
-
-
-def run(config, detector=None):
-    """Predict for every image and video under `config.paths`, printing what was found and
-    written; returns the results.LabelResult, its audit and report included."""
-    files, videos = inputs.collect_inputs(config.paths)
-    config = check_videos(config, files, videos)
-    inference.check_backend(config.backend, config.precision)
-    threshold, source = sidecar.decision_threshold(config.model_path, config.threshold)
-    geometry = sidecar.face_geometry(config.model_path)
-    config = dataclasses.replace(config, searched=photos.searches_faces(config, geometry))
-    runner, size = inference.load_runner(config.model_path, config.backend, config.precision,
-                                         config.cache_dir, threshold, config.tta, not config.unsafe)
-    if config.detect_faces:  # a broken detector stops the run here, before any work
-        detector = detector or photo_faces.load_face_detector(config.cache_dir, config.backend)
-    # Which error rates correct the count: chosen (and an unusable sample refused) first.
-    rates, note = audit.choose_rates(config, threshold, lambda folder: audit.sample_rates(
-        folder, runner, size, geometry, threshold, config))
-    what = photos.what_is_predicted(config, files, videos, geometry)
-    print(f"predicting {what} at {size}x{size} on {runner.name}, threshold {threshold:.2f} "
-          f"({source}); face crop: {geometry or 'as given'}")
-
-    rows, skipped, no_face = [], {}, []
-    if files and config.detect_faces:
-        rows, skipped, no_face = photos.predict_faces(runner, size, files, config, threshold,
-                                                      detector, geometry)
-    elif files:
-        rows, skipped, no_face = photos.predict_crops(runner, size, files, config, threshold,
-                                                      geometry)
-    if videos:
-        rows = [(row[0], "", *row[1:], "") for row in rows]  # a photo: no time, no track
-        found, faceless = predict_videos(runner, size, videos, config, threshold, detector,
-                                         geometry, skipped)
-        rows += found
-        no_face += faceless
-    result = results.write_results(config, files, videos, rows, skipped, no_face, threshold,
-                                   source)
-    if videos:  # one row per track beside the CSV, and --annotate's frames
-        result = dataclasses.replace(result, tracks=video.finish_tracks(
-            config, csv_rows.csv_header(config), rows, videos, skipped, threshold))
-    video.remove_progress(config.output)
-    print_result(result)
-    return audit_and_report(config, result, rates, note, threshold, size, geometry, detector)
-
-
 def print_result(result):
-    """What the run found and wrote (the counts, the files without a face or unreadable, the
-    CSV, the annotated copies), then the videos' tracks."""
+    """What the run found and wrote, in the order a run makes it: the counts, the files
+    without a face or unreadable, the CSV, the annotated copies; the videos' tracks; Ray's rows
+    per node; the audit; the --report page."""
     print(results.result_text(result))
     if result.tracks is not None:
         print(video.tracks_text(result.tracks))
-
-
-def audit_and_report(config, result, rates, note, threshold, *loaded):
-    """The audit of the CSV written (audit.summarize) and --report's page, each printed as it
-    is written; returns `result` with both. `loaded`: write_report's model and finder."""
-    summary = audit.summarize(config, rates, note, every=config.every if result.videos else None,
-                              threshold=threshold)
-    print(audit.audit_text(summary))
-    result = dataclasses.replace(result, audit=summary)
-    if config.report:
-        result = dataclasses.replace(result, report=write_report(config, summary, rates,
-                                                                 threshold, *loaded))
-        print(f"wrote {result.report}")
-    return result
-
-
-def write_report(config, summary, rates, threshold, size=None, geometry=None, detector=None):
-    """--report: the audit's page (of audit.summarize's `summary`), with the faces nearest the
-    threshold (and the sample's mistakes) cut again as they were scored; what is not given is
-    loaded here (Ray's driver). Returns the page's path."""
-    from facegender.drawing import report
-    if size is None:
-        size = inference.load_runner(config.model_path, config.backend, config.precision,
-                                     config.cache_dir, threshold, config.tta, not config.unsafe)[1]
-        geometry = sidecar.face_geometry(config.model_path)
-        detector = (photo_faces.load_face_detector(config.cache_dir, config.backend)
-                    if config.detect_faces else None)
-    tiles = gallery.faces_to_show(config, rates, threshold, size, geometry, detector)
-    strips = (video.timelines(audit.read_rows(config.output), config.every)
-              if "video" in summary else None)
-    counted = audit.denominator_rows(summary["video"]) if "video" in summary else ()
-    return report.write(config.report, report.audit_page(summary, tiles, strips, counted))
-
-
-def run_on_ray(config):
-    """--engine ray: ray_engine.run, whose driver and actors find the cache root in
-    $FACEGENDER_CACHE (it is passed on to every node)."""
-    try:
-        import ray  # noqa: F401
+    if result.per_node is not None:
         from facegender.labelling import ray_engine
-    except ImportError as err:
-        raise MissingDependency(f"--engine ray needs Ray ({err}); pip install ray"
-                                ) from None
-    os.environ["FACEGENDER_CACHE"] = config.cache_dir
-    files, videos = inputs.collect_inputs(config.paths)
-    config = check_videos(config, files, videos)
-    threshold, _ = sidecar.decision_threshold(config.model_path, config.threshold)
-    rates, note = audit.choose_rates(config, threshold, lambda folder: sample_on_driver(
-        folder, config, threshold))
-    result = ray_engine.run(config)
-    if isinstance(result, ray_engine.Stopped):
-        return result
-    print_result(result)
-    print(ray_engine.nodes_text(result))
-    # --report: the gallery's few faces are cut again here, on the driver
-    return audit_and_report(config, result, rates, note, threshold)
+        print(ray_engine.nodes_text(result))
+    print(audit.audit_text(result.audit))
+    if result.report:
+        print(f"wrote {result.report}")
 
 
-def sample_on_driver(folder, config, threshold):
-    """--audit_sample with --engine ray: the sample is small, so it is scored here."""
-    runner, size = inference.load_runner(config.model_path, config.backend, config.precision,
-                                         config.cache_dir, threshold, config.tta, not config.unsafe)
-    return audit.sample_rates(folder, runner, size, sidecar.face_geometry(config.model_path),
-                              threshold, config)
+def label_and_print(config):
+    """Label (on this machine, or on Ray), then print what was found and written."""
+    result = (label.label_on_ray if config.engine == "ray" else label.label)(config)
+    if isinstance(result, results.LabelResult):  # not a Ray run stopped early
+        print_result(result)
+    return result
 
 
 def main(argv=None):
@@ -283,7 +156,7 @@ def main(argv=None):
     quiet.hide_tensorflow_start_up()  # TensorFlow is imported only where needed, and quietly
     if config.verbose == 2:
         quiet.show_tensorflow_start_up()
-    return cli.exit_code(run_on_ray if config.engine == "ray" else run, config)
+    return cli.exit_code(label_and_print, config)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from facegender.data import augment as augment_lib  # `augment` is make_train_dataset's switch
-from facegender.data import decoding, splits
+from facegender.data import splits
 
 
 def tf_decode(reader, path):

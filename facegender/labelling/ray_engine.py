@@ -279,7 +279,7 @@ class Stopped:
 
 
 def run(config, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
-    """predict.run's work as a Ray job: returns its results.LabelResult, with the rows per node
+    """label.label's work as a Ray job (label.label_on_ray): returns its results.LabelResult, with the rows per node
     and the job's time (nodes_text), or Stopped.
 
     `stop_after` ends the run, as a kill would, once that many shards are saved (for tests).

@@ -10,7 +10,6 @@ import hashlib
 import io
 import logging
 import os
-import sys
 import warnings
 
 # The conversion cache (shared with the face finder).

@@ -20,7 +20,7 @@ import numpy as np
 
 import keras
 
-from facegender.data import decoding, splits
+from facegender.data import splits
 from facegender.training import features
 from facegender.model import network as model_lib
 from facegender.training.callbacks import HistoryRecorder, ValidationMetrics
