@@ -50,6 +50,7 @@ $PY train_model.py --init_model "$W/stage7/model_balanced.h5" --image_size 160 \
   --balance_by age --source_weights 0.12 0.38 0.12 0.16 0.04 0.18 --degrade 0.5 \
   --epoch_images 6400 --val_limit 2000 --learning_rate 3e-5 --epochs 8 --patience 3 \
   --lr_patience 2 --lr_factor 0.5 --monitor val_worst_recall --verbose 2 \
+  --model_version "0.5 (stage 14)" \
   --output "$W/candidate/model_balanced.h5" "${resume[@]}"
 fi
 

@@ -41,6 +41,7 @@ def test_training_writes_every_output(trained):
     with open(os.path.join(out, "model_balanced.json")) as f:
         sidecar = json.load(f)
     assert sidecar["class_names"] == ["female", "male"]
+    assert "version" not in sidecar  # no --model_version: no name made up
     assert sidecar["input_size"] == IMAGE_SIZE
     assert 0 < sidecar["threshold"] < 1
     assert sidecar["epochs_run"] == 1 and sidecar["config"]["epochs"] == 1
@@ -66,13 +67,14 @@ def test_train_returns_its_report_and_the_script_prints_it(trained, tmp_path, ca
     model_path = str(out / "model_balanced.h5")
     argv = TINY_TRAINING + ["--data_path", trained["data"], "--weights", trained["weights"],
                             "--trainable_layers", "0", "--epochs", "1", "--resume",
-                            "--output", model_path, "--overwrite"]
+                            "--output", model_path, "--overwrite", "--model_version", "0.9 (test)"]
     capsys.readouterr()
     result = run.train(train_model.parse_args(argv))
     printed = capsys.readouterr().out
     assert isinstance(result, TrainingResult)
     with open(out / "model_balanced.json") as f:
         sidecar = json.load(f)
+    assert sidecar["version"] == "0.9 (test)"  # --model_version, where users read it
     assert result.written == (model_path, str(out / "model_balanced.json"),
                               str(out / "training_curves.png"), result.architecture)
     assert all(os.path.getsize(path) > 0 for path in result.written)

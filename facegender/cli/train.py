@@ -76,6 +76,9 @@ def add_input_output_arguments(g):
                         "value) group is drawn equally often, and each value is a validation "
                         "group of its own, so the worst one picks the epoch and the threshold")
     g.add_argument("--output", default=DEFAULTS["output"], help="model file to write (.h5)")
+    g.add_argument("--model_version", default=DEFAULTS["model_version"], metavar="NAME",
+                   help="a name for this model (e.g. '0.6 (stage 15)'), written into its "
+                        "sidecar as \"version\", where the model card and users read it")
     g.add_argument("--overwrite", action="store_true",
                    help="let the run replace an existing --output model and its sidecar "
                         "(refused by default, before any image is read)")

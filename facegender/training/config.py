@@ -88,6 +88,7 @@ class TrainConfig:
     resume: bool = False
     allow_output_in_data: bool = False
     overwrite: bool = False
+    model_version: str | None = None  # written into the sidecar as "version"
     verbose: int = 1
     # Derived, not given: --face_geometry parsed (None: images used as given).
     geometry: Geometry | None = dataclasses.field(init=False)

@@ -263,6 +263,7 @@ def finish(model, checkpoint, validation, split, reader, config, start):
     report = metrics.evaluation_report(y_val, scores, threshold)
     history = checkpoint.history
     sidecar = {
+        **({"version": config.model_version} if config.model_version else {}),
         "class_names": list(CLASS_NAMES),
         "input_size": model_lib.input_size(model),
         "input": ("RGB pixels 0..255, resized to input_size x input_size" if config.geometry is None
