@@ -51,3 +51,12 @@ def test_shown_messages_follow_a_redirected_stdout(capsys):
 def test_each_test_starts_with_the_messages_unheard(capsys):
     logging.getLogger("facegender.x").info("unheard")
     assert capsys.readouterr().out == ""
+
+
+def test_a_progress_bar_says_what_it_counts(capsys):
+    # Two bars in a row (the audit sample's faces, then its scores) must not look alike.
+    from facegender.core.progress import Progress
+    progress = Progress(4, verbose=1, label="audit sample: ")
+    progress.update(2)
+    progress.update(2)
+    assert capsys.readouterr().out.startswith("audit sample: 4/4 [")

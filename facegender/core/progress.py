@@ -11,7 +11,8 @@ REDRAW_SECONDS = 0.1  # a terminal redraws the bar at most this often
 
 class Progress:
     """update(n) after each n items: a bar (verbose 1), a line every tenth of the way
-    (verbose 2), or nothing (verbose 0). `label` starts each line of verbose 2."""
+    (verbose 2), or nothing (verbose 0). `label` ("faces: ") starts the bar and each line, so
+    that two bars in a row say which is which."""
 
     def __init__(self, total, verbose, unit="image", label=""):
         self.total, self.verbose, self.unit, self.label = total, verbose, unit, label
@@ -41,6 +42,6 @@ class Progress:
         width = len(str(self.total))
         seconds = now - self.start
         rate = f"{1000 * seconds / self.seen:.0f}ms/{self.unit}" if self.seen else ""
-        line = f"{self.seen:>{width}}/{self.total} [{bar}] - {seconds:.0f}s {rate}"
+        line = f"{self.label}{self.seen:>{width}}/{self.total} [{bar}] - {seconds:.0f}s {rate}"
         self.stream.write(("\r" if interactive else "") + line + ("\n" if done else ""))
         self.stream.flush()

@@ -77,7 +77,7 @@ def sample_rates(folder, runner, image_size, geometry, threshold, config):
     found = decoding.main_faces(paths, geometry, config.cache_dir, config.verbose, config.backend)
     reader = decoding.ImageReader(image_size, geometry, found)
     scores, _ = inference.score_paths(runner, paths, image_size, config.batch_size,
-                                      config.verbose, reader=reader)
+                                      config.verbose, reader=reader, label="audit sample: ")
     keep = ~np.isnan(scores)
     labels, scores = np.asarray(labels)[keep], scores[keep]
     called = (scores >= threshold).astype(int)

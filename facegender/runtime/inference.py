@@ -384,12 +384,13 @@ def _collect(start, futures):
             np.array([ok for _, ok in results], dtype=bool))
 
 
-def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None, reader=None):
+def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None, reader=None,
+              label=""):
     """Yield (start, output, readable flags) for consecutive batches of `paths`, in order.
 
     `prepare` maps a float32 batch to what the model is given (e.g. the batch and its mirror).
     `reader` decodes the files (a decoding.ImageReader of `image_size`, cutting faces to the
-    model's geometry; default: the images as given).
+    model's geometry; default: the images as given). `label` names the progress bar.
     Readable flags come with each batch; when the generator is exhausted, its return value
     (StopIteration.value) is the {path: reason} of every unreadable file.
     """
@@ -402,7 +403,7 @@ def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None,
             batch = images.astype(np.float32)
             yield start, batch if prepare is None else prepare(batch)
 
-    progress = Progress(len(paths), verbose)
+    progress = Progress(len(paths), verbose, label=label)
     for start, output in runner.map(feed()):
         readable = flags.pop(start)
         progress.update(len(readable))
@@ -410,17 +411,19 @@ def run_paths(runner, paths, image_size, batch_size=32, verbose=1, prepare=None,
     return reader.skipped
 
 
-def score_paths(runner, paths, image_size, batch_size=32, verbose=1, tta=False, reader=None):
+def score_paths(runner, paths, image_size, batch_size=32, verbose=1, tta=False, reader=None,
+                label=""):
     """(P(male) for each of `paths`, {unreadable path: reason}).
 
     Scores of unreadable files are NaN, so nothing downstream can mistake them for a score (a
     model that outputs NaN for a readable image is an error, not an unreadable file). `tta`
     scores each image as the mean of its score and its mirror's (a no-op for a runner made
-    with it). `reader`: as for run_paths.
+    with it). `reader` and `label`: as for run_paths.
     """
     runner = flip_averaged(runner) if tta else runner
     scores = np.full(len(paths), np.nan, np.float32)
-    batches = run_paths(runner, paths, image_size, batch_size, verbose, reader=reader)
+    batches = run_paths(runner, paths, image_size, batch_size, verbose, reader=reader,
+                        label=label)
     while True:
         try:
             start, output, readable = next(batches)
