@@ -194,15 +194,23 @@ def test_a_truncated_video_beside_whole_ones_is_named_and_skipped_and_the_rest_g
     blob = open(whole, "rb").read()
     (folder / "b_cut.mp4").write_bytes(blob[:len(blob) // 2])  # a copy stopped half-way
     later = write_video(folder / "c_later.avi")
+    # An AVI cut short opens (its header states the whole length) and reads up to the cut.
+    blob = open(later, "rb").read()
+    (folder / "d_cut.avi").write_bytes(blob[:len(blob) // 2])
+    cut = str(folder / "d_cut.avi")
     out = tmp_path / "pred.csv"
     summary = label_as_the_script(args_for([folder], trained, out), BlobDetector())
     rows = read_csv(out)
-    assert {r["path"] for r in rows} == {whole, later}
+    assert {r["path"] for r in rows} == {whole, later, cut}
     assert len([r for r in rows if r["path"] == later]) == len(expected_times())
+    assert 0 < len([r for r in rows if r["path"] == cut]) < len(expected_times())
     assert list(summary.skipped) == [str(folder / "b_cut.mp4")]
     printed = capsys.readouterr()
     assert "skipped 1 unreadable file(s)" in printed.out and "b_cut.mp4" in printed.out
     assert "skipping unreadable video" in printed.err
+    # The cut is said, once, and nothing of the whole videos.
+    said = [line for line in printed.err.splitlines() if "the rest does not decode" in line]
+    assert len(said) == 1 and said[0].startswith(f"warning: {cut}: read up to 0:0")
 
 
 def test_videos_among_photos_are_searched_for_faces_without_extra_flags(trained, tmp_path,

@@ -28,6 +28,9 @@ from facegender.labelling import tracks
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FRAMES = 50  # sampled frames between progress records: what a stop can lose
+# A video read up to more than this share (or two frames) short of its stated length is said
+# to be cut short.
+TRUNCATION_SLACK = 0.02
 SHEET_FRAMES = 24  # frames on a video's --annotate sheet: its tracks' first frames
 TIMELINE_TRACKS = 200  # rows of a video's timeline in --report (the longest tracks)
 THUMBNAIL = 40  # pixels a track's face is shown at on its timeline
@@ -179,6 +182,13 @@ def predict_video(runner, image_size, path, config, threshold, detector, geometr
         if frames % checkpoint_frames == 0:
             save(next_time, False)
     save(next_time, True)
+    # A file cut short (a copy stopped half-way) opens, and reads up to its cut: said, since
+    # the faces after it are missing from every count. The slack allows for containers whose
+    # frame count is an estimate.
+    if next_time < duration - max(2 / fps, TRUNCATION_SLACK * duration):
+        log.warning(f"warning: {path}: read up to {clock(next_time - config.every)} of the "
+                    f"{clock(duration)} its header states; the rest does not decode (cut short "
+                    "or damaged?), so its faces are not counted")
     return with_tracks(rows, tracking, config.every)
 
 
