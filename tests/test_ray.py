@@ -237,3 +237,19 @@ def test_a_lost_actor_hands_its_shards_to_the_others(ray_started, small_model_fi
     assert os.path.exists(died)
     assert read_rows(out) == read_rows(plain)
     assert sum(summary.per_node.values()) == len(read_rows(plain)) - 1
+
+
+def test_shards_of_another_layout_are_not_reused(small_model_file, photos, tmp_path,
+                                                 monkeypatch):
+    # A run interrupted by an older version of the code left shards whose rows have other
+    # columns: a resume must start over, not join them to new rows.
+    config = predict.parse_args([photos, "--model_path", small_model_file, "--output",
+                                 str(tmp_path / "p.csv")])
+    key = ray_engine.fingerprint(["a.png"], config, 0.5, 256)
+    assert ray_engine.fingerprint(["a.png"], config, 0.5, 256) == key  # stable
+    monkeypatch.setattr(ray_engine, "SHARD_FORMAT", ray_engine.SHARD_FORMAT + 1)
+    assert ray_engine.fingerprint(["a.png"], config, 0.5, 256) != key
+    monkeypatch.undo()
+    with_faces = predict.parse_args([photos, "--model_path", small_model_file, "--output",
+                                     str(tmp_path / "p.csv"), "--detect_faces"])
+    assert ray_engine.fingerprint(["a.png"], with_faces, 0.5, 256) != key  # other columns

@@ -42,6 +42,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Files per shard: what a killed run can lose, and the unit the nodes share out. 256 files take
 # about a second to score here, far more than a shard's overhead.
 SHARD_FILES = 256
+# The layout of a shard's rows: raise it whenever what a row holds changes (2: face_found and
+# the video track), so that a resumed run starts over instead of reusing older shards.
+SHARD_FORMAT = 2
 # Each actor asks this little of Ray's CPU count: OpenVINO uses every core of its node anyway,
 # and a driver started inside a Ray job needs some too.
 ACTOR_CPUS = 0.5
@@ -195,11 +198,13 @@ def connect(address=None, num_cpus=None, join_timeout=JOIN_TIMEOUT):
 # Shards and their manifest
 
 def fingerprint(files, config, threshold, shard_files):
-    """What a shard's rows depend on: a rerun with another value of any of these starts over."""
+    """What a shard's rows depend on: a rerun with another value of any of these starts over.
+    Shards written by another version of this code (SHARD_FORMAT, the CSV's columns) too: a
+    resumed run must not mix rows of two layouts."""
     st = os.stat(config.model_path)
     what = [files, os.path.abspath(config.model_path), st.st_size, st.st_mtime_ns, threshold,
             config.detect_faces, config.min_face_size, config.tta, config.backend, config.precision,
-            shard_files, config.every]
+            shard_files, config.every, SHARD_FORMAT, csv_rows.csv_header(config)]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
 
