@@ -1,7 +1,5 @@
-import contextlib
 import csv
 import json
-import logging
 import os
 import shutil
 
@@ -10,7 +8,6 @@ import pytest
 from PIL import Image
 
 from facegender.cli import evaluate as test_script
-from facegender.core import messages
 from facegender.evaluation import evaluate, metrics, summary
 from facegender.evaluation.config import EvalConfig
 from conftest import make_image_folder, tree_hashes
@@ -170,19 +167,6 @@ def test_several_folders_are_reported_per_source_and_pooled(trained, tmp_path, c
 # ---------------------------------------------------------------------------
 # The library returns, the script prints
 
-@contextlib.contextmanager
-def as_a_library_user():
-    """The package's logger as a program that imports it has it: a script run earlier in this
-    process (cli.options.exit_code) showed the messages on the terminal."""
-    logger = logging.getLogger(messages.PACKAGE_LOGGER)
-    saved = logger.handlers[:], logger.level, logger.propagate
-    logger.handlers[:], logger.level, logger.propagate = [], logging.NOTSET, True
-    try:
-        yield
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
-
-
 def test_evaluate_returns_the_numbers_and_prints_nothing_and_the_script_prints_them(
         trained, tmp_path, capsys):
     folder = tmp_path / "data"
@@ -193,8 +177,7 @@ def test_evaluate_returns_the_numbers_and_prints_nothing_and_the_script_prints_t
     config = EvalConfig(data_path=[str(folder)], model_path=trained["model"],
                         output_dir=str(out), group_by="suffix", precision="f32", verbose=0)
     capsys.readouterr()
-    with as_a_library_user():
-        found = evaluate.evaluate(config)
+    found = evaluate.evaluate(config)  # as a program that imports the package calls it
     assert capsys.readouterr().out == ""
 
     written = json.load(open(out / "metrics.json"))

@@ -13,7 +13,7 @@ import logging
 import os
 
 from facegender.core.common import DataError, MissingDependency
-from facegender.labelling import audit, csv_rows, gallery, inputs, photo_faces, photos, results
+from facegender.labelling import audit, gallery, inputs, photo_faces, photos, results
 from facegender.labelling import video
 from facegender.model import sidecar
 from facegender.runtime import inference
@@ -56,12 +56,7 @@ def label(config, detector=None):
                                          geometry, skipped)
         rows += found
         no_face += faceless
-    result = results.write_results(config, files, videos, rows, skipped, no_face, threshold,
-                                   source)
-    if videos:  # one row per track beside the CSV, and --annotate's frames
-        result = dataclasses.replace(result, tracks=video.finish_tracks(
-            config, csv_rows.csv_header(config), rows, videos, skipped, threshold))
-    video.remove_progress(config.output)
+    result = results.write_run(config, files, videos, rows, skipped, no_face, threshold, source)
     return audit_and_report(config, result, rates, note, threshold, size, geometry, detector)
 
 

@@ -324,12 +324,7 @@ def run(config, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
             return Stopped(len(manifest["done"]), len(shards))
 
     rows, skipped, no_face = read_shards(folder, manifest)
-    result = results.write_results(config, files, videos, rows, skipped, no_face, threshold,
-                                   source)
-    if videos:  # one row per track beside the CSV, and --annotate's frames
-        result = dataclasses.replace(result, tracks=video.finish_tracks(
-            config, csv_rows.csv_header(config), rows, videos, skipped, threshold))
-    video.remove_progress(config.output)
+    result = results.write_run(config, files, videos, rows, skipped, no_face, threshold, source)
     per_node = {}
     for shard in manifest["done"].values():
         per_node[shard["node"]] = per_node.get(shard["node"], 0) + shard["rows"]

@@ -99,7 +99,7 @@ class LabelResult:
 
 def write_results(config, photos, videos, rows, skipped, no_face, threshold, source):
     """Write the CSV (and --annotate's pictures of photos), and return what was found as a
-    LabelResult (every engine ends here, then writes its videos' tracks: video.finish_tracks).
+    LabelResult (every engine ends here, through write_run).
     Rows of images in which no face was found are written and named, and left out of the
     counts."""
     files = photos + videos
@@ -132,6 +132,19 @@ def write_results(config, photos, videos, rows, skipped, no_face, threshold, sou
         min_face_size=config.min_face_size if config.detect_faces else None,
         annotated=annotated[0], contact_sheet=annotated[1],
         annotate_folder=os.path.abspath(config.annotate) if annotated[0] is not None else None)
+
+
+def write_run(config, photos, videos, rows, skipped, no_face, threshold, source):
+    """The end of a run, on either engine: write_results, then the videos' tracks beside the
+    CSV (and --annotate's frames), and the videos' progress records removed; returns the
+    LabelResult, its tracks included."""
+    from facegender.labelling import video
+    result = write_results(config, photos, videos, rows, skipped, no_face, threshold, source)
+    if videos:
+        result = dataclasses.replace(result, tracks=video.finish_tracks(
+            config, csv_header(config), rows, videos, skipped, threshold))
+    video.remove_progress(config.output)
+    return result
 
 
 def result_text(result):
