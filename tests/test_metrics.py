@@ -122,3 +122,12 @@ def test_worst_recall_leaves_out_cells_too_small_to_judge():
     thresholds = [0.5]
     assert metrics.worst_recall_curve(y, scores, groups, thresholds)[0] == 1.0
     assert metrics.worst_recall_curve(y, scores, groups, thresholds, min_count=1)[0] == 0.0
+
+
+def test_one_rule_calls_every_score():
+    from facegender.core.common import called, called_name
+    # At the threshold is male: the rule every script labels by, ties included.
+    assert called(0.5, 0.5) == 1 and called(0.4999, 0.5) == 0
+    assert isinstance(called(0.7, 0.5), int)
+    np.testing.assert_array_equal(called(np.array([0.1, 0.5, 0.9]), 0.5), [0, 1, 1])
+    assert (called_name(0.51, 0.51), called_name(0.509, 0.51)) == ("male", "female")

@@ -1,10 +1,26 @@
-"""What every module shares and nothing else: the class names, the cache root and the error
+"""What every module shares and nothing else: the class names and the rule that calls a score
+one of them, the cache root and the error
 types that the scripts turn into one line and exit code 2. It imports nothing of the project
 (and no TensorFlow), so any module may import it."""
 
 import os
 
+import numpy as np
+
 CLASS_NAMES = ("female", "male")  # class index 0 is female, 1 is male: the model outputs P(male)
+
+
+def called(p_male, threshold):
+    """The class each P(male) is called at the decision `threshold`: 1 (male) at or above it,
+    0 (female) below; an int for one score, an int array for an array of them. The one rule
+    every script labels by."""
+    calls = (np.asarray(p_male) >= threshold).astype(int)
+    return int(calls) if calls.ndim == 0 else calls
+
+
+def called_name(p_male, threshold):
+    """The class name one P(male) is called at `threshold` ("female" or "male")."""
+    return CLASS_NAMES[called(p_male, threshold)]
 
 
 def default_cache_dir():

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from facegender.drawing import annotate
-from facegender.core.common import CLASS_NAMES
+from facegender.core.common import CLASS_NAMES, called, called_name
 from facegender.core.outputs import write_text
 
 GALLERY_MISTAKES = 96  # the most confident mistakes shown
@@ -133,8 +133,7 @@ def gallery_indices(y_true, scores, threshold, mistakes=GALLERY_MISTAKES, unsure
     wrong = np.array([], dtype=int)
     if y_true is not None:
         y = np.asarray(y_true)
-        called = (p >= threshold).astype(int)
-        wrong = np.flatnonzero(called != y)
+        wrong = np.flatnonzero(called(p, threshold) != y)
         confidence = np.abs(p[wrong] - threshold)
         wrong = wrong[np.argsort(-confidence, kind="stable")][:mistakes]
     rest = np.setdiff1d(np.arange(len(p)), wrong)
@@ -146,8 +145,8 @@ def gallery_indices(y_true, scores, threshold, mistakes=GALLERY_MISTAKES, unsure
 def caption(path, p_male, threshold, true=None, extra=""):
     name = os.path.basename(path)
     name = name if len(name) <= 22 else name[:9] + "..." + name[-10:]
-    called = CLASS_NAMES[int(p_male >= threshold)]
-    first = f"true {true}, called {called}" if true else f"called {called}"
+    name_called = called_name(p_male, threshold)
+    first = f"true {true}, called {name_called}" if true else f"called {name_called}"
     return [name + extra, first, f"P(male) {p_male:.3f}"]
 
 
@@ -189,11 +188,11 @@ def evaluation_page(results, out_dir, paths, y_true, scores, crop):
         + "</div>"))
     wrong, near = gallery_indices(y_true, scores, t)
     labels = [CLASS_NAMES[int(y)] for y in y_true]
-    total_wrong = int(np.sum((np.asarray(scores) >= t).astype(int) != np.asarray(y_true)))
+    total_wrong = int(np.sum(called(scores, t) != np.asarray(y_true)))
     tiles = ([(tile_image(crop(i)), caption(paths[i], scores[i], t, labels[i]), "wrong")
               for i in wrong]
              + [(tile_image(crop(i)), caption(paths[i], scores[i], t, labels[i]),
-                 "wrong" if (scores[i] >= t) != y_true[i] else "unsure") for i in near])
+                 "wrong" if called(scores[i], t) != y_true[i] else "unsure") for i in near])
     sections.append(("Faces as the model saw them", (
         f'<p class="note">Solid red: the {len(wrong)} most confident of {total_wrong} mistakes. '
         f"Dashed orange: the {len(near)} other faces nearest the threshold (within "

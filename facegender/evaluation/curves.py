@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.metrics import (average_precision_score, precision_recall_curve, roc_auc_score,
                              roc_curve)
 
-from facegender.core.common import CLASS_NAMES
+from facegender.core.common import CLASS_NAMES, called
 from facegender.drawing import plots
 
 
@@ -25,7 +25,7 @@ def operating_point(y_true, scores, threshold):
     A rate whose denominator is 0 (no male images, no female images, nothing called male) is None.
     """
     y = np.asarray(y_true).astype(bool)
-    pred = np.asarray(scores) >= threshold
+    pred = called(scores, threshold) == 1
     tp, fp = int(np.sum(y & pred)), int(np.sum(~y & pred))
     positives, negatives = int(y.sum()), int((~y).sum())
     tpr = tp / positives if positives else None

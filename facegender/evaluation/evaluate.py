@@ -18,7 +18,7 @@ import shutil
 
 import numpy as np
 
-from facegender.core.common import CLASS_NAMES, DataError
+from facegender.core.common import CLASS_NAMES, DataError, called
 from facegender.core.outputs import atomic_path, make_writable_dir, write_csv, write_json
 from facegender.data import decoding, listing
 from facegender.drawing import plots
@@ -303,7 +303,7 @@ def copy_mistakes(config, scored):
     copies, with their Grad-CAM sheet: Evaluation's misclassified, copies_dir, copies,
     replaced and contact_sheet."""
     threshold, paths, labels, scores = scored.threshold, scored.paths, scored.labels, scored.scores
-    predicted = (scores >= threshold).astype(int)
+    predicted = called(scores, threshold)
     wrong = np.flatnonzero(predicted != labels)
     mistakes = {"misclassified": len(wrong), "copies_dir": None, "copies": (), "replaced": 0,
              "contact_sheet": None}

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from facegender.core.common import CLASS_NAMES, ModelError
+from facegender.core.common import CLASS_NAMES, ModelError, called, called_name
 from facegender.data import decoding
 from facegender.drawing import plots
 
@@ -59,7 +59,7 @@ def gradcam(model, images, threshold=0.5, batch_size=32, classes=None):
         grads = tape.gradient(logit, features)
         p_male = tf.sigmoid(logit).numpy()
         # Male raises the logit, female lowers it.
-        target = (p_male >= threshold if classes is None
+        target = (called(p_male, threshold) == 1 if classes is None
                   else np.asarray(classes)[start:start + batch_size] == 1)
         sign = np.where(target, 1.0, -1.0).astype(np.float32)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True) * sign[:, None, None, None]
@@ -184,7 +184,7 @@ def most_confident_mistakes(y_true, scores, threshold, limit=SHEET_MAX_IMAGES):
     called male, 1 - P(male) for a male called female.
     """
     y, p = np.asarray(y_true), np.asarray(scores, dtype=float)
-    pred = (p >= threshold).astype(int)
+    pred = called(p, threshold)
     wrong = np.flatnonzero(pred != y)
     confidence = np.where(pred[wrong] == 1, p[wrong], 1 - p[wrong])
     order = wrong[np.argsort(-confidence, kind="stable")]
@@ -212,7 +212,7 @@ def misclassified_sheet(explain, paths, y_true, scores, threshold, path,
     reader = reader or decoding.ImageReader(explain.image_size)
     images = np.stack([reader(paths[i])[0] for i in chosen])
     try:
-        predicted = (np.asarray(scores)[chosen] >= threshold).astype(int)
+        predicted = called(np.asarray(scores)[chosen], threshold)
         maps = explain.maps(images, predicted, batch_size)
     except ModelError as err:
         maps, result["heat_maps"], result["note"] = None, False, f"no heat maps: {err}"
@@ -220,7 +220,7 @@ def misclassified_sheet(explain, paths, y_true, scores, threshold, path,
     for i in chosen:
         name = os.path.basename(paths[i])
         name = name if len(name) <= 26 else name[:11] + "..." + name[-12:]
-        predicted = CLASS_NAMES[int(scores[i] >= threshold)]
+        predicted = called_name(scores[i], threshold)
         captions.append(f"{name}\ntrue {CLASS_NAMES[int(y_true[i])]}, called {predicted}\n"
                         f"P(male) {scores[i]:.3f}")
     if maps is not None:

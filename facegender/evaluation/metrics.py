@@ -7,7 +7,7 @@ import numpy as np
 from scipy.special import ndtri
 from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score
 
-from facegender.core.common import CLASS_NAMES
+from facegender.core.common import CLASS_NAMES, called
 
 
 def macro_f1_curve(y_true, scores, thresholds):
@@ -106,7 +106,7 @@ def per_class_accuracy(y_true, y_pred):
 def evaluation_report(y_true, scores, threshold):
     """Everything the evaluation prints and saves about one threshold, as plain JSON types."""
     y_true = np.asarray(y_true)
-    y_pred = (np.asarray(scores) >= threshold).astype(int)
+    y_pred = called(scores, threshold)
     labels = list(range(len(CLASS_NAMES)))
     kwargs = dict(labels=labels, target_names=list(CLASS_NAMES), digits=4, zero_division=0)
     report = classification_report(y_true, y_pred, output_dict=True, **kwargs)

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from facegender.evaluation import quantify
-from facegender.core.common import CLASS_NAMES, DataError
+from facegender.core.common import CLASS_NAMES, DataError, called
 from facegender.core.outputs import write_json
 from facegender.drawing.report import seconds
 
@@ -80,8 +80,8 @@ def sample_rates(folder, runner, image_size, geometry, threshold, config):
                                       config.verbose, reader=reader, label="audit sample: ")
     keep = ~np.isnan(scores)
     labels, scores = np.asarray(labels)[keep], scores[keep]
-    called = (scores >= threshold).astype(int)
-    confusion = [[int(np.sum((labels == t) & (called == c))) for c in (0, 1)] for t in (0, 1)]
+    calls = called(scores, threshold)
+    confusion = [[int(np.sum((labels == t) & (calls == c))) for c in (0, 1)] for t in (0, 1)]
     sample = [(p, CLASS_NAMES[y], float(s))
               for p, y, s in zip([p for p, k in zip(paths, keep) if k], labels, scores)]
     return Rates(confusion, f"--audit_sample {folder} ({len(labels)} labelled faces of this "

@@ -1,13 +1,8 @@
-"""The CSV's rows: its columns for a run (csv_header), the cells a score gives (score_cells,
-label_of) and which rows are faces to count (counted). Photos, videos and every engine
-write rows of this one shape."""
+"""The CSV's rows: its columns for a run (csv_header), the cells a score gives (score_cells;
+its label by core.common.called_name) and which rows are faces to count (counted). Photos,
+videos and every engine write rows of this one shape."""
 
-from facegender.core.common import CLASS_NAMES
-
-
-def label_of(p_male, threshold):
-    """The label a score gets: male at or above `threshold`, else female."""
-    return CLASS_NAMES[int(p_male >= threshold)]
+from facegender.core.common import called_name
 
 
 def csv_header(config):
@@ -30,7 +25,7 @@ def score_cells(p_male, threshold, config, face_found=True):
     threshold[, tta]."""
     found = ([str(bool(face_found)).lower()]
              if config.faces_searched else [])
-    return (*found, f"{p_male:.6f}", label_of(p_male, threshold), f"{threshold:.6g}",
+    return (*found, f"{p_male:.6f}", called_name(p_male, threshold), f"{threshold:.6g}",
             *(["flip"] if config.tta else []))
 
 

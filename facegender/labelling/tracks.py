@@ -22,6 +22,7 @@ two shots (or back after leaving the picture) is two tracks.
 """
 
 import numpy as np
+from facegender.core.common import called
 
 HISTOGRAM_BINS = 4  # per colour channel: 64 joint bins, coarse enough to ignore motion and noise
 SIGNATURE_SIDE = 64  # a frame is subsampled to about this many pixels a side before counting
@@ -225,8 +226,8 @@ def track_scores(track, p_male, threshold):
     faces = np.bincount(track, minlength=n)
     mean = np.bincount(track, weights=log_odds(p_male), minlength=n) / np.maximum(faces, 1)
     p_track = 1 / (1 + np.exp(-mean))
-    male = p_track >= threshold
-    face_male = p_male >= threshold
+    male = called(p_track, threshold) == 1
+    face_male = called(p_male, threshold) == 1
     disagreeing = np.bincount(track, weights=(face_male != male[track]), minlength=n)
     return {"p_male": p_track, "male": male, "faces": faces,
             "disagreeing": disagreeing.astype(int)}

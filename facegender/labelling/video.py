@@ -19,7 +19,7 @@ import shutil
 
 import numpy as np
 
-from facegender.core.common import CLASS_NAMES, DataError, ModelError
+from facegender.core.common import CLASS_NAMES, DataError, ModelError, called_name
 from facegender.core.outputs import write_csv, write_json
 from facegender.drawing import annotate
 from facegender.labelling import csv_rows, inputs, photo_faces
@@ -230,7 +230,7 @@ def track_table(rows, every):
         for k in np.unique(number):
             own = [r for r, n in zip(faces, number) if n == k]
             times = [float(r["time"]) for r in own]
-            label = csv_rows.label_of(scores["p_male"][k], threshold)
+            label = called_name(scores["p_male"][k], threshold)
             other = scores["disagreeing"][k]
             shown = max(own, key=lambda r: int(r["w"]) * int(r["h"]))
             table.append({
