@@ -60,3 +60,13 @@ def test_a_progress_bar_says_what_it_counts(capsys):
     progress.update(2)
     progress.update(2)
     assert capsys.readouterr().out.startswith("audit sample: 4/4 [")
+
+
+def test_warnings_kept_in_a_worker_are_returned_not_shown(capsys):
+    from facegender.core import messages
+    log = logging.getLogger("facegender.labelling.x")
+    with messages.warnings_kept() as kept:
+        log.warning("warning: a.jpg is broken")
+        log.info("not a warning")
+    log.warning("after the block")
+    assert kept == ["warning: a.jpg is broken"]

@@ -170,8 +170,10 @@ def test_a_killed_run_resumed_gives_every_row_of_the_plain_run_once(ray_started,
     summary = ray_engine.run(args, shard_files=4)  # the same command again
     # Its progress is logged (shown here: predict.main showed the package's messages), and
     # what it found is returned, not printed.
-    printed = capsys.readouterr().out
+    printed, said = capsys.readouterr()
     assert "1 already done" in printed and " faces: " not in printed and "wrote" not in printed
+    # The actor's warning about the broken file, said again by the driver, once.
+    assert said.count("warning: skipping unreadable image") == 1 and "broken.jpg" in said
     assert read_rows(out) == plain_rows  # same columns, rows and order
     assert sum(summary.per_node.values()) == summary.rows == len(plain_rows) - 1
     # The same summary: counts, the photos without a face and the unreadable file by name.

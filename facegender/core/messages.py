@@ -9,6 +9,7 @@ shows each message as the bare line it is: INFO on stdout beside the results, WA
 stderr.
 """
 
+import contextlib
 import logging
 import sys
 
@@ -39,3 +40,26 @@ def show_messages():
         logger.addHandler(_TerminalHandler())
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+class _Keeper(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.kept = []
+
+    def emit(self, record):
+        self.kept.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def warnings_kept():
+    """Keep the package's warnings of the block in a list of their messages (yielded), for
+    work done in another process whose terminal nobody sees (a Ray actor): the process that
+    asked for the work says them again."""
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    keeper = _Keeper()
+    logger.addHandler(keeper)
+    try:
+        yield keeper.kept
+    finally:
+        logger.removeHandler(keeper)

@@ -33,6 +33,7 @@ from facegender.labelling.config import JOIN_TIMEOUT
 from facegender.model import sidecar
 from facegender.labelling import video
 from facegender.core.common import USER_ERRORS, DataError
+from facegender.core.messages import warnings_kept
 from facegender.core.outputs import write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,14 @@ class ShardScorer:
 
     def score(self, paths):
         """photos.py's rows for one shard (a list of files, or one video), with what it
-        skipped, the files with no face, this actor's node and its runner's name."""
+        skipped, the files with no face, this actor's node, its runner's name and the warnings
+        said on the way (an unreadable image, a video cut short), for the driver to repeat:
+        an actor's own output never reaches the terminal."""
+        with warnings_kept() as warnings:
+            result = self.score_shard(paths)
+        return {**result, "warnings": warnings}
+
+    def score_shard(self, paths):
         if inputs.is_video(paths[0]):  # a video is a shard of its own
             try:
                 rows = video.predict_video(self.runner, self.size, paths[0], self.config,
@@ -386,6 +394,8 @@ def run_shards(config, shards, todo, threshold, folder, manifest, header, stop_a
                 if known is None:
                     raise
                 raise known from None
+            for text in result["warnings"]:
+                log.warning(text)
             save_shard(folder, manifest, k, result, header)
             saved += 1
             files_done += len(shards[k])
