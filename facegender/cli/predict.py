@@ -12,7 +12,11 @@ row per face. Only faces are counted: an image in which no face is found keeps i
 --annotate DIR also writes each photo with its faces boxed and labelled, and a contact sheet.
 Beside the CSV, <output>.summary.json: the share of women, raw and corrected for the model's
 error rates (--audit_sample DIR, else its sidecar's), with 95% intervals (audit.py).
+
+This module is the command line only: it parses the flags into a `LabelConfig`, hands it to
+facegender.labelling.label and prints the result it returns.
 """
+
 import dataclasses
 import os
 import shlex
