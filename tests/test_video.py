@@ -238,3 +238,18 @@ def test_videos_among_photos_are_searched_for_faces_without_extra_flags(trained,
     assert summary.audit["faces"] == len(rows) - 1
     assert summary.audit["without_a_face"]["paths"] == [str(folder / "logo.png")]
     assert "every photo is searched for faces too" in capsys.readouterr().out
+
+
+def test_a_video_s_progress_is_not_resumed_with_another_model_at_the_same_path(tmp_path):
+    # A model retrained into the same file (--overwrite) would give other rows: a record of
+    # the old one's must not be continued.
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"first")
+    clip = tmp_path / "clip.avi"
+    clip.write_bytes(b"a video")
+    config = predict.parse_args([str(clip), "--model_path", str(model), "--output",
+                                 str(tmp_path / "p.csv")])
+    before = video.progress_file(config.output, str(clip), config, 0.5)
+    assert video.progress_file(config.output, str(clip), config, 0.5) == before
+    model.write_bytes(b"second model")
+    assert video.progress_file(config.output, str(clip), config, 0.5) != before

@@ -23,6 +23,13 @@ def called_name(p_male, threshold):
     return CLASS_NAMES[called(p_male, threshold)]
 
 
+def file_stamp(path):
+    """[absolute path, size, modification time in ns]: what tells one version of a file from
+    another where a cache or a resumed run must not take an old result for a new file."""
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
 def default_cache_dir():
     """The root of every cache (converted OpenVINO models, training's backbone features):
     $FACEGENDER_CACHE, else ~/.cache/facegender. Scripts take it as --cache_dir's default."""

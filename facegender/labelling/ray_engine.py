@@ -32,7 +32,7 @@ from facegender.labelling import csv_rows, inputs, photo_faces, photos, results
 from facegender.labelling.config import JOIN_TIMEOUT
 from facegender.model import sidecar
 from facegender.labelling import video
-from facegender.core.common import USER_ERRORS, DataError
+from facegender.core.common import USER_ERRORS, DataError, file_stamp
 from facegender.core.messages import warnings_kept
 from facegender.core.outputs import write_csv, write_json
 
@@ -209,8 +209,7 @@ def fingerprint(files, config, threshold, shard_files):
     """What a shard's rows depend on: a rerun with another value of any of these starts over.
     Shards written by another version of this code (SHARD_FORMAT, the CSV's columns) too: a
     resumed run must not mix rows of two layouts."""
-    st = os.stat(config.model_path)
-    what = [files, os.path.abspath(config.model_path), st.st_size, st.st_mtime_ns, threshold,
+    what = [files, *file_stamp(config.model_path), threshold,
             config.detect_faces, config.min_face_size, config.tta, config.backend, config.precision,
             shard_files, config.every, SHARD_FORMAT, csv_rows.csv_header(config)]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()
@@ -292,8 +291,8 @@ class Stopped:
 
 
 def run(config, stop_after=None, shard_files=SHARD_FILES, num_cpus=None):
-    """label.label's work as a Ray job (label.label_on_ray): returns its results.LabelResult, with the rows per node
-    and the job's time (nodes_text), or Stopped.
+    """label.label's work as a Ray job (what label.label_on_ray runs): returns its
+    results.LabelResult, with the rows per node and the job's time (nodes_text), or Stopped.
 
     `stop_after` ends the run, as a kill would, once that many shards are saved (for tests).
     """

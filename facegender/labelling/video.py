@@ -19,7 +19,7 @@ import shutil
 
 import numpy as np
 
-from facegender.core.common import CLASS_NAMES, DataError, ModelError, called_name
+from facegender.core.common import CLASS_NAMES, DataError, ModelError, called_name, file_stamp
 from facegender.core.outputs import write_csv, write_json
 from facegender.drawing import annotate
 from facegender.labelling import csv_rows, inputs, photo_faces
@@ -94,11 +94,10 @@ def progress_folder(output):
 
 def progress_file(output, path, config, threshold):
     """The record of one video in this run: named by what would change its rows (the file,
-    its size and time, the sampling, the model, the threshold, the face size, --tta)."""
-    st = os.stat(path)
-    key = json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns, config.every,
-                      os.path.abspath(config.model_path), threshold, config.min_face_size,
-                      bool(config.tta)])
+    its size and time, the sampling, the model file (a retrained one at the same path too),
+    the threshold, the face size, --tta)."""
+    key = json.dumps([*file_stamp(path), config.every, *file_stamp(config.model_path),
+                      threshold, config.min_face_size, bool(config.tta)])
     name = hashlib.sha1(key.encode()).hexdigest()[:16]
     return os.path.join(progress_folder(output), f"{name}.json")
 

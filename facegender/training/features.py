@@ -25,6 +25,7 @@ import numpy as np
 
 import keras
 
+from facegender.core.common import file_stamp
 from facegender.runtime import inference
 from facegender.model import network as model_lib
 
@@ -38,8 +39,7 @@ def cache_key(paths, backbone, image_size, layer=None, geometry=None):
     images are cut to (None: as given)."""
     h = hashlib.sha256()
     for path in paths:
-        st = os.stat(path)
-        h.update(json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns]).encode())
+        h.update(json.dumps(file_stamp(path)).encode())
     for weight in backbone.weights:
         h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     h.update(str(image_size).encode())
