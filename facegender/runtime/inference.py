@@ -186,6 +186,11 @@ class RecheckedRunner(Runner):
             yield tag, output
 
 
+def with_mirror(images):
+    """The batch followed by its horizontal mirror images (NHWC: width is axis 2)."""
+    return np.concatenate([images, images[:, :, ::-1]])
+
+
 class FlipAveraged(Runner):
     """Test-time flip averaging: each image's output is the mean of the model's output on it and
     on its horizontal mirror (training flips at random, so both are faces the model knows).
@@ -203,7 +208,7 @@ class FlipAveraged(Runner):
     def map(self, items):
         def doubled():
             for tag, batch in items:
-                yield tag, np.concatenate([batch, batch[:, :, ::-1]])
+                yield tag, with_mirror(batch)
 
         for tag, output in self.runner.map(doubled()):
             n = len(output) // 2

@@ -133,7 +133,8 @@ def write_views(runner, paths, image_size, batch_size, verbose, dtype, shape, fo
                                       shape=(2, len(paths)) + shape)
     readable = np.zeros(len(paths), dtype=bool)
     for start, output, ok in inference.run_paths(runner, paths, image_size, batch_size, verbose,
-                                                 prepare=with_mirror, reader=reader):
+                                                 prepare=inference.with_mirror,
+                                                 reader=reader):
         n = len(ok)
         views[0, start:start + n] = output[:n]
         views[1, start:start + n] = output[n:]
@@ -141,11 +142,6 @@ def write_views(runner, paths, image_size, batch_size, verbose, dtype, shape, fo
     views.flush()
     del views
     np.save(os.path.join(folder, READABLE_FILE), readable)
-
-
-def with_mirror(images):
-    """The batch followed by its mirror images (NHWC: width is axis 2)."""
-    return np.concatenate([images, images[:, :, ::-1]])
 
 
 def load_entry(entry):
