@@ -17,13 +17,20 @@ def run(args):
     return test_script.main(args + ["--verbose", "0"])
 
 
-def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp_path):
-    # The same image filed under both classes gets the same score (to float noise; bfloat16's
-    # depends on the batch), so one of the two copies is a mistake at any threshold: there is
-    # always something to copy out.
+@pytest.fixture
+def data_with_a_twin(trained, tmp_path):
+    """A copy of the trained model's data with one image filed under both classes: it gets the
+    same score (to float noise; bfloat16's depends on the batch) under each, so one of the two
+    is a mistake at any threshold, and there is always something to copy out."""
     folder = tmp_path / "data"
     shutil.copytree(trained["data"], folder)
     shutil.copyfile(folder / "female" / "img_00_a.jpg", folder / "male" / "twin.jpg")
+    return folder
+
+
+def test_evaluation_writes_every_output_and_leaves_inputs_untouched(trained, tmp_path,
+                                                                    data_with_a_twin):
+    folder = data_with_a_twin
     before = tree_hashes(str(folder))
     out = tmp_path / "eval"
     assert run(["--data_path", str(folder), "--model_path", trained["model"],
@@ -77,11 +84,9 @@ def test_copies_never_overwrite_same_named_files(tmp_path):
 
 
 def test_a_second_run_replaces_its_copies_and_leaves_predict_s_csv_and_the_user_s_files(
-        trained, tmp_path, capsys):
+        trained, tmp_path, capsys, data_with_a_twin):
     from facegender.cli import predict
-    folder = tmp_path / "data"
-    shutil.copytree(trained["data"], folder)
-    shutil.copyfile(folder / "female" / "img_00_a.jpg", folder / "male" / "twin.jpg")
+    folder = data_with_a_twin
     out = tmp_path / "work"
     # predict.py's CSV and summary in the folder the evaluation writes to.
     assert predict.main([str(folder), "--model_path", trained["model"], "--output",
@@ -168,11 +173,8 @@ def test_several_folders_are_reported_per_source_and_pooled(trained, tmp_path, c
 # The library returns, the script prints
 
 def test_evaluate_returns_the_numbers_and_prints_nothing_and_the_script_prints_them(
-        trained, tmp_path, capsys):
-    folder = tmp_path / "data"
-    shutil.copytree(trained["data"], folder)
-    # The same image under both classes: one of the two is a mistake at any threshold.
-    shutil.copyfile(folder / "female" / "img_00_a.jpg", folder / "male" / "twin.jpg")
+        trained, tmp_path, capsys, data_with_a_twin):
+    folder = data_with_a_twin
     out = tmp_path / "library"
     config = EvalConfig(data_path=[str(folder)], model_path=trained["model"],
                         output_dir=str(out), group_by="suffix", precision="f32", verbose=0)
