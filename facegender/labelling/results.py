@@ -1,7 +1,7 @@
 """The end of a labelling run: the CSV written, --annotate's boxed copies of the photos and
 their contact sheet drawn from its rows, and what was found, returned as a LabelResult that
-result_text puts in words (predict.py prints it). Every engine (predict.py's plain run,
-ray_engine.py) ends here, then writes its videos' tracks (video.finish_tracks)."""
+result_text puts in words (predict.py prints it). Every engine (label.py's plain run,
+ray_engine.py) ends here, in write_run, which writes the videos' tracks too."""
 
 import dataclasses
 import logging
@@ -12,6 +12,7 @@ from PIL import Image
 from facegender.core.common import CLASS_NAMES, DataError
 from facegender.core.outputs import write_csv
 from facegender.drawing import annotate
+from facegender.labelling import video
 from facegender.labelling.csv_rows import counted, csv_header
 from facegender.labelling.inputs import load_photo
 from facegender.labelling.photo_faces import crop_box
@@ -138,7 +139,6 @@ def write_run(config, photos, videos, rows, skipped, no_face, threshold, source)
     """The end of a run, on either engine: write_results, then the videos' tracks beside the
     CSV (and --annotate's frames), and the videos' progress records removed; returns the
     LabelResult, its tracks included."""
-    from facegender.labelling import video
     result = write_results(config, photos, videos, rows, skipped, no_face, threshold, source)
     if videos:
         result = dataclasses.replace(result, tracks=video.finish_tracks(
